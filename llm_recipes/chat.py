@@ -1,0 +1,75 @@
+"""Chat templates: make sure a tokenizer can render conversations and that generation stops after a turn.
+
+Base models often ship a tokenizer without a chat template. SFT on conversations then needs one, and it must
+end every assistant turn with a token that is also an EOS for generation -- otherwise the model learns to answer
+but never to stop. We install ChatML with `{% generation %}` markers around the assistant content *and* its
+`<|im_end|>`, so TRL's assistant-only loss trains the stop token too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+
+CHATML_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- generation %}{{- message['content'] + '<|im_end|>' }}{%- endgeneration %}"
+    "{{- '\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def read_chat_template(template_or_path: str) -> str:
+    """A template given inline, or the path of a `.jinja` file holding one."""
+    if template_or_path.endswith((".jinja", ".j2")) and Path(template_or_path).is_file():
+        return Path(template_or_path).read_text(encoding="utf-8")
+    return template_or_path
+
+
+def ensure_chat_template(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel | None = None) -> list[int]:
+    """Give `tokenizer` ChatML if it has no chat template; return the ids of tokens that had to be added.
+
+    The model's embeddings are resized for added tokens, and its generation config learns to stop at
+    `<|im_end|>` (the original EOS is kept as a second stop token, so plain-text generation still stops).
+    """
+    if tokenizer.chat_template:
+        return []
+    vocab = tokenizer.get_vocab()
+    missing = [token for token in (IM_START, IM_END) if token not in vocab]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing})
+    previous_eos = tokenizer.eos_token
+    previous_eos_id = tokenizer.eos_token_id
+    tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.eos_token = IM_END
+    if tokenizer.pad_token is None:
+        # Padding with the document EOS rather than <|im_end|> keeps padding apart from the turn's stop token
+        tokenizer.pad_token = previous_eos or IM_END
+    added_ids = tokenizer.convert_tokens_to_ids(missing)
+    if model is not None:
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer))
+        set_stop_tokens(model, tokenizer, extra_eos_ids=[previous_eos_id])
+    return added_ids
+
+
+def set_stop_tokens(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, extra_eos_ids: list | None = None
+) -> None:
+    """Make the model's config and generation config agree with the tokenizer on EOS and PAD."""
+    eos_ids = [tokenizer.eos_token_id] + [i for i in (extra_eos_ids or []) if i is not None]
+    eos_ids = list(dict.fromkeys(eos_ids))
+    model.config.eos_token_id = eos_ids[0]
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.eos_token_id = eos_ids if len(eos_ids) > 1 else eos_ids[0]
+        model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -1,0 +1,156 @@
+"""`llm-recipes <stage> --config X.yaml [field overrides] [accelerate flags]`.
+
+Each stage is a script under recipes/; the console script checks the config in-process (so a mistake is one
+line and exit code 2, before any worker starts) and then runs the script through `accelerate launch`, passing
+through accelerate's own flags (--num_processes, --config_file, --cpu, ...). Everything else goes to the recipe.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+# stage name -> recipe script; the one-line description is the first line of the script's docstring
+STAGES: dict[str, str] = {
+    "init-model": "init_model.py",
+    "sft": "sft.py",
+}
+
+
+def recipes_dir() -> Path:
+    """The recipe scripts: beside the package in a checkout, or installed with it as `llm_recipes.recipes`."""
+    checkout = Path(__file__).resolve().parents[1] / "recipes"
+    if (checkout / "sft.py").is_file():
+        return checkout
+    spec = importlib.util.find_spec("llm_recipes.recipes")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("cannot find the recipes folder; reinstall llm-recipes")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def recipe_path(stage: str) -> Path:
+    return recipes_dir() / STAGES[stage]
+
+
+def describe(stage: str) -> str:
+    source = recipe_path(stage).read_text(encoding="utf-8")
+    docstring = source.split('"""', 2)[1] if source.startswith('"""') else ""
+    return docstring.strip().splitlines()[0] if docstring.strip() else ""
+
+
+def usage() -> str:
+    width = max(len(stage) for stage in STAGES)
+    lines = [
+        "usage: llm-recipes <stage> --config FILE.yaml [--field value ...] [accelerate flags]",
+        "",
+        "stages:",
+        *(f"  {stage:<{width}}  {describe(stage)}" for stage in STAGES),
+        "",
+        "Fields of the stage's config can be overridden on the command line (--learning_rate 1e-4).",
+        "Accelerate flags are passed to `accelerate launch` (--num_processes 2, --config_file ..., --cpu).",
+        "`llm-recipes <stage> --help` lists a stage's fields.",
+    ]
+    return "\n".join(lines)
+
+
+@cache
+def accelerate_flags() -> dict[str, bool]:
+    """accelerate launch's options -> whether each takes a value. Fields the recipes also have stay with them."""
+    from accelerate.commands.launch import launch_command_parser
+
+    recipe_fields = {"debug", "gradient_accumulation_steps", "config"}
+    flags = {}
+    for action in launch_command_parser()._actions:
+        for option in action.option_strings:
+            name = option.lstrip("-").replace("-", "_")
+            if option.startswith("--") and name not in recipe_fields:
+                flags[option] = action.nargs != 0
+    return flags
+
+
+def split_arguments(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separate accelerate's flags from the recipe's arguments."""
+    flags = accelerate_flags()
+    launcher, recipe = [], []
+    index = 0
+    while index < len(args):
+        token = args[index]
+        option = token.split("=", 1)[0]
+        if option in flags:
+            launcher.append(token)
+            if flags[option] and "=" not in token and index + 1 < len(args):
+                launcher.append(args[index + 1])
+                index += 1
+        else:
+            recipe.append(token)
+        index += 1
+    return launcher, recipe
+
+
+def load_recipe(stage: str) -> ModuleType:
+    path = recipe_path(stage)
+    spec = importlib.util.spec_from_file_location(f"llm_recipes_recipe_{stage.replace('-', '_')}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def launch_command(stage: str, launcher_args: list[str], recipe_args: list[str]) -> list[str]:
+    defaults = []
+    given = {token.split("=", 1)[0] for token in launcher_args}
+    if "--config_file" not in given and "--config-file" not in given:
+        # without a config file accelerate warns about every default it assumes; state the plain ones
+        if "--num_processes" not in given and "--num-processes" not in given:
+            defaults += ["--num_processes", "1"]
+        if "--num_machines" not in given and "--num-machines" not in given:
+            defaults += ["--num_machines", "1"]
+        if "--mixed_precision" not in given and "--mixed-precision" not in given:
+            defaults += ["--mixed_precision", "no"]
+        if "--dynamo_backend" not in given and "--dynamo-backend" not in given:
+            defaults += ["--dynamo_backend", "no"]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *defaults,
+        *launcher_args,
+        str(recipe_path(stage)),
+        *recipe_args,
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    stage, rest = args[0], args[1:]
+    if stage not in STAGES:
+        match = difflib.get_close_matches(stage, list(STAGES), n=1)
+        hint = f"; did you mean {match[0]}?" if match else ""
+        print(f"error: unknown stage '{stage}'{hint} (llm-recipes --help lists them)", file=sys.stderr)
+        return 2
+    if "-h" in rest or "--help" in rest:
+        return subprocess.call([sys.executable, str(recipe_path(stage)), "--help"])
+
+    launcher_args, recipe_args = split_arguments(rest)
+    from llm_recipes.errors import UserError
+
+    try:
+        load_recipe(stage).parse_args(recipe_args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.call(launch_command(stage, launcher_args, recipe_args), env=env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

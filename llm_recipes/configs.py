@@ -1,0 +1,373 @@
+"""Script arguments for each stage, and one parser that turns YAML + command line into checked dataclasses.
+
+Parsing is TRL's (`TrlParser`: `--config file.yaml`, every field overridable on the command line). What we add
+is the part a user meets when they get something wrong: unknown keys are named with the closest valid key,
+values are type- and range-checked, and local paths are checked to exist -- all before any model is loaded.
+Every such problem is a `ConfigError`, printed as one line, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llm_recipes.errors import UserError
+
+# What a local data file or a saved dataset may look like; anything else that does not exist is taken as a Hub id.
+DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt", ".gz", ".zst")
+DATA_FORMATS = ("auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text")
+
+
+class ConfigError(UserError):
+    """A user error in a config or on the command line; its message is one line saying what to fix."""
+
+
+@dataclass
+class DatasetSpec:
+    """One dataset of a mixture: where it is, what format it has, and how much of it to use."""
+
+    path: str
+    format: str = "auto"
+    split: str = "train"
+    name: str | None = None
+    text_field: str = "text"
+    weight: float = 1.0
+
+
+@dataclass
+class SFTScriptArguments:
+    """What the SFT recipe needs beyond TRL's `SFTConfig` and `ModelConfig`."""
+
+    dataset_path: str | None = field(
+        default=None,
+        metadata={"help": "A data file (json, jsonl, csv, parquet), a `save_to_disk` folder or a Hub dataset id."},
+    )
+    data_format: str = field(
+        default="auto",
+        metadata={
+            "help": "Format of `dataset_path`; `auto` detects it from the columns.",
+            "choices": DATA_FORMATS,
+        },
+    )
+    text_field: str = field(default="text", metadata={"help": "Column holding plain text for the `text` format."})
+    dataset_split: str = field(default="train", metadata={"help": "Split of `dataset_path` to train on."})
+    datasets: list[dict[str, Any]] | None = field(
+        default=None,
+        metadata={
+            "help": "A mixture (YAML only): a list of {path, format, split, name, text_field, weight}. weight "
+            "scales each dataset's row count (0.5 = a random half, 2 = every row twice)."
+        },
+    )
+    eval_dataset_path: str | None = field(default=None, metadata={"help": "A separate evaluation dataset."})
+    eval_split_size: float = field(
+        default=0.0,
+        metadata={"help": "Share of the training data held out for evaluation (0 <= x < 1), or a row count (>= 1)."},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many eval rows."})
+    trainable_top_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Partial fine-tuning: train only the top N transformer blocks (plus the final norm and LM head); "
+            "everything else is frozen."
+        },
+    )
+    trainable_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "Partial fine-tuning: also train the input embeddings (alone when trainable_top_layers unset)."
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Range checks. Keyed by field name, so they apply to whichever dataclass of a stage carries the field.
+
+Check = tuple[Callable[[Any], bool], str]
+
+RANGE_CHECKS: dict[str, Check] = {
+    "learning_rate": (lambda v: v > 0, "must be > 0"),
+    "num_train_epochs": (lambda v: v > 0, "must be > 0"),
+    "max_steps": (lambda v: v == -1 or v > 0, "must be > 0 (or -1 to train by epochs)"),
+    "per_device_train_batch_size": (lambda v: v >= 1, "must be >= 1"),
+    "per_device_eval_batch_size": (lambda v: v >= 1, "must be >= 1"),
+    "gradient_accumulation_steps": (lambda v: v >= 1, "must be >= 1"),
+    "weight_decay": (lambda v: v >= 0, "must be >= 0"),
+    "warmup_steps": (lambda v: v >= 0, "must be >= 0"),
+    "max_grad_norm": (lambda v: v >= 0, "must be >= 0"),
+    "logging_steps": (lambda v: v > 0, "must be > 0"),
+    "save_steps": (lambda v: v > 0, "must be > 0"),
+    "eval_steps": (lambda v: v is None or v > 0, "must be > 0"),
+    "max_length": (lambda v: v is None or v >= 1, "must be >= 1 (or null for no limit)"),
+    "lora_r": (lambda v: v >= 1, "must be >= 1 (the LoRA rank)"),
+    "lora_alpha": (lambda v: v > 0, "must be > 0"),
+    "lora_dropout": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "eval_split_size": (lambda v: v >= 0, "must be >= 0 (a share below 1, or a row count)"),
+    "max_train_samples": (lambda v: v is None or v >= 1, "must be >= 1"),
+    "max_eval_samples": (lambda v: v is None or v >= 1, "must be >= 1"),
+    "trainable_top_layers": (lambda v: v is None or v >= 0, "must be >= 0"),
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Parsing
+
+
+def _closest(word: str, candidates: Sequence[str]) -> str:
+    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {match[0]}?" if match else ""
+
+
+class _OneLineErrorParser:
+    """Mixin: argparse's own errors (bad type, bad choice) become a ConfigError instead of usage + exit."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise ConfigError(message)
+
+
+def _make_parser(dataclass_types: Sequence[type]):
+    from trl import TrlParser
+
+    parser_cls = type("RecipeParser", (_OneLineErrorParser, TrlParser), {})
+    return parser_cls(list(dataclass_types))
+
+
+def _option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    actions = {}
+    for action in parser._actions:
+        if action.dest != "help":
+            actions[action.dest] = action
+    return actions
+
+
+def _check_yaml_value(key: str, value: Any, action: argparse.Action) -> None:
+    """argparse converts only string defaults, so a YAML 2.5 for an int field would pass unchecked."""
+    if value is None:
+        return
+    if action.nargs in ("+", "*"):
+        if not isinstance(value, list):
+            value = [value]
+        items = value
+    elif isinstance(value, (list, dict)):
+        # dict-typed fields (e.g. model_init_kwargs) are parsed as JSON strings by argparse; YAML mappings are fine
+        if isinstance(value, dict) and action.type is str:
+            return
+        raise ConfigError(f"{key}: expected a single value, got {type(value).__name__} {value!r}")
+    else:
+        items = [value]
+    for item in items:
+        if isinstance(item, dict):
+            continue
+        if action.type is not None and not isinstance(item, str):
+            try:
+                action.type(str(item))
+            except (TypeError, ValueError, argparse.ArgumentTypeError):
+                expected = getattr(action.type, "__name__", "a valid value")
+                raise ConfigError(f"{key}: invalid value {item!r} (expected {expected})") from None
+            if action.type is int and isinstance(item, float) and not item.is_integer():
+                raise ConfigError(f"{key}: invalid value {item!r} (expected an integer)")
+        if action.choices is not None and item not in action.choices:
+            names = [str(c) for c in action.choices]
+            raise ConfigError(
+                f"{key}: invalid choice {item!r}{_closest(str(item), names)} (choose from {', '.join(names)})"
+            )
+
+
+def load_yaml_config(path: str) -> dict[str, Any]:
+    config_path = Path(path)
+    if not config_path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"{path}{line}: not valid YAML") from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping of field: value")
+    return config
+
+
+def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = None, **defaults: Any) -> tuple:
+    """Parse `--config file.yaml` plus command-line overrides into one instance per dataclass, checked.
+
+    `defaults` change a field's default for this stage (the YAML and the command line still win).
+    Raises ConfigError; recipes call `parse_or_exit`, which prints it as one line and exits 2.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = _make_parser(dataclass_types)
+    actions = _option_actions(parser)
+    valid_keys = sorted(actions)
+
+    config: dict[str, Any] = {}
+    if "--config" in args:
+        at = args.index("--config")
+        if at + 1 >= len(args):
+            raise ConfigError("--config needs a path to a YAML file")
+        config = load_yaml_config(args[at + 1])
+        del args[at : at + 2]
+    for key, value in (config.pop("env", None) or {}).items():
+        os.environ[str(key)] = str(value)
+
+    for key, value in config.items():
+        if key not in actions:
+            raise ConfigError(f"unknown key '{key}' in the config{_closest(key, valid_keys)}")
+        _check_yaml_value(key, value, actions[key])
+    for key, value in defaults.items():
+        actions[key].default = value
+    for key, value in config.items():
+        actions[key].default = value
+        actions[key].required = False
+
+    for token in args:
+        if token.startswith("--"):
+            key = token[2:].split("=", 1)[0].replace("-", "_")
+            if key not in actions:
+                raise ConfigError(f"unknown option '--{key}'{_closest(key, valid_keys)}")
+
+    try:
+        parsed = parser.parse_args_into_dataclasses(args=args)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        # dataclass __post_init__ checks (transformers, TRL) raise long messages; the first line says it
+        raise ConfigError(str(err).strip().splitlines()[0]) from None
+
+    for instance in parsed:
+        check_ranges(instance)
+    return tuple(parsed)
+
+
+def check_ranges(instance: Any) -> None:
+    for name, (is_ok, requirement) in RANGE_CHECKS.items():
+        if hasattr(instance, name):
+            value = getattr(instance, name)
+            if value is not None and not isinstance(value, (int, float)):
+                continue
+            if not is_ok(value):
+                raise ConfigError(f"{name}: {value!r} {requirement}")
+
+
+def parse_or_exit(dataclass_types: Sequence[type], argv: Sequence[str] | None = None, **defaults: Any) -> tuple:
+    """`parse_config` for recipes: a ConfigError is one line on stderr (main process only) and exit code 2."""
+    try:
+        return parse_config(dataclass_types, argv, **defaults)
+    except ConfigError as err:
+        exit_with_config_error(err)
+
+
+def exit_with_config_error(err: UserError):
+    if os.environ.get("RANK", "0") == "0":
+        print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Path checks, shared by the stages
+
+
+def looks_local(path: str) -> bool:
+    """A path the user means as a local file or folder (rather than a Hub id)."""
+    return (
+        os.path.exists(path)
+        or path.startswith((".", "/", "~"))
+        or path.endswith(DATA_FILE_SUFFIXES)
+        or path.count("/") > 1
+        or "\\" in path
+        or "*" in path
+    )
+
+
+def check_dataset_path(path: str, what: str = "dataset") -> None:
+    if not looks_local(path):
+        return  # a Hub id: checked when loaded, we have no network to ask now
+    expanded = os.path.expanduser(path)
+    if "*" in expanded:
+        import glob
+
+        if not glob.glob(expanded):
+            raise ConfigError(f"{what} '{path}' matches no file")
+        return
+    if not os.path.exists(expanded):
+        raise ConfigError(f"{what} file not found: {path}")
+
+
+def check_model_path(path: str | None, what: str = "model_name_or_path") -> None:
+    if not path:
+        raise ConfigError(f"{what} is required: a local model folder or a Hub model id")
+    if not looks_local(path):
+        return
+    expanded = os.path.expanduser(path)
+    if not os.path.isdir(expanded):
+        raise ConfigError(f"{what}: model folder not found: {path}")
+    if not os.path.isfile(os.path.join(expanded, "config.json")) and not os.path.isfile(
+        os.path.join(expanded, "adapter_config.json")
+    ):
+        raise ConfigError(f"{what}: {path} has no config.json; is it a saved model folder?")
+
+
+def dataset_specs(script_args: SFTScriptArguments) -> list[DatasetSpec]:
+    """The datasets a run trains on: the `datasets` mixture, or the single `dataset_path`."""
+    if script_args.datasets and script_args.dataset_path:
+        raise ConfigError("set either dataset_path or datasets (a mixture), not both")
+    if script_args.datasets:
+        specs = []
+        valid = list(DatasetSpec.__dataclass_fields__)
+        for i, entry in enumerate(script_args.datasets):
+            if not isinstance(entry, dict) or "path" not in entry:
+                raise ConfigError(f"datasets[{i}]: each entry needs a 'path'")
+            for key in entry:
+                if key not in valid:
+                    raise ConfigError(f"datasets[{i}]: unknown key '{key}'{_closest(key, valid)}")
+            spec = DatasetSpec(**entry)
+            if spec.format not in DATA_FORMATS:
+                raise ConfigError(
+                    f"datasets[{i}].format: invalid choice {spec.format!r}{_closest(spec.format, DATA_FORMATS)}"
+                )
+            if not isinstance(spec.weight, (int, float)) or spec.weight <= 0:
+                raise ConfigError(f"datasets[{i}].weight: {spec.weight!r} must be > 0")
+            specs.append(spec)
+        return specs
+    if script_args.dataset_path:
+        return [
+            DatasetSpec(
+                path=script_args.dataset_path,
+                format=script_args.data_format,
+                split=script_args.dataset_split,
+                text_field=script_args.text_field,
+            )
+        ]
+    raise ConfigError("no training data: set dataset_path (or datasets for a mixture)")
+
+
+@dataclass
+class InitModelArguments:
+    """A fresh model to start from: a tokenizer (trained here or taken from a folder) and a preset architecture."""
+
+    output_dir: str = field(default="outputs/base", metadata={"help": "Where the model and tokenizer are written."})
+    preset: str = field(default="llama-tiny", metadata={"help": "Architecture size preset (see modeling.py)."})
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Use this tokenizer instead of training one."}
+    )
+    tokenizer_datasets: list[str] | None = field(
+        default=None, metadata={"help": "Datasets whose text trains the tokenizer (any format SFT reads)."}
+    )
+    vocab_size: int = field(default=2000, metadata={"help": "Vocabulary size of the trained tokenizer."})
+    chat_template: bool = field(
+        default=False,
+        metadata={"help": "Give the trained tokenizer ChatML tokens and template (base models usually have none)."},
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of the random initialisation."})
+
+
+RANGE_CHECKS["vocab_size"] = (lambda v: v >= 300, "must be >= 300 (256 bytes plus special tokens and merges)")

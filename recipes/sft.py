@@ -1,0 +1,150 @@
+"""Supervised fine-tuning over TRL's SFTTrainer.
+
+    llm-recipes sft --config configs/demo/sft.yaml [field overrides] [accelerate flags]
+    accelerate launch recipes/sft.py --config configs/demo/sft.yaml
+    python recipes/sft.py --config configs/demo/sft.yaml
+
+Reads Alpaca, ShareGPT, messages, prompt/completion or plain-text data (one file, or a weighted mixture),
+trains fully, with LoRA/DoRA/QLoRA, or only the top layers, with the loss on assistant turns and completions
+by default, and writes a model (or adapter) with its tokenizer, generation config and a manifest.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from trl import ModelConfig, SFTConfig
+
+from llm_recipes.configs import (
+    SFTScriptArguments,
+    check_dataset_path,
+    check_model_path,
+    dataset_specs,
+    exit_with_config_error,
+    parse_config,
+)
+from llm_recipes.errors import UserError
+
+# Our defaults where TRL's differ: loss on what the assistant says, no tracker unless asked, private pushes.
+SFT_DEFAULTS = dict(assistant_only_loss=True, report_to="none", hub_private_repo=True, logging_steps=10)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[SFTScriptArguments, SFTConfig, ModelConfig]:
+    """Parse and check the config: everything a user can get wrong fails here, before a model is loaded."""
+    script_args, training_args, model_args = parse_config(
+        (SFTScriptArguments, SFTConfig, ModelConfig), argv, **SFT_DEFAULTS
+    )
+    specs = dataset_specs(script_args)
+    for spec in specs:
+        check_dataset_path(spec.path)
+    if script_args.eval_dataset_path:
+        check_dataset_path(script_args.eval_dataset_path, "eval dataset")
+    check_model_path(model_args.model_name_or_path)
+    if model_args.load_in_4bit and not model_args.use_peft:
+        raise UserError("load_in_4bit (QLoRA) needs use_peft: true -- a 4-bit base model cannot be fully fine-tuned")
+    partial = script_args.trainable_top_layers is not None or script_args.trainable_embeddings
+    if partial and model_args.use_peft:
+        raise UserError(
+            "trainable_top_layers/trainable_embeddings (partial fine-tuning) and use_peft exclude each other"
+        )
+    return script_args, training_args, model_args
+
+
+def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict:
+    from trl import SFTTrainer, get_peft_config
+
+    from llm_recipes.chat import ensure_chat_template, read_chat_template, set_stop_tokens
+    from llm_recipes.configs import DatasetSpec
+    from llm_recipes.data.loading import load_training_data
+    from llm_recipes.manifest import StageRun
+    from llm_recipes.modeling import (
+        count_parameters,
+        freeze_for_partial_finetuning,
+        load_causal_lm,
+        load_tokenizer,
+    )
+    from llm_recipes.reporting import format_summary
+    from llm_recipes.sft import check_loss_mask, sft_summary
+    from llm_recipes.training import checkpoint_to_resume
+
+    run = StageRun("sft", training_args.output_dir)
+
+    # Data: every source converted to TRL's standard columns, mixed by weight, eval held out
+    eval_spec = DatasetSpec(path=script_args.eval_dataset_path) if script_args.eval_dataset_path else None
+    with training_args.main_process_first(desc="loading datasets"):
+        data = load_training_data(
+            dataset_specs(script_args),
+            eval_spec=eval_spec,
+            eval_size=script_args.eval_split_size,
+            max_train_samples=script_args.max_train_samples,
+            max_eval_samples=script_args.max_eval_samples,
+            seed=training_args.seed,
+            num_proc=training_args.dataset_num_proc,
+        )
+    run.inputs = {"model": model_args.model_name_or_path, "datasets": [path for path, _ in data.reports]}
+    if data.shape != "messages":
+        # assistant-only loss is for conversations; prompt/completion data gets TRL's completion-only loss instead
+        training_args.assistant_only_loss = False
+    if data.eval is None and training_args.eval_strategy != "no":
+        raise UserError(
+            f"eval_strategy is '{training_args.eval_strategy}' but there is no eval data: "
+            "set eval_split_size or eval_dataset_path"
+        )
+
+    # Model and tokenizer: a chat template that stops generation, and the chosen trainable part
+    tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
+    model = load_causal_lm(model_args, training_args.trust_remote_code)
+    if training_args.chat_template_path:
+        tokenizer.chat_template = read_chat_template(training_args.chat_template_path)
+        training_args.chat_template_path = None  # applied here; TRL would otherwise apply it again
+    added_token_ids = ensure_chat_template(tokenizer, model)
+    set_stop_tokens(model, tokenizer, extra_eos_ids=_as_list(model.generation_config.eos_token_id))
+    if script_args.trainable_top_layers is not None or script_args.trainable_embeddings:
+        freeze_for_partial_finetuning(model, script_args.trainable_top_layers, script_args.trainable_embeddings)
+    peft_config = get_peft_config(model_args)
+    if peft_config is not None and added_token_ids:
+        # new chat tokens start untrained: let the adapter train their embedding rows
+        peft_config.trainable_token_indices = {"embed_tokens": added_token_ids}
+
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    mask = check_loss_mask(trainer.train_dataset, rows_before=len(data.train))
+
+    last_checkpoint = checkpoint_to_resume(training_args)
+    if last_checkpoint:
+        trainer.accelerator.print(f"resuming from {last_checkpoint}")
+    train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    eval_metrics = trainer.evaluate() if data.eval is not None else {}
+
+    trainer.save_model(training_args.output_dir)
+    summary = sft_summary(trainer, data, mask, train_result, eval_metrics, count_parameters(trainer.model), run.seconds)
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(training_args.output_dir)
+        trainer.accelerator.unwrap_model(trainer.model).generation_config.save_pretrained(training_args.output_dir)
+        run.write({"script": script_args, "training": training_args, "model": model_args}, summary)
+        print(format_summary(f"SFT finished: {training_args.output_dir}", summary))
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=[path for path, _ in data.reports])
+    trainer.accelerator.wait_for_everyone()
+    return summary
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+if __name__ == "__main__":
+    try:
+        main(*parse_args())
+    except UserError as err:
+        exit_with_config_error(err)
+    sys.exit(0)
