@@ -102,6 +102,24 @@ def load_recipe(stage: str) -> ModuleType:
     return module
 
 
+def cpu_data_parallel(launcher_args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Make `--cpu --num_processes N` mean N data-parallel CPU processes.
+
+    accelerate 1.15 treats that as MULTI_CPU, which starts one process and expects mpirun to fan out. Launching
+    through torchrun (`--multi_gpu`) with ACCELERATE_USE_CPU set gives N processes on gloo without MPI.
+    """
+    if "--cpu" not in launcher_args:
+        return launcher_args, {}
+    processes = 1
+    for index, token in enumerate(launcher_args):
+        option, _, value = token.partition("=")
+        if option in ("--num_processes", "--num-processes"):
+            processes = int(value or launcher_args[index + 1])
+    if processes < 2:
+        return launcher_args, {}
+    return [t if t != "--cpu" else "--multi_gpu" for t in launcher_args], {"ACCELERATE_USE_CPU": "true"}
+
+
 def launch_command(stage: str, launcher_args: list[str], recipe_args: list[str]) -> list[str]:
     defaults = []
     given = {token.split("=", 1)[0] for token in launcher_args}
@@ -148,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    launcher_args, extra_env = cpu_data_parallel(launcher_args)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **extra_env}
     return subprocess.call(launch_command(stage, launcher_args, recipe_args), env=env)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -129,8 +130,9 @@ def _closest(word: str, candidates: Sequence[str]) -> str:
 class _OneLineErrorParser:
     """Mixin: argparse's own errors (bad type, bad choice) become a ConfigError instead of usage + exit."""
 
-    def error(self, message: str):  # noqa: D401 - argparse API
-        raise ConfigError(message)
+    def error(self, message: str):
+        # "argument --lr/--lr-x: invalid float value" -> "--lr: invalid float value"
+        raise ConfigError(re.sub(r"^argument (--[\w]+)(/--[\w-]+)?: ", r"\1: ", message))
 
 
 def _make_parser(dataclass_types: Sequence[type]):
@@ -166,7 +168,7 @@ def _check_yaml_value(key: str, value: Any, action: argparse.Action) -> None:
     for item in items:
         if isinstance(item, dict):
             continue
-        if action.type is not None and not isinstance(item, str):
+        if action.type is not None and action.type is not str:
             try:
                 action.type(str(item))
             except (TypeError, ValueError, argparse.ArgumentTypeError):

@@ -63,6 +63,7 @@ def sft_summary(
     trainable, total = parameters
     summary = {
         "data shape": data.shape,
+        "processes": trainer.accelerator.num_processes,
         "training examples": len(data.train),
         "examples without targets (dropped)": mask.rows_without_targets,
         "examples seen": round((state.epoch or 0) * len(data.train)),

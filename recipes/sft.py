@@ -43,6 +43,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SFTScriptArguments, S
     check_model_path(model_args.model_name_or_path)
     if model_args.load_in_4bit and not model_args.use_peft:
         raise UserError("load_in_4bit (QLoRA) needs use_peft: true -- a 4-bit base model cannot be fully fine-tuned")
+    if training_args.eval_strategy != "no" and not (script_args.eval_split_size or script_args.eval_dataset_path):
+        raise UserError(
+            f"eval_strategy is '{getattr(training_args.eval_strategy, 'value', training_args.eval_strategy)}' but there is no eval data: "
+            "set eval_split_size or eval_dataset_path"
+        )
     partial = script_args.trainable_top_layers is not None or script_args.trainable_embeddings
     if partial and model_args.use_peft:
         raise UserError(
@@ -51,24 +56,14 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SFTScriptArguments, S
     return script_args, training_args, model_args
 
 
-def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict:
+def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig):
+    """Data, tokenizer, model and TRL's SFTTrainer, ready to train. Returns (trainer, data)."""
     from trl import SFTTrainer, get_peft_config
 
     from llm_recipes.chat import ensure_chat_template, read_chat_template, set_stop_tokens
     from llm_recipes.configs import DatasetSpec
     from llm_recipes.data.loading import load_training_data
-    from llm_recipes.manifest import StageRun
-    from llm_recipes.modeling import (
-        count_parameters,
-        freeze_for_partial_finetuning,
-        load_causal_lm,
-        load_tokenizer,
-    )
-    from llm_recipes.reporting import format_summary
-    from llm_recipes.sft import check_loss_mask, sft_summary
-    from llm_recipes.training import checkpoint_to_resume
-
-    run = StageRun("sft", training_args.output_dir)
+    from llm_recipes.modeling import freeze_for_partial_finetuning, load_causal_lm, load_tokenizer
 
     # Data: every source converted to TRL's standard columns, mixed by weight, eval held out
     eval_spec = DatasetSpec(path=script_args.eval_dataset_path) if script_args.eval_dataset_path else None
@@ -82,15 +77,9 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
             seed=training_args.seed,
             num_proc=training_args.dataset_num_proc,
         )
-    run.inputs = {"model": model_args.model_name_or_path, "datasets": [path for path, _ in data.reports]}
     if data.shape != "messages":
         # assistant-only loss is for conversations; prompt/completion data gets TRL's completion-only loss instead
         training_args.assistant_only_loss = False
-    if data.eval is None and training_args.eval_strategy != "no":
-        raise UserError(
-            f"eval_strategy is '{training_args.eval_strategy}' but there is no eval data: "
-            "set eval_split_size or eval_dataset_path"
-        )
 
     # Model and tokenizer: a chat template that stops generation, and the chosen trainable part
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
@@ -115,6 +104,19 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
         processing_class=tokenizer,
         peft_config=peft_config,
     )
+    return trainer, data
+
+
+def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict:
+    from llm_recipes.manifest import StageRun
+    from llm_recipes.modeling import count_parameters
+    from llm_recipes.reporting import format_summary
+    from llm_recipes.sft import check_loss_mask, sft_summary
+    from llm_recipes.training import checkpoint_to_resume
+
+    run = StageRun("sft", training_args.output_dir)
+    trainer, data = build_trainer(script_args, training_args, model_args)
+    run.inputs = {"model": model_args.model_name_or_path, "datasets": [path for path, _ in data.reports]}
     mask = check_loss_mask(trainer.train_dataset, rows_before=len(data.train))
 
     last_checkpoint = checkpoint_to_resume(training_args)

@@ -1,0 +1,74 @@
+"""Session fixtures: a tiny tokenizer trained here and a tiny random Llama-style model. Nothing downloads."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT.parent / "shared" / "data"
+DEMO_DATA = PROJECT / "configs" / "demo" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real-format test data not found at {SHARED_DATA} (the shared/ folder beside the project)")
+    return SHARED_DATA
+
+
+def _corpus() -> list[str]:
+    texts = [line for line in (DEMO_DATA / "arithmetic_alpaca.jsonl").read_text().splitlines()]
+    texts += [json.dumps(row) for row in json.loads((DEMO_DATA / "animals_sharegpt.json").read_text())]
+    alpaca = SHARED_DATA / "alpaca_en_demo.json"
+    if alpaca.is_file():
+        texts += [" ".join(row.values()) for row in json.loads(alpaca.read_text())[:300]]
+    return texts
+
+
+@pytest.fixture(scope="session")
+def base_model_dir(tmp_path_factory) -> Path:
+    """A tiny random decoder whose tokenizer has no chat template, like most base models."""
+    import torch
+
+    from llm_recipes.modeling import init_decoder
+    from llm_recipes.tokenizer import train_bpe_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-base")
+    tokenizer = train_bpe_tokenizer(_corpus(), vocab_size=800)
+    torch.manual_seed(0)
+    model = init_decoder("llama-tiny", tokenizer)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def chat_model_dir(tmp_path_factory) -> Path:
+    """The same, but its tokenizer already has ChatML tokens and a template."""
+    import torch
+
+    from llm_recipes.modeling import init_decoder
+    from llm_recipes.tokenizer import train_bpe_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-chat")
+    tokenizer = train_bpe_tokenizer(_corpus(), vocab_size=800, chat=True)
+    torch.manual_seed(0)
+    init_decoder("llama-tiny", tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_yaml(path: Path, config: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
