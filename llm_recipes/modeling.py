@@ -113,7 +113,8 @@ def transformer_blocks(model: nn.Module) -> nn.ModuleList:
 def freeze_for_partial_finetuning(model: PreTrainedModel, top_layers: int | None, embeddings: bool) -> None:
     """Freeze everything, then unfreeze the top `top_layers` blocks (with final norm and LM head) and/or embeddings.
 
-    The classic partial fine-tuning: lower layers hold general features, so only the top is adapted.
+    The classic partial fine-tuning: lower layers hold general features, so only the top is adapted. Where the
+    LM head is tied to the input embeddings (most small models), training the head trains the embeddings too.
     """
     blocks = transformer_blocks(model)
     if top_layers is not None and top_layers > len(blocks):

@@ -44,9 +44,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SFTScriptArguments, S
     if model_args.load_in_4bit and not model_args.use_peft:
         raise UserError("load_in_4bit (QLoRA) needs use_peft: true -- a 4-bit base model cannot be fully fine-tuned")
     if training_args.eval_strategy != "no" and not (script_args.eval_split_size or script_args.eval_dataset_path):
+        strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
         raise UserError(
-            f"eval_strategy is '{getattr(training_args.eval_strategy, 'value', training_args.eval_strategy)}' but there is no eval data: "
-            "set eval_split_size or eval_dataset_path"
+            f"eval_strategy is '{strategy}' but there is no eval data: set eval_split_size or eval_dataset_path"
         )
     partial = script_args.trainable_top_layers is not None or script_args.trainable_embeddings
     if partial and model_args.use_peft:
@@ -93,8 +93,12 @@ def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, mod
         freeze_for_partial_finetuning(model, script_args.trainable_top_layers, script_args.trainable_embeddings)
     peft_config = get_peft_config(model_args)
     if peft_config is not None and added_token_ids:
-        # new chat tokens start untrained: let the adapter train their embedding rows
-        peft_config.trainable_token_indices = {"embed_tokens": added_token_ids}
+        # New chat tokens start untrained, so the adapter must train their embedding and output rows. PEFT's
+        # trainable_token_indices would do it with a small delta, but TRL's fused LM-head loss reads the raw head
+        # weight and never sees it; training the two matrices in full is the combination that works.
+        peft_config.modules_to_save = list({*(peft_config.modules_to_save or []), "embed_tokens", "lm_head"})
+        peft_config.ensure_weight_tying = bool(model.config.tie_word_embeddings)
+        print(f"added chat tokens {added_token_ids}: embeddings and LM head are trained in full with the adapter")
 
     trainer = SFTTrainer(
         model=model,
@@ -128,7 +132,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
     trainer.save_model(training_args.output_dir)
     summary = sft_summary(trainer, data, mask, train_result, eval_metrics, count_parameters(trainer.model), run.seconds)
     if trainer.accelerator.is_main_process:
-        tokenizer.save_pretrained(training_args.output_dir)
+        trainer.processing_class.save_pretrained(training_args.output_dir)
         trainer.accelerator.unwrap_model(trainer.model).generation_config.save_pretrained(training_args.output_dir)
         run.write({"script": script_args, "training": training_args, "model": model_args}, summary)
         print(format_summary(f"SFT finished: {training_args.output_dir}", summary))
