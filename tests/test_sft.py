@@ -292,3 +292,50 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path, base_model_dir):
     assert manifest["metrics"]["optimizer steps"] == resumed_from + 5
     state = json.loads((out / f"checkpoint-{resumed_from + 5}" / "trainer_state.json").read_text())
     assert state["global_step"] == resumed_from + 5
+
+
+@pytest.mark.parametrize(("data_file", "use_peft"), [("alpaca_en_demo.json", True), ("dpo_en_demo.json", False)])
+def test_other_format_and_method_pairs_load_and_generate(tmp_path, base_model_dir, shared_data, data_file, use_peft):
+    from peft import AutoPeftModelForCausalLM
+
+    out = tmp_path / "pair"
+    config = sft_config(
+        base_model_dir,
+        out,
+        dataset_path=str(shared_data / data_file),
+        max_train_samples=32,
+        use_peft=use_peft,
+        max_steps=2,
+    )
+    run_sft(tmp_path, config)
+    model = (AutoPeftModelForCausalLM if use_peft else AutoModelForCausalLM).from_pretrained(out)
+    assert len(generate(model, AutoTokenizer.from_pretrained(out), "Hello?")) > 0
+
+
+def test_packing_fills_fixed_length_blocks(tmp_path, base_model_dir):
+    data = tmp_path / "short.jsonl"
+    data.write_text("".join(json.dumps({"text": f"The {i}th sentence is short."}) + "\n" for i in range(64)))
+    config = sft_config(base_model_dir, tmp_path / "packed", dataset_path=str(data), packing=True, max_length=64)
+    trainer, prepared = SFT.build_trainer(*SFT.parse_args(["--config", str(write_yaml(tmp_path / "p.yaml", config))]))
+    lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+    assert len(lengths) < len(prepared.train) / 3  # several documents share each block
+    assert max(lengths) <= 64 and sum(lengths) / (64 * len(lengths)) > 0.9  # blocks are nearly full: little padding
+    assert torch.isfinite(torch.tensor(trainer.train().training_loss))
+
+
+def test_config_supplied_chat_template(tmp_path, base_model_dir):
+    template = tmp_path / "plain.jinja"
+    template.write_text(
+        "{% for m in messages %}{{ m['role'] }}: {% if m['role'] == 'assistant' %}{% generation %}"
+        "{{ m['content'] }}{{ eos_token }}{% endgeneration %}{% else %}{{ m['content'] }}\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    data = PROJECT / "configs" / "demo" / "data" / "arithmetic_alpaca.jsonl"
+    config = sft_config(base_model_dir, tmp_path / "o", dataset_path=str(data), chat_template_path=str(template))
+    trainer, _ = SFT.build_trainer(*SFT.parse_args(["--config", str(write_yaml(tmp_path / "t.yaml", config))]))
+    tokenizer = trainer.processing_class
+    assert tokenizer.chat_template == template.read_text()
+    assert "<|im_start|>" not in tokenizer.get_vocab()  # no ChatML was forced on top
+    first = trainer.train_dataset[0]
+    assert tokenizer.decode(first["input_ids"]).startswith("user: ")
+    assert tokenizer.decode([t for t in first["labels"] if t != -100]).endswith(tokenizer.eos_token)
