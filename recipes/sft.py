@@ -22,6 +22,7 @@ from llm_recipes.configs import (
     check_model_path,
     dataset_specs,
     exit_with_config_error,
+    looks_local,
     parse_config,
 )
 from llm_recipes.errors import UserError
@@ -137,7 +138,8 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
         run.write({"script": script_args, "training": training_args, "model": model_args}, summary)
         print(format_summary(f"SFT finished: {training_args.output_dir}", summary))
     if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=[path for path, _ in data.reports])
+        hub_datasets = [path for path, _ in data.reports if not looks_local(path)]  # the card links Hub datasets only
+        trainer.push_to_hub(dataset_name=hub_datasets[0] if len(hub_datasets) == 1 else None)
     trainer.accelerator.wait_for_everyone()
     return summary
 

@@ -246,9 +246,10 @@ def test_messages_real_kto_file() -> None:
     raw = load_real("kto_en_demo.json")
     converted, report = to_standard_columns(raw)
     assert report.source_format == "messages"
-    assert report.rows_out == 300
+    assert report.rows_out == 150  # the rows labelled false are dropped
     assert converted.column_names == ["messages"]  # `label` is removed
-    assert converted[0]["messages"] == [{"role": m["role"], "content": m["content"]} for m in raw[0]["messages"]]
+    first_kept = next(row for row in raw if row["label"])
+    assert converted[0]["messages"] == [{"role": m["role"], "content": m["content"]} for m in first_kept["messages"]]
 
 
 def test_messages_normalization_and_drops() -> None:
@@ -369,3 +370,12 @@ def test_num_proc_gives_identical_output() -> None:
     assert serial_report.dropped == {"empty response": 6}
     assert serial.features == parallel.features
     assert serial.to_list() == parallel.to_list()
+
+
+def test_unpaired_preference_rows_labelled_false_are_dropped():
+    raw = load_real("kto_en_demo.json")
+    undesirable = sum(1 for label in raw["label"] if label is False)
+    converted, report = to_standard_columns(raw)
+    assert undesirable > 0
+    assert report.dropped.get("undesirable (label false)") == undesirable
+    assert len(converted) == len(raw) - sum(report.dropped.values())

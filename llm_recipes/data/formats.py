@@ -211,6 +211,11 @@ def _convert_rows(
     names = list(batch)
     for row_values in zip(*(batch[name] for name in names), strict=True):
         row = dict(zip(names, row_values, strict=True))
+        if row.get("label") is False:
+            # unpaired preference data (KTO style): supervised fine-tuning should imitate only the desirable rows
+            values.append(None)
+            reasons.append("undesirable (label false)")
+            continue
         try:
             values.append(convert_row(row))
             reasons.append(None)
