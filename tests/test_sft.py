@@ -116,9 +116,15 @@ def test_lora_on_sharegpt_preferences_saves_an_adapter(tmp_path, base_model_dir,
     model = AutoPeftModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert len(generate(model, tokenizer, "What is the capital of France?")) > 0
-    # the adapter trained the new chat tokens' embeddings, so the adapted model differs from the base there
+    # the added chat tokens' embedding rows were trained and saved with the adapter
+    from safetensors.torch import load_file
+
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert model.get_input_embeddings().num_embeddings == len(tokenizer) > im_end
+    saved = load_file(out / "adapter_model.safetensors")
+    trained = next(v for k, v in saved.items() if k.endswith("embed_tokens.modules_to_save.weight"))
+    original = next(v for k, v in saved.items() if k.endswith("embed_tokens.original_module.weight"))
+    assert not torch.equal(trained[im_end], original[im_end])
 
 
 def test_loss_mask_covers_only_assistant_tokens(tmp_path, base_model_dir):
