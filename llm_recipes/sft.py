@@ -72,6 +72,7 @@ def sft_summary(
         "total parameters": total,
         "trainable share": round(trainable / total, 6) if total else 0.0,
         "tokens trained on": int(last_logged(state.log_history, "num_tokens") or 0),
+        "tokens per epoch": mask.tokens,
         "loss tokens per epoch": mask.loss_tokens,
         "final train loss": last_logged(state.log_history, "loss"),
         "mean train loss": train_result.training_loss,

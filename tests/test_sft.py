@@ -39,9 +39,12 @@ def sft_config(model_dir: Path, output_dir: Path, **overrides) -> dict:
     return {**config, **overrides}
 
 
+def parse_sft(tmp_path: Path, config: dict) -> tuple:
+    return SFT.parse_args(["--config", str(write_yaml(tmp_path / "sft.yaml", config))])
+
+
 def run_sft(tmp_path: Path, config: dict) -> dict:
-    args = SFT.parse_args(["--config", str(write_yaml(tmp_path / "sft.yaml", config))])
-    return SFT.main(*args)
+    return SFT.main(*parse_sft(tmp_path, config))
 
 
 def generate(model, tokenizer, question: str, max_new_tokens: int = 12) -> list[int]:
@@ -142,12 +145,7 @@ def test_loss_mask_covers_only_assistant_tokens(tmp_path, base_model_dir):
     ]
     data = tmp_path / "chats.json"
     data.write_text(json.dumps(rows))
-    args = SFT.parse_args(
-        [
-            "--config",
-            str(write_yaml(tmp_path / "c.yaml", sft_config(base_model_dir, tmp_path / "o", dataset_path=str(data)))),
-        ]
-    )
+    args = parse_sft(tmp_path, sft_config(base_model_dir, tmp_path / "o", dataset_path=str(data)))
     trainer, _ = SFT.build_trainer(*args)
     tokenizer = trainer.processing_class
 
@@ -168,12 +166,7 @@ def test_prompt_completion_trains_on_completion_only(tmp_path, base_model_dir):
             for n in range(2, 6)
         )
     )
-    args = SFT.parse_args(
-        [
-            "--config",
-            str(write_yaml(tmp_path / "c.yaml", sft_config(base_model_dir, tmp_path / "o", dataset_path=str(data)))),
-        ]
-    )
+    args = parse_sft(tmp_path, sft_config(base_model_dir, tmp_path / "o", dataset_path=str(data)))
     trainer, data_ = SFT.build_trainer(*args)
     assert data_.shape == "prompt_completion"
     tokenizer = trainer.processing_class
@@ -206,7 +199,7 @@ def test_text_data_with_dora_trains_on_every_token(tmp_path, base_model_dir, sha
     )
     summary = run_sft(tmp_path, config)
     assert summary["data shape"] == "text"
-    assert summary["loss tokens per epoch"] > 0
+    assert summary["loss tokens per epoch"] == summary["tokens per epoch"] > 0  # plain text: no token masked
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert adapter["use_dora"] is True
 
@@ -225,8 +218,7 @@ def test_qlora_trains_a_4bit_base_on_cpu(tmp_path, base_model_dir):
         lora_r=8,
         max_steps=2,
     )
-    args = SFT.parse_args(["--config", str(write_yaml(tmp_path / "q.yaml", config))])
-    trainer, _ = SFT.build_trainer(*args)
+    trainer, _ = SFT.build_trainer(*parse_sft(tmp_path, config))
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in trainer.model.modules())
     result = trainer.train()
     assert torch.isfinite(torch.tensor(result.training_loss))
@@ -322,7 +314,7 @@ def test_packing_fills_fixed_length_blocks(tmp_path, base_model_dir):
     data = tmp_path / "short.jsonl"
     data.write_text("".join(json.dumps({"text": f"The {i}th sentence is short."}) + "\n" for i in range(64)))
     config = sft_config(base_model_dir, tmp_path / "packed", dataset_path=str(data), packing=True, max_length=64)
-    trainer, prepared = SFT.build_trainer(*SFT.parse_args(["--config", str(write_yaml(tmp_path / "p.yaml", config))]))
+    trainer, prepared = SFT.build_trainer(*parse_sft(tmp_path, config))
     lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
     assert len(lengths) < len(prepared.train) / 3  # several documents share each block
     assert max(lengths) <= 64 and sum(lengths) / (64 * len(lengths)) > 0.9  # blocks are nearly full: little padding
@@ -338,7 +330,7 @@ def test_config_supplied_chat_template(tmp_path, base_model_dir):
     )
     data = PROJECT / "configs" / "demo" / "data" / "arithmetic_alpaca.jsonl"
     config = sft_config(base_model_dir, tmp_path / "o", dataset_path=str(data), chat_template_path=str(template))
-    trainer, _ = SFT.build_trainer(*SFT.parse_args(["--config", str(write_yaml(tmp_path / "t.yaml", config))]))
+    trainer, _ = SFT.build_trainer(*parse_sft(tmp_path, config))
     tokenizer = trainer.processing_class
     assert tokenizer.chat_template == template.read_text()
     assert "<|im_start|>" not in tokenizer.get_vocab()  # no ChatML was forced on top
