@@ -11,19 +11,23 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
+    AutoModelForMaskedLM,
     AutoTokenizer,
+    BertConfig,
     LlamaConfig,
-    LlamaForCausalLM,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
 from llm_recipes.errors import UserError
 
-# Llama-style decoder sizes. "llama-tiny" is for tests and the CPU demo; the others are real starting points.
+# Llama-style decoder sizes. "llama-tiny" is for tests and the CPU demo; the larger ones are real starting points
+# (llama-1b has Llama-3.2-1B's shape). Parameter counts below exclude the (tied) embeddings.
 DECODER_PRESETS: dict[str, dict[str, Any]] = {
-    "llama-tiny": dict(
+    "llama-tiny": dict(  # ~0.1M
         hidden_size=64,
         intermediate_size=176,
         num_hidden_layers=2,
@@ -31,7 +35,7 @@ DECODER_PRESETS: dict[str, dict[str, Any]] = {
         num_key_value_heads=2,
         max_position_embeddings=512,
     ),
-    "llama-small": dict(
+    "llama-small": dict(  # ~3M
         hidden_size=256,
         intermediate_size=704,
         num_hidden_layers=4,
@@ -39,25 +43,143 @@ DECODER_PRESETS: dict[str, dict[str, Any]] = {
         num_key_value_heads=4,
         max_position_embeddings=1024,
     ),
+    "llama-30m": dict(
+        hidden_size=512,
+        intermediate_size=1408,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+    ),
+    "llama-125m": dict(
+        hidden_size=768,
+        intermediate_size=2048,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+    ),
+    "llama-350m": dict(
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        max_position_embeddings=2048,
+    ),
+    "llama-1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=4096,
+        rope_theta=500000.0,
+    ),
 }
 
+# BERT-style encoders for masked-LM pretraining.
+ENCODER_PRESETS: dict[str, dict[str, Any]] = {
+    "bert-tiny": dict(
+        hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=512
+    ),
+    "bert-small": dict(
+        hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=512
+    ),
+    "bert-base": dict(
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        max_position_embeddings=512,
+    ),
+}
 
-def init_decoder(preset: str, tokenizer: PreTrainedTokenizerBase, **overrides: Any) -> LlamaForCausalLM:
-    """A randomly initialised Llama-style decoder sized by `preset`, its vocabulary matching `tokenizer`."""
-    if preset not in DECODER_PRESETS:
-        raise UserError(f"unknown model preset '{preset}'; choose from {', '.join(DECODER_PRESETS)}")
-    config = LlamaConfig(
+OBJECTIVES = ("clm", "mlm")
+
+
+def preset_names() -> list[str]:
+    from llm_recipes.models import RECURRENT_PRESETS
+
+    return [*DECODER_PRESETS, *ENCODER_PRESETS, *RECURRENT_PRESETS]
+
+
+def _special_token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    return dict(
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-        **{**DECODER_PRESETS[preset], **overrides},
     )
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def build_config(
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    preset: str | None = None,
+    config_name: str | None = None,
+    objective: str = "clm",
+    overrides: dict[str, Any] | None = None,
+) -> PretrainedConfig:
+    """The architecture of a from-scratch model: a named preset, or any `AutoConfig` (a folder or Hub id), with
+    `overrides` applied on top. The vocabulary and special token ids always follow the tokenizer."""
+    from llm_recipes.models import RECURRENT_PRESETS, RecurrentLMConfig
+
+    if objective not in OBJECTIVES:
+        raise UserError(f"objective: unknown '{objective}'; choose from {', '.join(OBJECTIVES)}")
+    if (preset is None) == (config_name is None):
+        raise UserError("set exactly one of preset (a named size) or config_name (an AutoConfig folder or Hub id)")
+    fields = {**_special_token_ids(tokenizer), **(overrides or {})}
+    if config_name is not None:
+        config = AutoConfig.from_pretrained(config_name)
+        for key, value in fields.items():
+            setattr(config, key, value)
+    elif preset in DECODER_PRESETS:
+        config = LlamaConfig(tie_word_embeddings=True, **{**DECODER_PRESETS[preset], **fields})
+    elif preset in ENCODER_PRESETS:
+        config = BertConfig(**{**ENCODER_PRESETS[preset], **fields})
+    elif preset in RECURRENT_PRESETS:
+        config = RecurrentLMConfig(**{**RECURRENT_PRESETS[preset], **fields})
+    else:
+        raise UserError(f"preset: unknown '{preset}'; choose from {', '.join(preset_names())}")
+    encoder = config.model_type in ENCODER_MODEL_TYPES
+    if objective == "clm" and encoder:
+        raise UserError(f"a {config.model_type} encoder trains with objective: mlm, not clm")
+    if objective == "mlm" and not encoder:
+        raise UserError(f"a {config.model_type} model is a decoder; masked LM needs an encoder such as bert-tiny")
+    return config
+
+
+# Architectures whose natural objective is masked LM
+ENCODER_MODEL_TYPES = ("bert", "roberta", "distilbert", "deberta", "deberta-v2", "electra", "modernbert", "xlm-roberta")
+
+
+def init_model(config: PretrainedConfig, objective: str = "clm") -> PreTrainedModel:
+    """A randomly initialised model for `config`: a causal LM, or a masked LM for objective mlm."""
+    import llm_recipes.models  # noqa: F401  (registers our recurrent baseline with the Auto classes)
+
+    auto_class = AutoModelForMaskedLM if objective == "mlm" else AutoModelForCausalLM
+    model = auto_class.from_config(config)
+    if objective == "clm" and getattr(model, "generation_config", None) is not None:
+        model.generation_config.eos_token_id = config.eos_token_id
+        model.generation_config.pad_token_id = config.pad_token_id
     return model
+
+
+def resize_for_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
+    """Grow (never shrink) the embeddings when the tokenizer has more tokens than the model; returns rows added."""
+    current = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) <= current:
+        return 0
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    return len(tokenizer) - current
+
+
+def init_decoder(preset: str, tokenizer: PreTrainedTokenizerBase, **overrides: Any) -> PreTrainedModel:
+    """A randomly initialised Llama-style decoder sized by `preset`, its vocabulary matching `tokenizer`."""
+    if preset not in DECODER_PRESETS:
+        raise UserError(f"unknown model preset '{preset}'; choose from {', '.join(DECODER_PRESETS)}")
+    return init_model(build_config(tokenizer, preset=preset, overrides=overrides))
 
 
 def torch_dtype(name: str | None) -> torch.dtype | str | None:
