@@ -18,7 +18,10 @@ from pathlib import Path
 from types import ModuleType
 
 # stage name -> recipe script; the one-line description is the first line of the script's docstring
+# in pipeline order
 STAGES: dict[str, str] = {
+    "clean-corpus": "clean_corpus.py",
+    "train-tokenizer": "train_tokenizer.py",
     "init-model": "init_model.py",
     "sft": "sft.py",
 }

@@ -25,6 +25,7 @@ from llm_recipes.errors import UserError
 # What a local data file or a saved dataset may look like; anything else that does not exist is taken as a Hub id.
 DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt", ".gz", ".zst")
 DATA_FORMATS = ("auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text")
+TXT_UNITS = ("line", "file", "paragraph")
 
 
 class ConfigError(UserError):
@@ -145,8 +146,10 @@ def _make_parser(dataclass_types: Sequence[type]):
 def _option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     actions = {}
     for action in parser._actions:
+        # a bool field defaulting to true also gets a `--no_<field>` action with the same dest, added after it;
+        # the first (`--<field>`) is the one whose default a YAML value must replace, or `field: false` is lost
         if action.dest != "help":
-            actions[action.dest] = action
+            actions.setdefault(action.dest, action)
     return actions
 
 
@@ -168,7 +171,7 @@ def _check_yaml_value(key: str, value: Any, action: argparse.Action) -> None:
     for item in items:
         if isinstance(item, dict):
             continue
-        if action.type is not None and action.type is not str:
+        if action.type is not None and action.type is not str and action.type is not Any:
             try:
                 action.type(str(item))
             except (TypeError, ValueError, argparse.ArgumentTypeError):
@@ -352,6 +355,81 @@ def dataset_specs(script_args: SFTScriptArguments) -> list[DatasetSpec]:
     raise ConfigError("no training data: set dataset_path (or datasets for a mixture)")
 
 
+CORPUS_OUTPUT_FORMATS = ("arrow", "parquet")
+
+
+@dataclass
+class CleanCorpusArguments:
+    """Raw text in, a cleaned, deduplicated, split `datasets` dataset out (see llm_recipes/data/corpus_steps.py)."""
+
+    input_paths: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Files, globs, folders, `save_to_disk` folders or a Hub dataset id: txt, jsonl/json, parquet, csv, "
+            "html, optionally .gz/.zst compressed."
+        },
+    )
+    output_dir: str = field(default="outputs/corpus", metadata={"help": "Where the dataset and its report go."})
+    text_field: str = field(default="text", metadata={"help": "The text column of structured inputs."})
+    txt_unit: str = field(
+        default="line",
+        metadata={"help": "A .txt document is one line, one file, or one blank-line paragraph.", "choices": TXT_UNITS},
+    )
+    on_malformed: str = field(
+        default="skip",
+        metadata={"help": "A malformed record is skipped (and counted) or fails the run.", "choices": ("skip", "fail")},
+    )
+    html: str = field(
+        default="extract",
+        metadata={"help": "HTML files: main-text extraction, or the raw markup.", "choices": ("extract", "raw")},
+    )
+    input_split: str = field(default="train", metadata={"help": "Split of a Hub id or a saved DatasetDict."})
+    hub_config: str | None = field(default=None, metadata={"help": "Config name of a Hub dataset."})
+    streaming: bool = field(default=False, metadata={"help": "Stream a Hub dataset instead of downloading it all."})
+    max_documents: int | None = field(default=None, metadata={"help": "Read at most this many documents."})
+    preset: str | None = field(
+        default=None,
+        metadata={"help": "A ready pipeline when `steps` is unset: minimal or web.", "choices": ("minimal", "web")},
+    )
+    steps: list[Any] | None = field(
+        default=None,
+        metadata={
+            "help": "The pipeline, in order (YAML only): normalize, filters by name or preset (length, gopher, c4, "
+            "fineweb, language, bad_words, regex, callable), pii, exact_dedup, near_dedup, decontaminate, augment."
+        },
+    )
+    validation_size: float = field(default=0.0, metadata={"help": "Validation split: a share below 1 or a count."})
+    test_size: float = field(default=0.0, metadata={"help": "Test split: a share below 1 or a count."})
+    cross_split_dedup: bool = field(
+        default=True, metadata={"help": "Drop train documents that duplicate a validation/test document."}
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of the split (and of augmentation)."})
+    output_format: str = field(
+        default="arrow",
+        metadata={
+            "help": "arrow: `save_to_disk`; parquet: Hub-style data/<split>-NNNNN-of-NNNNN.parquet shards.",
+            "choices": CORPUS_OUTPUT_FORMATS,
+        },
+    )
+    rows_per_shard: int = field(default=100_000, metadata={"help": "Rows per Parquet shard."})
+    num_proc: int | None = field(default=None, metadata={"help": "Processes for every map/filter step."})
+    batch_size: int = field(default=1000, metadata={"help": "Documents per batch of a map step."})
+    keep_intermediate: bool = field(
+        default=False, metadata={"help": "Keep the per-step checkpoints (<output_dir>.partial) after success."}
+    )
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the dataset to the Hub (private by default)."})
+    hub_dataset_id: str | None = field(default=None, metadata={"help": "Hub repo id for push_to_hub."})
+    hub_private: bool = field(default=True, metadata={"help": "Create the Hub dataset repo as private."})
+
+
+RANGE_CHECKS["validation_size"] = (lambda v: v >= 0, "must be >= 0 (a share below 1, or a document count)")
+RANGE_CHECKS["test_size"] = (lambda v: v >= 0, "must be >= 0 (a share below 1, or a document count)")
+RANGE_CHECKS["rows_per_shard"] = (lambda v: v >= 1, "must be >= 1")
+RANGE_CHECKS["num_proc"] = (lambda v: v is None or v >= 1, "must be >= 1")
+RANGE_CHECKS["batch_size"] = (lambda v: v >= 1, "must be >= 1")
+RANGE_CHECKS["max_documents"] = (lambda v: v is None or v >= 1, "must be >= 1")
+
+
 @dataclass
 class InitModelArguments:
     """A fresh model to start from: a tokenizer (trained here or taken from a folder) and a preset architecture."""
@@ -372,4 +450,177 @@ class InitModelArguments:
     seed: int = field(default=42, metadata={"help": "Seed of the random initialisation."})
 
 
+@dataclass
+class TrainTokenizerArguments:
+    """A tokenizer trained from a dataset's text (or an existing tokenizer retrained on it), with a fertility report."""
+
+    output_dir: str = field(default="outputs/tokenizer", metadata={"help": "Where the tokenizer is written."})
+    dataset_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Text to train on: a data file (txt = one document per line, json, jsonl, csv, parquet), a "
+            "`save_to_disk` folder or a Hub dataset id. Any format SFT reads works; chats are flattened to text."
+        },
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split of `dataset_path` to train on."})
+    text_field: str = field(default="text", metadata={"help": "Column holding plain text for the `text` format."})
+    data_format: str = field(
+        default="auto",
+        metadata={"help": "Format of `dataset_path`; `auto` detects it from the columns.", "choices": DATA_FORMATS},
+    )
+    algorithm: str = field(
+        default="bpe",
+        metadata={
+            "help": "bpe (byte-level) or unigram (SentencePiece-style, byte fallback). Ignored with base_tokenizer.",
+            "choices": ("bpe", "unigram"),
+        },
+    )
+    vocab_size: int = field(default=8000, metadata={"help": "Vocabulary size, special and byte tokens included."})
+    min_frequency: int = field(default=2, metadata={"help": "BPE: a pair must occur this often to be merged."})
+    chat_template: bool = field(
+        default=False,
+        metadata={"help": "Add ChatML tokens and template, with <|im_end|> as EOS (for chat models)."},
+    )
+    add_bos: bool = field(default=False, metadata={"help": "Prepend the BOS token when encoding."})
+    special_tokens: list[str] | None = field(
+        default=None, metadata={"help": "Extra special tokens (never split, never merged into other tokens)."}
+    )
+    model_max_length: int | None = field(
+        default=None, metadata={"help": "Context length saved with the tokenizer (the model's max positions)."}
+    )
+    base_tokenizer: str | None = field(
+        default=None,
+        metadata={
+            "help": "Retrain this tokenizer (folder or Hub id) on the data instead: its algorithm, pre-tokenizer, "
+            "special tokens and chat template are kept, only the vocabulary is learned anew."
+        },
+    )
+    max_training_documents: int | None = field(
+        default=None, metadata={"help": "Train on at most this many documents (a random sample)."}
+    )
+    heldout_size: float = field(
+        default=0.05,
+        metadata={"help": "Documents held out for the fertility report: a share (< 1) or a count (>= 1); 0 for none."},
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of the held-out split and the document sample."})
+
+
 RANGE_CHECKS["vocab_size"] = (lambda v: v >= 300, "must be >= 300 (256 bytes plus special tokens and merges)")
+RANGE_CHECKS["min_frequency"] = (lambda v: v >= 1, "must be >= 1")
+RANGE_CHECKS["model_max_length"] = (lambda v: v is None or v >= 1, "must be >= 1")
+RANGE_CHECKS["max_training_documents"] = (lambda v: v is None or v >= 1, "must be >= 1")
+RANGE_CHECKS["heldout_size"] = (lambda v: v >= 0, "must be >= 0 (a share below 1, or a document count)")
+
+
+PRETRAIN_CURRICULA = ("none", "length", "column", "model_loss")
+
+
+@dataclass
+class PretrainScriptArguments:
+    """What the pretrain recipe needs beyond `TrainingArguments`: data, model source, blocks, curriculum."""
+
+    # data
+    dataset_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Text to train on: a data file (txt = one document per line, json, jsonl, csv, parquet), a "
+            "`save_to_disk` folder or a Hub dataset id. Chats and instructions are flattened to text."
+        },
+    )
+    data_format: str = field(
+        default="auto",
+        metadata={"help": "Format of `dataset_path`; `auto` detects it from the columns.", "choices": DATA_FORMATS},
+    )
+    text_field: str = field(default="text", metadata={"help": "Column holding plain text for the `text` format."})
+    dataset_split: str = field(default="train", metadata={"help": "Split of `dataset_path` to train on."})
+    datasets: list[dict[str, Any]] | None = field(
+        default=None,
+        metadata={"help": "A mixture (YAML only): a list of {path, format, split, name, text_field, weight}."},
+    )
+    eval_dataset_path: str | None = field(default=None, metadata={"help": "A separate evaluation dataset."})
+    eval_split_size: float = field(
+        default=0.05,
+        metadata={"help": "Documents held out for evaluation: a share (0 <= x < 1) or a count (>= 1); 0 for none."},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many documents."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on at most this many documents."})
+    dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenizing and packing."})
+    # tokenizer and model
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "The tokenizer (folder or Hub id); defaults to model_name_or_path's when continuing."},
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Continued pretraining: start from this model (folder or Hub id)."}
+    )
+    preset: str | None = field(
+        default=None, metadata={"help": "From scratch: a named size (llama-tiny ... llama-1b, bert-*, lstm-*)."}
+    )
+    config_name: str | None = field(
+        default=None, metadata={"help": "From scratch: any AutoConfig (folder or Hub id) as the architecture."}
+    )
+    config_overrides: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Config fields to change, e.g. {num_hidden_layers: 4} (YAML mapping or a JSON string)."},
+    )
+    dropout: float | None = field(
+        default=None,
+        metadata={"help": "Set every dropout field the config has (attention_dropout, hidden_dropout_prob, ...)."},
+    )
+    objective: str = field(
+        default="clm",
+        metadata={"help": "clm (causal LM, decoders) or mlm (masked LM, encoders).", "choices": ("clm", "mlm")},
+    )
+    mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens masked for the mlm objective."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the Hub (off: safe)."})
+    # blocks
+    block_size: int = field(
+        default=512, metadata={"help": "Tokens per training row; capped at the model's maximum positions."}
+    )
+    packing: bool = field(
+        default=True,
+        metadata={"help": "Pack documents (EOS between them) into full blocks; false: one document per row, padded."},
+    )
+    packing_boundaries: str = field(
+        default="cross",
+        metadata={
+            "help": "cross: attention spans the whole block; separate: each document attends only to itself.",
+            "choices": ("cross", "separate"),
+        },
+    )
+    # curriculum
+    curriculum: str = field(
+        default="none",
+        metadata={
+            "help": "Order the training documents easy -> hard by: length (tokens), column (a score column), or "
+            "model_loss (a small causal LM's loss). none: shuffled as usual.",
+            "choices": PRETRAIN_CURRICULA,
+        },
+    )
+    curriculum_column: str | None = field(default=None, metadata={"help": "Score column for curriculum: column."})
+    curriculum_model: str | None = field(
+        default=None, metadata={"help": "A small causal LM (folder or Hub id) for curriculum: model_loss."}
+    )
+    curriculum_schedule: str = field(
+        default="sorted",
+        metadata={
+            "help": "sorted: strictly easy -> hard; buckets: curriculum_buckets groups easy -> hard, shuffled inside.",
+            "choices": ("sorted", "buckets"),
+        },
+    )
+    curriculum_buckets: int = field(default=4, metadata={"help": "Number of difficulty buckets (schedule buckets)."})
+    # training extras
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Stop when eval loss has not improved for this many evaluations."}
+    )
+    eval_before_training: bool = field(
+        default=True, metadata={"help": "Also measure the eval perplexity of the model before training."}
+    )
+
+
+RANGE_CHECKS["block_size"] = (lambda v: v >= 8, "must be >= 8")
+RANGE_CHECKS["mlm_probability"] = (lambda v: 0 < v < 1, "must be in (0, 1)")
+RANGE_CHECKS["dropout"] = (lambda v: v is None or 0 <= v < 1, "must be in [0, 1)")
+RANGE_CHECKS["curriculum_buckets"] = (lambda v: v >= 1, "must be >= 1")
+RANGE_CHECKS["early_stopping_patience"] = (lambda v: v is None or v >= 1, "must be >= 1")
+RANGE_CHECKS["dataset_num_proc"] = (lambda v: v is None or v >= 1, "must be >= 1")

@@ -8,7 +8,7 @@ import sys
 import pytest
 from conftest import PROJECT, write_yaml
 
-from llm_recipes.cli import cpu_data_parallel, launch_command, main, split_arguments, usage
+from llm_recipes.cli import STAGES, cpu_data_parallel, launch_command, main, split_arguments, usage
 
 CLI = [sys.executable, "-m", "llm_recipes.cli"]
 
@@ -16,8 +16,10 @@ CLI = [sys.executable, "-m", "llm_recipes.cli"]
 def test_help_lists_every_stage_with_one_line(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "sft         Supervised fine-tuning over TRL's SFTTrainer." in out
-    assert "init-model" in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert list(lines) == list(STAGES)
+    assert lines["sft"].split(None, 1)[1] == "Supervised fine-tuning over TRL's SFTTrainer."
+    assert "Raw text to a clean, deduplicated" in lines["clean-corpus"]
     assert out == usage() + "\n"
 
 

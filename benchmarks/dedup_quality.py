@@ -1,0 +1,195 @@
+"""Near-duplicate detection quality: our MinHash LSH (plain, and with exact verification) against datasketch's
+`MinHashLSH`, on real text with edited copies whose true Jaccard similarity is known.
+
+The documents are ~200-500-word pieces of `c4_demo.jsonl` and `wiki_demo.txt`. Each gets a copy with
+random word substitutions, deletions and insertions, as many as it takes to bring the copy's word n-gram Jaccard
+similarity to the original to a target drawn uniformly from 0.5..1.0 (measured exactly on the shingle sets after
+editing). Ground truth is every pair of documents, copies or not, whose exact Jaccard is >= the threshold; a
+method's predicted pairs are the pairs inside its clusters (ours) or its LSH query results (datasketch).
+Both MinHash implementations see the same shingles, num_perm and threshold.
+
+    python benchmarks/dedup_quality.py --threshold 0.8 --num-perm 128 --ngram 5 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections import defaultdict
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from llm_recipes.data.dedup import MinHashConfig, jaccard, minhash_signatures, near_duplicate_clusters, shingles  # noqa: E402
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MIN_WORDS, MAX_WORDS = 200, 500
+TARGET_LOW, TARGET_HIGH = 0.5, 1.0
+
+
+def load_documents(data_dir: Path, seed: int) -> list[str]:
+    """c4 documents and wiki articles cut into pieces of MIN_WORDS..MAX_WORDS whitespace words."""
+    rng = random.Random(seed)
+    sources = [json.loads(line)["text"] for line in (data_dir / "c4_demo.jsonl").read_text().splitlines() if line]
+    sources += [line for line in (data_dir / "wiki_demo.txt").read_text().splitlines() if line.strip()]
+    pieces = []
+    for text in sources:
+        tokens = text.split()
+        at = 0
+        while len(tokens) - at >= MIN_WORDS:
+            size = rng.randint(MIN_WORDS, MAX_WORDS)
+            pieces.append(" ".join(tokens[at : at + size]))
+            at += size
+    return pieces
+
+
+def edited_copy(text: str, target: float, vocabulary: list[str], ngram: int, rng: random.Random) -> tuple[str, float]:
+    """A copy of `text` edited until its shingle Jaccard to the original is as close to `target` as edits allow.
+
+    One random edit sequence is drawn, then the number of its edits applied is binary-searched; similarity falls
+    (almost) monotonically with the number of edits.
+    """
+    tokens = text.split()
+    edits = [(rng.choice("sdi"), rng.random(), rng.choice(vocabulary)) for _ in range(len(tokens))]
+    original = shingles(text, ngram)
+
+    def apply(count: int) -> tuple[str, float]:
+        edited = list(tokens)
+        for kind, where, word in edits[:count]:
+            position = int(where * len(edited))
+            if kind == "s":
+                edited[position] = word
+            elif kind == "d" and len(edited) > 1:
+                del edited[position]
+            else:
+                edited.insert(position, word)
+        copy = " ".join(edited)
+        return copy, jaccard(original, shingles(copy, ngram))
+
+    low, high = 0, len(edits)  # similarity(low) >= target > similarity(high), as far as monotonicity goes
+    while high - low > 1:
+        middle = (low + high) // 2
+        if apply(middle)[1] >= target:
+            low = middle
+        else:
+            high = middle
+    candidates = [apply(low), apply(high)]
+    return min(candidates, key=lambda result: abs(result[1] - target))
+
+
+def build_benchmark(data_dir: Path, ngram: int, seed: int) -> tuple[list[str], list[float]]:
+    """Originals plus an edited copy of each, shuffled; returns the texts and the copies' similarities."""
+    rng = random.Random(seed)
+    originals = load_documents(data_dir, seed)
+    vocabulary = sorted({word for text in originals[:50] for word in text.split()})
+    texts, similarities = list(originals), []
+    for text in originals:
+        copy, similarity = edited_copy(text, rng.uniform(TARGET_LOW, TARGET_HIGH), vocabulary, ngram, rng)
+        texts.append(copy)
+        similarities.append(similarity)
+    rng.shuffle(texts)
+    return texts, similarities
+
+
+def true_pairs(texts: list[str], ngram: int, threshold: float) -> set[tuple[int, int]]:
+    """Every pair with exact shingle Jaccard >= threshold; only pairs sharing a shingle are compared."""
+    sets = [shingles(text, ngram) for text in texts]
+    holders = defaultdict(list)
+    for doc, shingle_set in enumerate(sets):
+        for shingle in shingle_set:
+            holders[shingle].append(doc)
+    sharing = {pair for docs in holders.values() if len(docs) > 1 for pair in combinations(docs, 2)}
+    return {pair for pair in sharing if jaccard(sets[pair[0]], sets[pair[1]]) >= threshold}
+
+
+def pairs_in_clusters(labels: np.ndarray) -> set[tuple[int, int]]:
+    groups = defaultdict(list)
+    for doc, label in enumerate(labels.tolist()):
+        groups[label].append(doc)
+    return {pair for docs in groups.values() if len(docs) > 1 for pair in combinations(docs, 2)}
+
+
+def run_ours(texts: list[str], config: MinHashConfig) -> tuple[set, float, str]:
+    start = time.perf_counter()
+    signatures = minhash_signatures(texts, config)
+    labels, stats = near_duplicate_clusters(signatures, config, texts if config.verify else None)
+    elapsed = time.perf_counter() - start
+    return pairs_in_clusters(labels), elapsed, f"{stats.bands}x{stats.rows}"
+
+
+def run_datasketch(texts: list[str], threshold: float, num_perm: int, ngram: int, seed: int) -> tuple[set, float, str]:
+    from datasketch import MinHash, MinHashLSH
+
+    start = time.perf_counter()
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    minhashes = []
+    for doc, text in enumerate(texts):
+        minhash = MinHash(num_perm=num_perm, seed=seed)
+        minhash.update_batch([shingle.encode() for shingle in shingles(text, ngram)])
+        lsh.insert(doc, minhash)
+        minhashes.append(minhash)
+    predicted = set()
+    for doc, minhash in enumerate(minhashes):
+        predicted.update((min(doc, other), max(doc, other)) for other in lsh.query(minhash) if other != doc)
+    elapsed = time.perf_counter() - start
+    return predicted, elapsed, f"{lsh.b}x{lsh.r}"
+
+
+def scores(predicted: set, truth: set) -> tuple[float, float, float]:
+    hits = len(predicted & truth)
+    precision = hits / len(predicted) if predicted else 1.0
+    recall = hits / len(truth) if truth else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--num-perm", type=int, default=128)
+    parser.add_argument("--ngram", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    args = parser.parse_args(argv)
+    if not (args.data_dir / "c4_demo.jsonl").is_file() or not (args.data_dir / "wiki_demo.txt").is_file():
+        parser.error(f"c4_demo.jsonl and wiki_demo.txt not found in {args.data_dir} (use --data-dir)")
+
+    texts, similarities = build_benchmark(args.data_dir, args.ngram, args.seed)
+    truth = true_pairs(texts, args.ngram, args.threshold)
+    near = sum(abs(s - args.threshold) <= 0.05 for s in similarities)
+    print(
+        f"{len(texts)} documents ({len(texts) - len(similarities)} originals, {len(similarities)} edited copies, "
+        f"copy similarity {min(similarities):.2f}..{max(similarities):.2f}, {near} within 0.05 of the threshold); "
+        f"{len(truth)} true pairs with Jaccard >= {args.threshold}\n"
+    )
+
+    common = {"threshold": args.threshold, "num_perm": args.num_perm, "ngram": args.ngram, "seed": args.seed}
+    runs = {
+        "ours, plain LSH": run_ours(texts, MinHashConfig(**common, check_signatures=False)),
+        "ours (default)": run_ours(texts, MinHashConfig(**common)),
+        "ours, verify=True": run_ours(texts, MinHashConfig(**common, verify=True)),
+        "datasketch MinHashLSH": run_datasketch(texts, args.threshold, args.num_perm, args.ngram, args.seed),
+    }
+    results = {}
+    header = f"{'method':<24}{'bands x rows':>13}{'pairs':>8}{'precision':>11}{'recall':>9}{'F1':>8}{'seconds':>9}"
+    print(header)
+    print("-" * len(header))
+    for name, (predicted, elapsed, layout) in runs.items():
+        precision, recall, f1 = scores(predicted, truth)
+        results[name] = {"precision": precision, "recall": recall, "f1": f1, "seconds": elapsed}
+        print(f"{name:<24}{layout:>13}{len(predicted):>8}{precision:>11.4f}{recall:>9.4f}{f1:>8.4f}{elapsed:>9.2f}")
+    baseline = results["datasketch MinHashLSH"]["f1"]
+    for name in list(runs)[:3]:
+        print(f"\nF1 ratio {name} / datasketch: {results[name]['f1'] / baseline:.3f}", end="")
+    print()
+    return results
+
+
+if __name__ == "__main__":
+    main()

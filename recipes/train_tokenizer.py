@@ -1,0 +1,196 @@
+"""Train a tokenizer on a dataset's text: byte-level BPE or Unigram, or an existing tokenizer retrained on new text.
+
+    llm-recipes train-tokenizer --config configs/demo/train_tokenizer.yaml [field overrides]
+    python recipes/train_tokenizer.py --config configs/demo/train_tokenizer.yaml --vocab_size 4000
+
+Reads plain text (a .txt file is one document per line), jsonl/parquet/csv with a text column, a `save_to_disk`
+folder, or any chat/instruction format SFT reads (flattened to text). A seeded slice is held out to report
+fertility -- tokens per word and bytes per token -- on text the tokenizer has not seen. Writes a folder that
+`AutoTokenizer.from_pretrained` loads, with a manifest.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from llm_recipes.configs import (
+    TrainTokenizerArguments,
+    check_dataset_path,
+    exit_with_config_error,
+    looks_local,
+    parse_config,
+)
+from llm_recipes.errors import UserError
+
+# What a previous run of this stage leaves; only such a folder is replaced by a new run.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "llm_recipes_manifest.json")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainTokenizerArguments]:
+    """Parse and check the config: paths, sizes and option combinations, before any text is read."""
+    (args,) = parse_config((TrainTokenizerArguments,), argv)
+    if not args.dataset_path:
+        raise UserError("dataset_path is required: a text/jsonl/parquet file, a save_to_disk folder or a Hub dataset")
+    check_dataset_path(args.dataset_path)
+    if args.base_tokenizer:
+        if looks_local(args.base_tokenizer) and not os.path.isdir(os.path.expanduser(args.base_tokenizer)):
+            raise UserError(f"base_tokenizer: folder not found: {args.base_tokenizer}")
+        if args.chat_template or args.add_bos or args.special_tokens:
+            raise UserError(
+                "chat_template, add_bos and special_tokens apply to a new tokenizer; base_tokenizer keeps its own"
+            )
+    output = Path(args.output_dir).expanduser()
+    if output.is_file() or (output.is_dir() and any(output.iterdir()) and not _is_tokenizer_folder(output)):
+        raise UserError(f"output_dir: {args.output_dir} exists and is not a tokenizer folder; choose another")
+    return (args,)
+
+
+def main(args: TrainTokenizerArguments) -> dict:
+    from llm_recipes.configs import DatasetSpec
+    from llm_recipes.data.loading import load_standard
+    from llm_recipes.data.text import iter_texts
+    from llm_recipes.manifest import StageRun
+    from llm_recipes.reporting import format_summary
+    from llm_recipes.tokenizer import measure_fertility
+
+    output = Path(args.output_dir).expanduser()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # Everything is written beside the output and renamed into place at the end: a crash never leaves a
+    # half-written tokenizer that looks whole.
+    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
+    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output should get the usual permissions
+    try:
+        run = StageRun("train-tokenizer", staging)
+        spec = DatasetSpec(
+            path=args.dataset_path, format=args.data_format, split=args.dataset_split, text_field=args.text_field
+        )
+        dataset, _ = load_standard(spec)
+        train, heldout = _split(dataset, args)
+        documents = _CountingTexts(iter_texts([train]))
+        tokenizer = build_tokenizer(args, documents)
+        fertility = measure_fertility(tokenizer, list(iter_texts([heldout]))) if heldout is not None else None
+        tokenizer.save_pretrained(staging)
+
+        summary = {
+            "algorithm": _algorithm_of(tokenizer),
+            "vocabulary": len(tokenizer),
+            "documents trained on": documents.count,
+            "held-out documents": fertility.documents if fertility else 0,
+            "tokens per word": round(fertility.tokens_per_word, 4) if fertility else None,
+            "bytes per token": round(fertility.bytes_per_token, 4) if fertility else None,
+            "unknown rate": round(fertility.unknown_rate, 6) if fertility else None,
+            "chat template": bool(tokenizer.chat_template),
+            "seconds": round(run.seconds, 1),
+        }
+        run.inputs = {"dataset": args.dataset_path, "base_tokenizer": args.base_tokenizer}
+        run.write({"script": args}, summary)
+        _replace_folder(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    print(format_summary(f"tokenizer trained: {args.output_dir}", summary))
+    return summary
+
+
+def build_tokenizer(args: TrainTokenizerArguments, texts: Iterable[str]):
+    """A new tokenizer trained on `texts`, or `base_tokenizer` retrained on them."""
+    from llm_recipes.tokenizer import retrain_tokenizer, train_tokenizer
+
+    if args.base_tokenizer:
+        tokenizer = retrain_tokenizer(_load_base_tokenizer(args.base_tokenizer), texts, args.vocab_size)
+        if args.model_max_length is not None:
+            tokenizer.model_max_length = args.model_max_length
+        return tokenizer
+    return train_tokenizer(
+        texts,
+        args.vocab_size,
+        algorithm=args.algorithm,
+        chat=args.chat_template,
+        min_frequency=args.min_frequency,
+        special_tokens=args.special_tokens or (),
+        add_bos=args.add_bos,
+        model_max_length=args.model_max_length,
+    )
+
+
+def _split(dataset, args: TrainTokenizerArguments):
+    """Hold out the fertility slice (seeded), then cap the training documents to a random sample."""
+    if args.heldout_size >= 1 and args.heldout_size >= len(dataset):
+        raise UserError(
+            f"heldout_size: {int(args.heldout_size)} documents would leave none of {len(dataset)} to train on"
+        )
+    if args.heldout_size and len(dataset) < 2:
+        raise UserError("heldout_size: the dataset has one document; set heldout_size: 0 to train on it")
+    from llm_recipes.data.mixture import hold_out
+
+    try:
+        train, heldout = hold_out(dataset, args.heldout_size, seed=args.seed)
+    except ValueError as err:  # a share that leaves no training document
+        raise UserError(f"heldout_size: {args.heldout_size} cannot split {len(dataset)} documents: {err}") from None
+    if args.max_training_documents is not None and args.max_training_documents < len(train):
+        train = train.shuffle(seed=args.seed).select(range(args.max_training_documents))
+    return train, heldout
+
+
+class _CountingTexts:
+    """Passes documents through to the trainer and counts them (the trainer reads a stream, not a list)."""
+
+    def __init__(self, texts: Iterator[str]):
+        self.texts = texts
+        self.count = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for text in self.texts:
+            self.count += 1
+            yield text
+
+
+def _load_base_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(os.path.expanduser(path))
+    except (OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"base_tokenizer: could not load {path}: {first_line}") from None
+
+
+def _algorithm_of(tokenizer) -> str:
+    import json
+
+    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    return model["type"].lower() + (" + byte fallback" if model.get("byte_fallback") else "")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _is_tokenizer_folder(path: Path) -> bool:
+    return any((path / name).is_file() for name in TOKENIZER_FILES)
+
+
+def _replace_folder(staging: Path, output: Path) -> None:
+    """Move the finished folder into place; a previous tokenizer there is moved aside first, then deleted."""
+    previous = None
+    if output.exists():
+        previous = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.old.", suffix=".tmp"))
+        os.replace(output, previous / output.name)
+    os.replace(staging, output)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    try:
+        main(*parse_args())
+    except UserError as err:
+        exit_with_config_error(err)
+    sys.exit(0)
