@@ -271,8 +271,14 @@ def parse_or_exit(dataclass_types: Sequence[type], argv: Sequence[str] | None = 
         exit_with_config_error(err)
 
 
+def is_first_process() -> bool:
+    """Rank 0 of a launch (or a plain `python` run). Data stages do their work there only: under
+    `accelerate launch --num_processes N` the other ranks would write the same output; `num_proc` parallelises."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def exit_with_config_error(err: UserError):
-    if os.environ.get("RANK", "0") == "0":
+    if is_first_process():
         print(f"error: {err}", file=sys.stderr)
     sys.exit(2)
 

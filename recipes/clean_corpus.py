@@ -15,7 +15,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from llm_recipes.configs import CleanCorpusArguments, check_dataset_path, exit_with_config_error, parse_config
+from llm_recipes.configs import (
+    CleanCorpusArguments,
+    check_dataset_path,
+    exit_with_config_error,
+    is_first_process,
+    parse_config,
+)
 from llm_recipes.errors import UserError
 
 
@@ -121,6 +127,8 @@ def main(args: CleanCorpusArguments) -> dict:
 
 
 if __name__ == "__main__":
+    if not is_first_process():
+        sys.exit(0)
     try:
         main(*parse_args())
     except UserError as err:

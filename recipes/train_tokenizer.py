@@ -22,6 +22,7 @@ from llm_recipes.configs import (
     TrainTokenizerArguments,
     check_dataset_path,
     exit_with_config_error,
+    is_first_process,
     looks_local,
     parse_config,
 )
@@ -189,6 +190,8 @@ def _replace_folder(staging: Path, output: Path) -> None:
 
 
 if __name__ == "__main__":
+    if not is_first_process():
+        sys.exit(0)
     try:
         main(*parse_args())
     except UserError as err:

@@ -214,3 +214,32 @@ def test_everything_removed_is_an_error_not_an_empty_dataset(tmp_path):
     with pytest.raises(UserError, match="every document was removed"):
         run(tmp_path, {"input_paths": [str(corpus)], "output_dir": str(tmp_path / "out"), "preset": "minimal"})
     assert not (tmp_path / "out").exists()
+
+
+def test_helpers_compose_in_a_user_script(c4_with_copies):
+    """The import path: the same helpers in a user's own script, on datasets.map/filter with num_proc."""
+    import llm_recipes.data as data
+    from llm_recipes.data import (
+        FilterBatch,
+        MinHashConfig,
+        NormalizeBatch,
+        build_filters,
+        build_normalizers,
+        exact_dedup,
+        near_dedup,
+        read_corpus,
+    )
+
+    ds, report = read_corpus(str(c4_with_copies))
+    assert report.documents == len(ds) == 320
+    ds = ds.map(NormalizeBatch(build_normalizers(["default"])), batched=True, num_proc=2)
+    marked = ds.map(FilterBatch(build_filters(["gopher"])), batched=True, batch_size=64, num_proc=2)
+    reasons = [reason for reason in marked["drop_reason"] if reason]
+    assert reasons and all(reason.startswith("gopher_") for reason in reasons)
+    kept = marked.filter(lambda reason: reason is None, input_columns="drop_reason", num_proc=2)
+    assert len(kept) == len(ds) - len(reasons)
+    unique, exact_stats = exact_dedup(kept)
+    near, near_stats = near_dedup(unique, MinHashConfig(threshold=0.8), num_proc=2)
+    assert exact_stats.duplicates >= 8 and near_stats.duplicates >= 8
+    assert len(near) == len(kept) - exact_stats.duplicates - near_stats.duplicates
+    assert "read_corpus" in data.__all__ and "near_dedup" in dir(data)

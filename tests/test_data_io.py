@@ -42,6 +42,20 @@ def test_reads_save_to_disk_folders(tmp_path):
         load_dataset_source(str(tmp_path / "dd"), split="validation")
 
 
+def test_reads_one_split_of_hub_style_parquet_shards(tmp_path):
+    (tmp_path / "data").mkdir()
+    for split, count, shards in (("train", 10, 2), ("validation", 3, 1)):
+        ds = Dataset.from_dict({"text": [f"{split} {i}" for i in range(count)]})
+        for index in range(shards):
+            shard = ds.shard(shards, index, contiguous=True)
+            shard.to_parquet(str(tmp_path / "data" / f"{split}-{index:05d}-of-{shards:05d}.parquet"))
+    (tmp_path / "corpus_report.json").write_text("{}")  # a report beside the shards is not data
+    assert sorted(load_dataset_source(str(tmp_path), split="train")["text"]) == sorted(f"train {i}" for i in range(10))
+    assert len(load_dataset_source(str(tmp_path), split="validation")) == 3
+    with pytest.raises(UserError, match=r"has splits \['train', 'validation'\], not 'test'"):
+        load_dataset_source(str(tmp_path), split="test")
+
+
 def test_malformed_json_is_one_line_error(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": broken\n')

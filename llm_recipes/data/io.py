@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 
 import datasets
 from datasets import Dataset, DatasetDict
@@ -70,6 +71,7 @@ def _load_local(path: str, split: str) -> Dataset:
         data_files = [f for f in files if _has_known_suffix(f)]
         if not data_files:
             raise UserError(f"'{path}' holds no data files ({', '.join(BUILDERS)}) and no saved dataset")
+        data_files = _split_shards(path, data_files, split) or data_files
     else:
         data_files = sorted(glob.glob(path)) if "*" in path else [path]
         if not data_files:
@@ -80,6 +82,22 @@ def _load_local(path: str, split: str) -> Dataset:
     if len(builders) > 1:
         raise UserError(f"'{path}' mixes file formats ({', '.join(sorted(builders))}); point at one kind")
     return datasets.load_dataset(builders.pop(), data_files=data_files, split="train")
+
+
+# The Hub's shard names, which the corpus stage also writes: data/train-00000-of-00004.parquet
+SPLIT_SHARD = re.compile(r"^(?P<split>\w+?)-\d{5}-of-\d{5}\.")
+
+
+def _split_shards(folder: str, data_files: list[str], split: str) -> list[str]:
+    """In a folder of split-named shards, the shards of `split` (and nothing else, not even a report file)."""
+    by_split: dict[str, list[str]] = {}
+    for path in data_files:
+        match = SPLIT_SHARD.match(os.path.basename(path))
+        if match:
+            by_split.setdefault(match["split"], []).append(path)
+    if by_split and split not in by_split:
+        raise UserError(f"'{folder}' has splits {sorted(by_split)}, not '{split}'")
+    return by_split.get(split, [])
 
 
 def _has_known_suffix(path: str) -> bool:
