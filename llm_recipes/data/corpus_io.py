@@ -37,10 +37,10 @@ from typing import Any, NamedTuple
 
 import datasets
 import zstandard
-from datasets import Dataset, DatasetDict, Features, Value
+from datasets import Dataset, Features, Value
 
 from llm_recipes.configs import looks_local
-from llm_recipes.data.io import COMPRESSION_SUFFIXES, is_saved_dataset
+from llm_recipes.data.io import COMPRESSION_SUFFIXES, is_saved_dataset, load_saved_split
 from llm_recipes.errors import UserError
 
 TXT_UNITS = ("line", "file", "paragraph")
@@ -154,7 +154,7 @@ def plan_sources(paths: list[str], options: dict) -> list[dict]:
     for source in local.values():
         files = [source["path"]]
         if source["kind"] == "saved":
-            dataset = _open_saved(source["path"], options["split"])
+            dataset = load_saved_split(source["path"], options["split"])
             _check_column(source["path"], options["text_field"], dataset.column_names)
             files = sorted(os.path.join(root, f) for root, _, names in os.walk(source["path"]) for f in names)
         source["stat"] = [(os.path.abspath(f), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
@@ -212,15 +212,6 @@ def _inside_saved_dataset(path: str) -> bool:
     """The metadata .json of a saved dataset (or of one of its splits), which a glob may match."""
     folders = (os.path.dirname(path), os.path.dirname(os.path.dirname(path)))
     return os.path.basename(path) in _SAVED_DATASET_FILES and any(map(is_saved_dataset, folders))
-
-
-def _open_saved(path: str, split: str) -> Dataset:
-    loaded = datasets.load_from_disk(path)
-    if isinstance(loaded, DatasetDict):
-        if split not in loaded:
-            raise UserError(f"'{path}' has splits {list(loaded)}, not '{split}'")
-        return loaded[split]
-    return loaded
 
 
 def _hub_source(hub_id: str, options: dict) -> dict:
@@ -477,7 +468,7 @@ def strip_tags(page: str) -> str:
 
 
 def read_saved(path: str, options: dict, report: ReadReport) -> Iterator[Record]:
-    dataset = _open_saved(path, options["split"]).select_columns([options["text_field"]])
+    dataset = load_saved_split(path, options["split"]).select_columns([options["text_field"]])
     yield from _column_records(batch[options["text_field"]] for batch in dataset.iter(batch_size=1000))
 
 

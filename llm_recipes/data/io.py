@@ -58,15 +58,20 @@ def load_dataset_source(path: str, split: str = "train", name: str | None = None
         raise UserError(f"could not read dataset '{path}': {first_line}") from None
 
 
+def load_saved_split(path: str, split: str) -> Dataset:
+    """A `save_to_disk` folder: the dataset itself, or the named split of a saved DatasetDict."""
+    loaded = datasets.load_from_disk(path)
+    if isinstance(loaded, DatasetDict):
+        if split not in loaded:
+            raise UserError(f"'{path}' has splits {list(loaded)}, not '{split}'")
+        return loaded[split]
+    return loaded
+
+
 def _load_local(path: str, split: str) -> Dataset:
     if os.path.isdir(path):
         if is_saved_dataset(path):
-            loaded = datasets.load_from_disk(path)
-            if isinstance(loaded, DatasetDict):
-                if split not in loaded:
-                    raise UserError(f"'{path}' has splits {list(loaded)}, not '{split}'")
-                return loaded[split]
-            return loaded
+            return load_saved_split(path, split)
         files = sorted(f for f in glob.glob(os.path.join(path, "**", "*"), recursive=True) if os.path.isfile(f))
         data_files = [f for f in files if _has_known_suffix(f)]
         if not data_files:
