@@ -23,7 +23,10 @@ STAGES: dict[str, str] = {
     "clean-corpus": "clean_corpus.py",
     "train-tokenizer": "train_tokenizer.py",
     "init-model": "init_model.py",
+    "pretrain": "pretrain.py",
     "sft": "sft.py",
+    "evaluate": "evaluate.py",
+    "export": "export.py",
 }
 
 

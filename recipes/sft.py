@@ -14,6 +14,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time warning, which the next import triggers)
+
+# isort: split
 from trl import ModelConfig, SFTConfig
 
 from llm_recipes.configs import (
@@ -22,7 +25,6 @@ from llm_recipes.configs import (
     check_model_path,
     dataset_specs,
     exit_with_config_error,
-    looks_local,
     parse_config,
 )
 from llm_recipes.errors import UserError
@@ -113,6 +115,7 @@ def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, mod
 
 
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict:
+    from llm_recipes.hub import push_trained_output, take_over_trainer_push
     from llm_recipes.manifest import StageRun
     from llm_recipes.modeling import count_parameters
     from llm_recipes.reporting import format_summary
@@ -120,6 +123,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
     from llm_recipes.training import checkpoint_to_resume
 
     run = StageRun("sft", training_args.output_dir)
+    push = take_over_trainer_push(training_args)  # pushed once at the end, with our model card
     trainer, data = build_trainer(script_args, training_args, model_args)
     run.inputs = {"model": model_args.model_name_or_path, "datasets": [path for path, _ in data.reports]}
     mask = check_loss_mask(trainer.train_dataset, rows_before=len(data.train))
@@ -131,15 +135,15 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
     eval_metrics = trainer.evaluate() if data.eval is not None else {}
 
     trainer.save_model(training_args.output_dir)
+    trainer.save_state()  # trainer_state.json beside the model: the evaluate stage plots its curves
     summary = sft_summary(trainer, data, mask, train_result, eval_metrics, count_parameters(trainer.model), run.seconds)
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(training_args.output_dir)
         trainer.accelerator.unwrap_model(trainer.model).generation_config.save_pretrained(training_args.output_dir)
         run.write({"script": script_args, "training": training_args, "model": model_args}, summary)
         print(format_summary(f"SFT finished: {training_args.output_dir}", summary))
-    if training_args.push_to_hub:
-        hub_datasets = [path for path, _ in data.reports if not looks_local(path)]  # the card links Hub datasets only
-        trainer.push_to_hub(dataset_name=hub_datasets[0] if len(hub_datasets) == 1 else None)
+    if push and trainer.accelerator.is_main_process:
+        push_trained_output(training_args, "sft")
     trainer.accelerator.wait_for_everyone()
     return summary
 

@@ -137,3 +137,11 @@ def test_demo_configs_run_end_to_end(tmp_path):
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(sft).num_parameters() > 0
+
+
+@pytest.mark.parametrize("stage", ["clean-corpus", "sft"])
+def test_stage_help_lists_its_fields(stage):
+    result = subprocess.run(CLI + [stage, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--output_dir" in result.stdout
+    assert "error" not in result.stderr.lower() and "kernels" not in result.stderr

@@ -56,6 +56,12 @@ def test_reads_one_split_of_hub_style_parquet_shards(tmp_path):
         load_dataset_source(str(tmp_path), split="test")
 
 
+def test_empty_file_is_one_line_error(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(UserError, match="is empty"):
+        load_dataset_source(str(tmp_path / "empty.jsonl"))
+
+
 def test_malformed_json_is_one_line_error(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": broken\n')

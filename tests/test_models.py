@@ -86,3 +86,14 @@ def test_embeddings_grow_with_the_tokenizer(tokenizer):
     added = resize_for_tokenizer(model, bigger)
     assert added == len(bigger) - len(tokenizer)
     assert model.get_input_embeddings().weight.shape[0] == len(bigger)
+
+
+def test_recurrent_loss_scales_by_the_accumulated_token_count(tokenizer):
+    """The Trainer passes num_items_in_batch under gradient accumulation; the loss must be sum / that count."""
+    model = init_model(build_config(tokenizer, preset="gru-tiny")).eval()
+    batch = tokenizer(["the cat sat on the mat", "a dog looked at the cat and sat"], return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    mean_loss = model(**batch, labels=labels).loss
+    targets = int((labels[:, 1:] != -100).sum())
+    summed = model(**batch, labels=labels, num_items_in_batch=targets * 2).loss
+    assert torch.allclose(summed * 2, mean_loss)

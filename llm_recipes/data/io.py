@@ -83,6 +83,9 @@ def _load_local(path: str, split: str) -> Dataset:
             raise UserError(f"'{path}' matches no file")
         if not os.path.isfile(data_files[0]):
             raise UserError(f"data file not found: {path}")
+    empty = [f for f in data_files if os.path.getsize(f) == 0]
+    if empty:
+        raise UserError(f"dataset file '{empty[0]}' is empty")
     builders = {builder_for(f) for f in data_files}
     if len(builders) > 1:
         raise UserError(f"'{path}' mixes file formats ({', '.join(sorted(builders))}); point at one kind")

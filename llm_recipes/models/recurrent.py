@@ -104,6 +104,7 @@ class RecurrentLMForCausalLM(PreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs: Any,  # position_ids, cache flags and the like: meaningless for an RNN
     ) -> CausalLMOutput:
         hidden = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
@@ -112,11 +113,16 @@ class RecurrentLMForCausalLM(PreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             # the same shift-by-one as every transformers causal LM: position t predicts token t+1
+            # with gradient accumulation the Trainer passes the token count of the whole accumulated batch, so the
+            # sum over this micro-batch divided by it gives the same gradient as one big batch
             loss = F.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.size(-1)).float(),
                 labels[:, 1:].reshape(-1),
                 ignore_index=-100,
+                reduction="mean" if num_items_in_batch is None else "sum",
             )
+            if num_items_in_batch is not None:
+                loss = loss / num_items_in_batch
         return CausalLMOutput(loss=loss, logits=logits)
 
     def prepare_inputs_for_generation(

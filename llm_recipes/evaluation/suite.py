@@ -1,0 +1,398 @@
+"""The evaluation stage's steps, shared by `recipes/evaluate.py` and Python users: check the arguments, load the
+data once, evaluate each model on it, and compare them.
+
+    from llm_recipes.configs import EvaluateArguments
+    from llm_recipes.evaluation import run_evaluation
+    results = run_evaluation(EvaluateArguments(models=["outputs/base", "outputs/sft"], dataset_path="eval.jsonl"))
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llm_recipes.configs import EvaluateArguments, check_dataset_path, looks_local
+from llm_recipes.errors import UserError
+from llm_recipes.evaluation.data import (
+    ClassificationData,
+    EvalData,
+    load_classification_data,
+    load_eval_data,
+)
+from llm_recipes.evaluation.generation import (
+    GENERATION_METRICS,
+    build_generation_config,
+    check_generation_overrides,
+    prompt_text,
+)
+from llm_recipes.evaluation.loading import check_model_folder, model_kind
+from llm_recipes.evaluation.report import DatasetRef, ModelResult
+
+# per-model outputs inside the output folder
+GENERATIONS_DIR = "generations"
+PLOTS_DIR = "plots"
+
+
+@dataclass
+class EvalInputs:
+    """The data every model is evaluated on, loaded once."""
+
+    data: EvalData | None = None  # prompts/references (and texts) from dataset_path
+    perplexity_data: EvalData | None = None
+    classification: ClassificationData | None = None
+
+
+def model_paths(args: EvaluateArguments) -> list[str]:
+    if args.models and args.model_name_or_path:
+        raise UserError("set models (a list to compare) or model_name_or_path (one model), not both")
+    paths = list(args.models or ([args.model_name_or_path] if args.model_name_or_path else []))
+    if not paths:
+        raise UserError("no model to evaluate: set model_name_or_path, or models (a list to compare)")
+    if len(set(paths)) != len(paths):
+        raise UserError("models: a model is listed twice")
+    return paths
+
+
+def wanted_metrics(args: EvaluateArguments) -> set[str]:
+    """The metric groups to compute: perplexity, bleu, chrf, rouge, exact_match, reward, classification."""
+    if args.metrics is None:
+        wanted = {"perplexity", *GENERATION_METRICS, "classification"}
+        if args.reward_model:
+            wanted.add("reward")
+        return wanted
+    wanted = set(args.metrics)
+    if "generation" in wanted:
+        wanted = (wanted - {"generation"}) | set(GENERATION_METRICS)
+    return wanted
+
+
+def parse_generation_overrides(value: dict[str, Any] | str | None) -> dict[str, Any]:
+    """`generation_config` from YAML (a mapping) or the command line (a JSON object)."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise UserError(f"generation_config: expected a mapping (YAML) or a JSON object, got {value!r}")
+    return parsed
+
+
+def check_not_empty(path: str) -> None:
+    """A local data file with nothing in it is an error worth one clear line (the readers' own are obscure)."""
+    file = Path(path).expanduser()
+    if looks_local(path) and file.is_file() and file.stat().st_size <= 4096:
+        if file.read_text(encoding="utf-8", errors="replace").strip() in ("", "[]", "{}"):
+            raise UserError(f"dataset '{path}' is empty")
+
+
+def check_arguments(args: EvaluateArguments) -> None:
+    """Everything a user can get wrong that shows without loading data or weights; UserError, one line."""
+    paths = model_paths(args)
+    for path in paths:
+        check_model_folder(path, "models" if args.models else "model_name_or_path")
+    if args.reward_model:
+        check_model_folder(args.reward_model, "reward_model")
+    for what, path in (("dataset", args.dataset_path), ("perplexity dataset", args.perplexity_dataset_path)):
+        if path:
+            check_dataset_path(path, what)
+            check_not_empty(path)
+    wanted = wanted_metrics(args)
+    if "reward" in wanted and not args.reward_model:
+        raise UserError("metrics: reward needs reward_model (a reward model folder)")
+    if args.metrics and "classification" in wanted and not args.label_field:
+        raise UserError("metrics: classification needs label_field (the label column) and a classifier model")
+    if not (args.dataset_path or args.perplexity_dataset_path or args.lm_eval_tasks):
+        raise UserError("nothing to evaluate on: set dataset_path (or perplexity_dataset_path, or lm_eval_tasks)")
+    if args.label_field and not args.dataset_path:
+        raise UserError("label_field needs dataset_path (the labelled data)")
+    if args.context_length is not None and args.stride is not None and args.stride >= args.context_length:
+        raise UserError(f"stride: {args.stride} must be below context_length ({args.context_length})")
+    check_generation_overrides(parse_generation_overrides(args.generation_config))
+    if args.lm_eval_tasks:
+        from llm_recipes.evaluation.lm_eval_bridge import lm_eval_available
+
+        if not lm_eval_available():
+            raise UserError("lm_eval_tasks needs lm-evaluation-harness: pip install lm-eval")
+        if args.lm_eval_include_path and not Path(args.lm_eval_include_path).expanduser().exists():
+            raise UserError(f"lm_eval_include_path: folder not found: {args.lm_eval_include_path}")
+    kinds = {path: model_kind(path) for path in paths if looks_local(path)}
+    classifiers = [path for path, kind in kinds.items() if kind != "causal_lm"]
+    if classifiers and not args.label_field:
+        raise UserError(f"{classifiers[0]} is a classifier: set label_field (and text_field) to its labelled data")
+
+
+def load_inputs(args: EvaluateArguments) -> EvalInputs:
+    """Read the evaluation data once, before any model is loaded (a bad column fails here, in one line)."""
+    inputs = EvalInputs()
+    if args.dataset_path and args.label_field:
+        inputs.classification = load_classification_data(
+            args.dataset_path,
+            input_field=args.text_field,
+            label_field=args.label_field,
+            split=args.dataset_split,
+            max_samples=args.max_eval_samples,
+        )
+    elif args.dataset_path:
+        inputs.data = load_eval_data(
+            args.dataset_path,
+            data_format=args.data_format,
+            split=args.dataset_split,
+            text_field=args.text_field,
+            max_samples=args.max_eval_samples,
+        )
+    if args.perplexity_dataset_path:
+        inputs.perplexity_data = load_eval_data(
+            args.perplexity_dataset_path,
+            split=args.perplexity_dataset_split,
+            text_field=args.text_field,
+            max_samples=args.max_eval_samples,
+        )
+    else:
+        inputs.perplexity_data = inputs.data
+    asked = [name for name in GENERATION_METRICS if args.metrics and name in wanted_metrics(args)]
+    if asked and inputs.data is not None and not inputs.data.has_references:
+        raise UserError(
+            f"metrics: {asked[0]} needs prompts with reference answers, but '{args.dataset_path}' is plain text"
+        )
+    return inputs
+
+
+def load_reward(args: EvaluateArguments) -> tuple[Any, Any] | None:
+    """(reward model, its tokenizer), when the config names one and the reward is wanted."""
+    if not args.reward_model or "reward" not in wanted_metrics(args):
+        return None
+    from llm_recipes.evaluation.loading import align_pad_token, load_reward_model, load_tokenizer_for
+
+    model = load_reward_model(
+        args.reward_model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
+    )
+    tokenizer = load_tokenizer_for(args.reward_model, trust_remote_code=args.trust_remote_code)
+    align_pad_token(model, tokenizer)
+    return model, tokenizer
+
+
+def model_stage(path: str) -> str | None:
+    from llm_recipes.manifest import read_manifest
+
+    if not looks_local(path) or not Path(path).expanduser().is_dir():
+        return None
+    manifest = read_manifest(Path(path).expanduser())
+    return manifest.get("stage") if manifest else None
+
+
+def evaluate_model(
+    path: str, args: EvaluateArguments, inputs: EvalInputs, reward: tuple[Any, Any] | None = None
+) -> ModelResult:
+    """Load one model, measure everything asked for on the shared data, and free it again."""
+    from llm_recipes.evaluation.loading import align_pad_token, load_model, load_tokenizer_for
+
+    kind = model_kind(path) if looks_local(path) else "causal_lm"
+    result = ModelResult(path=path, kind=kind, stage=model_stage(path))
+    if kind == "causal_lm" and inputs.data is None and inputs.perplexity_data is None:
+        return result  # only lm-eval tasks to run, and the harness loads the model itself
+    tokenizer = load_tokenizer_for(path, args.tokenizer_name_or_path, args.trust_remote_code)
+    model = load_model(path, kind, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    if kind != "causal_lm":
+        align_pad_token(model, tokenizer)
+    try:
+        if kind == "causal_lm":
+            _evaluate_causal_lm(model, tokenizer, result, args, inputs, reward)
+        else:
+            _evaluate_classifier(model, tokenizer, result, args, inputs)
+    finally:
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return result
+
+
+def _evaluate_causal_lm(
+    model: Any,
+    tokenizer: Any,
+    result: ModelResult,
+    args: EvaluateArguments,
+    inputs: EvalInputs,
+    reward: tuple[Any, Any] | None,
+) -> None:
+    from llm_recipes.evaluation.generation import generate_responses, generation_metrics
+    from llm_recipes.evaluation.perplexity import perplexity
+    from llm_recipes.evaluation.reward import reward_scores
+
+    wanted = wanted_metrics(args)
+    ppl_data, data = inputs.perplexity_data, inputs.data
+    if "perplexity" in wanted and ppl_data is not None:
+        measured = perplexity(
+            model,
+            tokenizer,
+            ppl_data.texts,
+            context_length=args.context_length,
+            stride=args.stride,
+            batch_size=args.batch_size,
+        )
+        result.perplexity_dataset = DatasetRef(ppl_data.path, ppl_data.name, ppl_data.split)
+        result.metrics.update(perplexity=measured.perplexity, bits_per_byte=measured.bits_per_byte)
+        result.details["perplexity"] = measured.as_dict()
+    if data is None:
+        return
+    result.dataset = DatasetRef(data.path, data.name, data.split)
+    generation_wanted = [name for name in GENERATION_METRICS if name in wanted]
+    if not data.has_references or not (generation_wanted or reward is not None):
+        return
+    config = build_generation_config(
+        model,
+        tokenizer,
+        max_new_tokens=args.max_new_tokens,
+        overrides=parse_generation_overrides(args.generation_config),
+    )
+    torch.manual_seed(args.seed)
+    responses = generate_responses(model, tokenizer, data.prompts, generation_config=config, batch_size=args.batch_size)
+    result.details["generations"] = responses
+    if generation_wanted:
+        result.metrics.update(generation_metrics(responses, data.references, generation_wanted))
+    if reward is not None:
+        result.reward_scores = reward_scores(*reward, data.prompts, responses, batch_size=args.batch_size)
+        result.metrics["mean_reward"] = sum(result.reward_scores) / len(result.reward_scores)
+    for index in range(min(args.num_samples, len(responses))):
+        sample = {
+            "prompt": prompt_text(data.prompts[index]),
+            "reference": data.references[index],
+            "generation": responses[index],
+        }
+        if result.reward_scores is not None:
+            sample["reward"] = result.reward_scores[index]
+        result.samples.append(sample)
+
+
+def _evaluate_classifier(
+    model: Any, tokenizer: Any, result: ModelResult, args: EvaluateArguments, inputs: EvalInputs
+) -> None:
+    from llm_recipes.evaluation.classification import (
+        classification_metrics,
+        label_ids,
+        predict_sequence_labels,
+        predict_token_labels,
+    )
+
+    data = inputs.classification
+    if data is None:
+        raise UserError(f"{result.path} is a classifier: set label_field (and text_field) to its labelled data")
+    result.dataset = DatasetRef(data.path, data.name, data.split)
+    if result.kind == "token_classification":
+        if not data.is_token_level:
+            raise UserError(f"{result.path} labels tokens: text_field '{args.text_field}' must hold lists of words")
+        predictions = predict_token_labels(model, tokenizer, data.inputs, batch_size=args.batch_size)
+    else:
+        if data.is_token_level:
+            raise UserError(f"{result.path} labels whole texts: text_field '{args.text_field}' holds lists of words")
+        predictions = predict_sequence_labels(model, tokenizer, data.inputs, batch_size=args.batch_size)
+    metrics = classification_metrics(predictions, label_ids(model, data.labels))
+    result.details["classification"] = {"support": metrics.pop("support")}
+    result.metrics.update(metrics)
+    id2label = model.config.id2label or {}
+    for index in range(min(args.num_samples, len(predictions))):
+        text = data.inputs[index] if isinstance(data.inputs[index], str) else " ".join(data.inputs[index])
+        prediction = predictions[index]
+        shown = [id2label.get(p, p) for p in prediction] if isinstance(prediction, list) else id2label.get(prediction)
+        result.samples.append({"prompt": text, "reference": data.labels[index], "generation": shown})
+
+
+def add_win_rates(results: Sequence[ModelResult]) -> None:
+    """Each model's win rate over the first (the baseline) on the same prompts, by reward."""
+    from llm_recipes.evaluation.reward import win_rate
+
+    baseline = results[0]
+    if baseline.reward_scores is None:
+        return
+    for result in results[1:]:
+        if result.reward_scores is not None:
+            result.metrics["win_rate"] = win_rate(result.reward_scores, baseline.reward_scores)
+
+
+def add_lm_eval(result: ModelResult, args: EvaluateArguments) -> None:
+    from llm_recipes.evaluation.lm_eval_bridge import run_lm_eval
+
+    result.lm_eval = run_lm_eval(
+        result.path,
+        args.lm_eval_tasks,
+        include_path=args.lm_eval_include_path,
+        limit=int(args.lm_eval_limit) if args.lm_eval_limit and args.lm_eval_limit >= 1 else args.lm_eval_limit,
+        batch_size=args.batch_size,
+        num_fewshot=args.lm_eval_num_fewshot,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def slug(path: str) -> str:
+    """A folder-safe name for a model path (outputs/demo/sft -> outputs_demo_sft)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", path.strip("./")) or "model"
+
+
+def add_plots(result: ModelResult, output_dir: str | Path) -> None:
+    """Training curves of the model's stage, if it left a trainer state."""
+    from llm_recipes.evaluation.plots import plot_training_curves
+
+    if not looks_local(result.path) or not Path(result.path).expanduser().is_dir():
+        return
+    folder = Path(output_dir) / PLOTS_DIR / slug(result.path)
+    written = plot_training_curves(Path(result.path).expanduser(), folder, title=result.path)
+    result.plots = [str(path.relative_to(output_dir)) for path in written]
+
+
+def write_generations(result: ModelResult, inputs: EvalInputs, output_dir: str | Path) -> Path | None:
+    """Every prompt, reference and generation (and reward) of a model, one JSON line each."""
+    responses = result.details.get("generations")
+    if not responses or inputs.data is None:
+        return None
+    path = Path(output_dir) / GENERATIONS_DIR / f"{slug(result.path)}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for index, response in enumerate(responses):
+            row = {"prompt": inputs.data.prompts[index], "reference": inputs.data.references[index]}
+            row["generation"] = response
+            if result.reward_scores is not None:
+                row["reward"] = result.reward_scores[index]
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def report_settings(args: EvaluateArguments) -> dict[str, Any]:
+    generation = {"max_new_tokens": args.max_new_tokens, **parse_generation_overrides(args.generation_config)}
+    generation.setdefault("do_sample", False)
+    return {"generation": generation, "reward_model": args.reward_model}
+
+
+def run_evaluation(args: EvaluateArguments, *, write: bool = True) -> list[ModelResult]:
+    """The whole stage in one call: every model on the same data, win rates, lm-eval tasks, curves, and (with
+    `write`) eval_results.json, eval_report.md, generations/ and plots/ in `args.output_dir`."""
+    from llm_recipes.evaluation.report import write_eval_results, write_markdown_report
+
+    check_arguments(args)
+    inputs = load_inputs(args)
+    reward = load_reward(args)
+    results = [evaluate_model(path, args, inputs, reward) for path in model_paths(args)]
+    add_win_rates(results)
+    for result in results:
+        if args.lm_eval_tasks:
+            add_lm_eval(result, args)
+        if write and args.plot_training_curves:
+            add_plots(result, args.output_dir)
+        if write:
+            write_generations(result, inputs, args.output_dir)
+    if write:
+        write_eval_results(results, args.output_dir)
+        write_markdown_report(results, args.output_dir, report_settings(args))
+    return results

@@ -1,0 +1,100 @@
+"""Evaluate a model, or compare several stages' models on the same data, and write a report.
+
+    llm-recipes evaluate --config configs/demo/evaluate.yaml
+    python recipes/evaluate.py --config configs/demo/evaluate.yaml --models outputs/base outputs/sft
+
+Any folder a stage wrote works: base, SFT, RL, distilled, quantized, pruned, a PEFT adapter, a classifier.
+Measures perplexity and bits per byte (sliding window), BLEU / chrF / ROUGE / exact match of greedy generations
+against reference answers, mean reward and win rate over the first model under a reward model, classification
+accuracy / precision / recall / F1, and lm-evaluation-harness tasks; plots each trainer stage's curves. Writes
+eval_results.json (read by the export stage's model card), eval_report.md with the comparison table, generations/
+and plots/ to output_dir, and prints the table.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from llm_recipes.configs import EvaluateArguments, exit_with_config_error, is_first_process, parse_config
+from llm_recipes.errors import UserError
+
+# This script shares its name with the `evaluate` library, and `python recipes/evaluate.py` (accelerate launch too)
+# puts the script's folder first on sys.path, so `import evaluate` in the metric modules would find this file.
+# The recipes never import each other, so the folder is dropped.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != _HERE]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[EvaluateArguments]:
+    """Parse and check the config: paths, weights, metric choices -- all before any data or model is loaded."""
+    (args,) = parse_config((EvaluateArguments,), argv)
+    from llm_recipes.evaluation.suite import check_arguments
+
+    check_arguments(args)
+    return (args,)
+
+
+def main(args: EvaluateArguments) -> dict:
+    from llm_recipes.evaluation import report
+    from llm_recipes.evaluation.suite import (
+        add_lm_eval,
+        add_plots,
+        add_win_rates,
+        evaluate_model,
+        load_inputs,
+        load_reward,
+        model_paths,
+        report_settings,
+        write_generations,
+    )
+    from llm_recipes.manifest import StageRun
+    from llm_recipes.reporting import format_summary
+
+    if not is_first_process():
+        return {}  # evaluation runs in one process; under a multi-process launch the others have nothing to do
+    run = StageRun("evaluate", args.output_dir)
+    paths = model_paths(args)
+
+    # Data first: a missing column or an empty file stops here, before any model is loaded
+    inputs = load_inputs(args)
+    reward = load_reward(args)
+
+    # Every model on the same data, one at a time (only one is in memory), then compared with the first
+    results = []
+    for path in paths:
+        print(f"evaluating {path}")
+        result = evaluate_model(path, args, inputs, reward)
+        if args.lm_eval_tasks:
+            add_lm_eval(result, args)
+        if args.plot_training_curves:
+            add_plots(result, args.output_dir)
+        write_generations(result, inputs, args.output_dir)
+        results.append(result)
+    add_win_rates(results)
+
+    # Outputs: results for the model card, the Markdown report, the table on the terminal, the manifest
+    results_path = report.write_eval_results(results, args.output_dir)
+    report_path = report.write_markdown_report(results, args.output_dir, report_settings(args))
+    header, rows = report.comparison_rows(results)
+    summary = {
+        "models": len(results),
+        "eval results": str(results_path),
+        "report": str(report_path),
+        "seconds": round(run.seconds, 1),
+    }
+    run.inputs = {"models": paths, "dataset": args.dataset_path, "reward_model": args.reward_model}
+    run.write({"script": args}, {"models": {r.path: r.all_metrics() for r in results}, **summary})
+    print(report.text_table(header, rows))
+    print()
+    print(format_summary(f"evaluation finished: {args.output_dir}", summary))
+    return {r.path: r.all_metrics() for r in results}
+
+
+if __name__ == "__main__":
+    try:
+        main(*parse_args())
+    except UserError as err:
+        exit_with_config_error(err)
+    sys.exit(0)
