@@ -102,41 +102,59 @@ def test_sft_under_two_cpu_processes(tmp_path, base_model_dir):
     assert (tmp_path / "ddp" / "model.safetensors").is_file()
 
 
+def run_cli(*argv: str, timeout: int = 400) -> subprocess.CompletedProcess:
+    result = subprocess.run(CLI + list(argv), capture_output=True, text=True, timeout=timeout, cwd=PROJECT)
+    assert result.returncode == 0, f"{argv[0]} failed:\n{result.stderr[-3000:]}"
+    return result
+
+
 @pytest.mark.slow
-def test_demo_configs_run_end_to_end(tmp_path):
-    """The README's demo, shortened: init-model then SFT, through the console script with overrides."""
-    base, sft = tmp_path / "base", tmp_path / "sft"
-    first = subprocess.run(
-        CLI + ["init-model", "--config", "configs/demo/init_model.yaml", "--output_dir", str(base)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=PROJECT,
-    )
-    assert first.returncode == 0, first.stderr[-3000:]
-    second = subprocess.run(
-        CLI
-        + [
-            "sft",
-            "--config",
-            "configs/demo/sft.yaml",
-            "--model_name_or_path",
-            str(base),
-            "--output_dir",
-            str(sft),
-            "--num_train_epochs",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=400,
-        cwd=PROJECT,
-    )
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "SFT finished" in second.stdout
+def test_demo_pipeline_runs_end_to_end(tmp_path):
+    """`make demo`, shortened: every demo config through the console script, each stage reading the one before."""
+    out = {name: str(tmp_path / name) for name in ("corpus", "tokenizer", "pretrain", "sft", "evaluate", "export")}
+    run_cli("clean-corpus", "--config", "configs/demo/clean_corpus.yaml", "--output_dir", out["corpus"])
+    run_cli(
+        "train-tokenizer", "--config", "configs/demo/train_tokenizer.yaml",
+        "--dataset_path", out["corpus"], "--output_dir", out["tokenizer"],
+    )  # fmt: skip
+    pretrain = run_cli(
+        "pretrain", "--config", "configs/demo/pretrain.yaml", "--dataset_path", out["corpus"],
+        "--tokenizer_name_or_path", out["tokenizer"], "--output_dir", out["pretrain"], "--num_train_epochs", "1",
+    )  # fmt: skip
+    assert "pretraining finished" in pretrain.stdout
+    sft = run_cli(
+        "sft", "--config", "configs/demo/sft.yaml", "--model_name_or_path", out["pretrain"],
+        "--output_dir", out["sft"], "--num_train_epochs", "1",
+    )  # fmt: skip
+    assert "SFT finished" in sft.stdout
+    run_cli(
+        "evaluate", "--config", "configs/demo/evaluate.yaml", "--models", out["pretrain"], out["sft"],
+        "--perplexity_dataset_path", out["corpus"], "--output_dir", out["evaluate"], "--max_eval_samples", "8",
+    )  # fmt: skip
+    run_cli(
+        "export", "--config", "configs/demo/export.yaml", "--model_name_or_path", out["sft"],
+        "--output_dir", out["export"], "--eval_results_path", out["evaluate"],
+    )  # fmt: skip
+
+    from transformers import pipeline
+
+    generator = pipeline("text-generation", model=out["export"])
+    assert generator("What is 2 plus 3?", max_new_tokens=4)[0]["generated_text"].startswith("What is 2 plus 3?")
+    card = (tmp_path / "export" / "README.md").read_text()
+    for stage in ("clean-corpus", "train-tokenizer", "pretrain", "sft"):
+        assert stage in card, stage
+    assert "perplexity" in card
+
+
+def test_init_model_demo_config(tmp_path):
+    from llm_recipes.cli import load_recipe
+
+    recipe = load_recipe("init-model")
+    config = str(PROJECT / "configs" / "demo" / "init_model.yaml")
+    summary = recipe.main(*recipe.parse_args(["--config", config, "--output_dir", str(tmp_path)]))
     from transformers import AutoModelForCausalLM
 
-    assert AutoModelForCausalLM.from_pretrained(sft).num_parameters() > 0
+    assert AutoModelForCausalLM.from_pretrained(tmp_path).num_parameters() == summary["parameters"]
 
 
 @pytest.mark.parametrize("stage", ["clean-corpus", "sft"])

@@ -200,16 +200,26 @@ def run_recipe(*argv: str) -> dict:
 
 def test_recipe_demo_config_writes_a_loadable_tokenizer_and_manifest(tmp_path):
     output = tmp_path / "tok"
-    summary = run_recipe("--config", str(PROJECT / "configs/demo/train_tokenizer.yaml"), "--output_dir", str(output))
+    # the demo trains on the clean-corpus demo's output; here on the raw pages it is made from
+    raw_pages = "configs/demo/data/raw_corpus.jsonl"
+    summary = run_recipe(
+        "--config",
+        str(PROJECT / "configs/demo/train_tokenizer.yaml"),
+        "--output_dir",
+        str(output),
+        "--dataset_path",
+        str(PROJECT / raw_pages),
+    )
     tokenizer = AutoTokenizer.from_pretrained(output)
     assert summary["vocabulary"] == len(tokenizer) > 300
-    assert summary["documents trained on"] + summary["held-out documents"] == 400  # every arithmetic row
-    assert summary["held-out documents"] == 20
+    assert summary["documents trained on"] + summary["held-out documents"] == 800  # every page
+    assert summary["held-out documents"] == 40
+    assert tokenizer.chat_template and tokenizer.eos_token == "<|im_end|>"
     assert summary["tokens per word"] >= 1 and summary["bytes per token"] > 1 and summary["unknown rate"] == 0
     manifest = read_manifest(output)
     assert manifest["stage"] == "train-tokenizer" and manifest["complete"]
     assert manifest["metrics"] == summary
-    assert manifest["config"]["script"]["dataset_path"] == "configs/demo/data/arithmetic_alpaca.jsonl"
+    assert manifest["config"]["script"]["dataset_path"] == str(PROJECT / raw_pages)
     text = "What is 12 plus 13?"
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
     assert [p.name for p in tmp_path.iterdir()] == ["tok"]  # no staging folder left behind
@@ -220,6 +230,8 @@ def test_recipe_demo_config_writes_a_loadable_tokenizer_and_manifest(tmp_path):
         str(PROJECT / "configs/demo/train_tokenizer.yaml"),
         "--output_dir",
         str(output),
+        "--dataset_path",
+        str(PROJECT / raw_pages),
         "--algorithm",
         "unigram",
         "--vocab_size",
