@@ -164,21 +164,23 @@ def test_verify_rejects_forced_false_positive_candidates():
     texts = [base, *related]
     signatures = minhash_signatures(texts)
     # one row per band: two documents become candidates when any single minhash value agrees
-    plain, plain_stats = near_duplicate_clusters(signatures, MinHashConfig(bands=64, rows=1, check_signatures=False))
+    plain, plain_stats = near_duplicate_clusters(
+        signatures, MinHashConfig(bands=64, rows=1, verify=False, check_signatures=False)
+    )
     assert plain_stats.candidate_pairs >= 3 and plain_stats.duplicates == 3  # LSH alone merges them all
 
     labels, stats = near_duplicate_clusters(signatures, MinHashConfig(bands=64, rows=1, verify=True), texts)
     assert labels.tolist() == [0, 1, 2, 3]
     assert stats.check == "jaccard" and stats.rejected_pairs >= 3 and stats.verified_pairs == 0
 
-    labels, stats = near_duplicate_clusters(signatures, MinHashConfig(bands=64, rows=1))
+    labels, stats = near_duplicate_clusters(signatures, MinHashConfig(bands=64, rows=1, verify=False))
     assert labels.tolist() == [0, 1, 2, 3] and stats.check == "signatures" and stats.rejected_pairs >= 3
 
 
 def test_verify_reads_the_texts_when_signatures_claim_a_match():
     texts = [random_doc(5), random_doc(6)]
     signatures = minhash_signatures(texts[:1]).repeat(2, axis=0)  # crafted: both documents "look" identical
-    labels, stats = near_duplicate_clusters(signatures, MinHashConfig())
+    labels, stats = near_duplicate_clusters(signatures, MinHashConfig(verify=False))
     assert labels.tolist() == [0, 0] and stats.verified_pairs == 1
     labels, stats = near_duplicate_clusters(signatures, MinHashConfig(verify=True), texts)
     assert labels.tolist() == [0, 1]
@@ -200,7 +202,7 @@ def test_choose_bands_fits_num_perm_and_centres_the_s_curve_on_the_threshold():
     recall_bands, recall_rows = choose_bands(0.8, 128, false_positive_weight=0.05, false_negative_weight=0.95)
     assert (1 / recall_bands) ** (1 / recall_rows) < (1 / 9) ** (1 / 13)
     assert MinHashConfig().band_layout() == (recall_bands, recall_rows)
-    assert MinHashConfig(check_signatures=False).band_layout() == (9, 13)
+    assert MinHashConfig(verify=False, check_signatures=False).band_layout() == (9, 13)
     assert MinHashConfig(bands=4, rows=2).band_layout() == (4, 2)
 
 

@@ -224,10 +224,11 @@ class MinHashConfig:
     rows: int | None = field(default=None, metadata={"help": "Signature rows per band; set together with bands."})
     seed: int = field(default=42, metadata={"help": "Seed of the hash functions."})
     verify: bool = field(
-        default=False,
+        default=True,
         metadata={
-            "help": "Confirm each candidate pair by the true Jaccard of its shingle sets before merging: exact, "
-            "costs reading both texts and one set intersection per candidate pair."
+            "help": "Confirm each candidate pair by the true Jaccard of its shingle sets before merging: exact "
+            "(F1 0.998 against 0.92 without, benchmarks/dedup_quality.py), at the cost of reading both texts of each "
+            "candidate pair. False keeps the signature check only, for corpora too big to re-read."
         },
     )
     check_signatures: bool = field(
