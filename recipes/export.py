@@ -13,10 +13,8 @@ to a (private by default) Hub repo.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -87,15 +85,11 @@ def main(args: ExportArguments) -> dict:
     from llm_recipes.export import inspect_source
     from llm_recipes.hub import CardOptions, push_stage_output, write_model_card
     from llm_recipes.manifest import StageRun
+    from llm_recipes.outputs import written_in_place
     from llm_recipes.reporting import format_summary
 
     output = Path(args.output_dir).expanduser()
-    output.parent.mkdir(parents=True, exist_ok=True)
     source = inspect_source(args.model_name_or_path, args.base_model_name_or_path)
-    # Everything is written beside the output and renamed into place at the end: a crash never leaves a
-    # half-written export that looks whole.
-    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
-    staging.chmod(0o777 & ~_umask())
     card = CardOptions(
         model_name=args.model_name,
         license=args.license,
@@ -108,7 +102,8 @@ def main(args: ExportArguments) -> dict:
     )
     if source.kind == "adapter" and args.merge_adapter:
         card.extra_tags.append(source.adapter_method.lower())  # the merged weights no longer show it
-    try:
+    # written beside the output and renamed into place at the end: a crash never leaves a half-written export
+    with written_in_place(output) as staging:
         run = StageRun("export", staging)
         summary = export_folder(args, source, staging)
         run.inputs = {"model": args.model_name_or_path}
@@ -120,10 +115,6 @@ def main(args: ExportArguments) -> dict:
         run.write({"script": args}, summary)
         # the card reads the manifests, this stage's included, so it is written last
         write_model_card(staging, args.hub_model_id or str(output), card, evaluated_model=args.model_name_or_path)
-        _replace_folder(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     print(format_summary(f"export finished: {output}", summary))
     if args.push_to_hub:
         result = push_stage_output(
@@ -210,23 +201,6 @@ def export_folder(args: ExportArguments, source, staging: Path) -> dict:
         tokenizer.convert_ids_to_tokens(i) for i in (eos if isinstance(eos, list) else [eos])
     )
     return summary
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _replace_folder(staging: Path, output: Path) -> None:
-    """Move the finished folder into place; a previous export there is moved aside first, then deleted."""
-    previous = None
-    if output.exists():
-        previous = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.old.", suffix=".tmp"))
-        os.replace(output, previous / output.name)
-    os.replace(staging, output)
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,7 @@ fertility -- tokens per word and bytes per token -- on text the tokenizer has no
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -56,16 +54,12 @@ def main(args: TrainTokenizerArguments) -> dict:
     from llm_recipes.data.loading import load_standard
     from llm_recipes.data.text import iter_texts
     from llm_recipes.manifest import StageRun
+    from llm_recipes.outputs import written_in_place
     from llm_recipes.reporting import format_summary
     from llm_recipes.tokenizer import measure_fertility
 
-    output = Path(args.output_dir).expanduser()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    # Everything is written beside the output and renamed into place at the end: a crash never leaves a
-    # half-written tokenizer that looks whole.
-    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
-    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output should get the usual permissions
-    try:
+    # written beside the output and renamed into place at the end: a crash never leaves a half-written tokenizer
+    with written_in_place(args.output_dir) as staging:
         run = StageRun("train-tokenizer", staging)
         spec = DatasetSpec(
             path=args.dataset_path, format=args.data_format, split=args.dataset_split, text_field=args.text_field
@@ -90,10 +84,6 @@ def main(args: TrainTokenizerArguments) -> dict:
         }
         run.inputs = {"dataset": args.dataset_path, "base_tokenizer": args.base_tokenizer}
         run.write({"script": args}, summary)
-        _replace_folder(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     print(format_summary(f"tokenizer trained: {args.output_dir}", summary))
     return summary
 
@@ -168,25 +158,8 @@ def _algorithm_of(tokenizer) -> str:
     return model["type"].lower() + (" + byte fallback" if model.get("byte_fallback") else "")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _is_tokenizer_folder(path: Path) -> bool:
     return any((path / name).is_file() for name in TOKENIZER_FILES)
-
-
-def _replace_folder(staging: Path, output: Path) -> None:
-    """Move the finished folder into place; a previous tokenizer there is moved aside first, then deleted."""
-    previous = None
-    if output.exists():
-        previous = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.old.", suffix=".tmp"))
-        os.replace(output, previous / output.name)
-    os.replace(staging, output)
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
 
 
 if __name__ == "__main__":
