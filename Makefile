@@ -17,12 +17,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The pipeline on the demo's own raw pages: corpus -> tokenizer -> pretrain -> SFT -> evaluate -> export
+# The pipeline on the demo's own raw pages: corpus -> tokenizer -> pretrain -> SFT -> reward -> PPO -> evaluate -> export
 demo: $(STAMP)
 	$(BIN)/llm-recipes clean-corpus --config configs/demo/clean_corpus.yaml
 	$(BIN)/llm-recipes train-tokenizer --config configs/demo/train_tokenizer.yaml
 	$(BIN)/llm-recipes pretrain --config configs/demo/pretrain.yaml
 	$(BIN)/llm-recipes sft --config configs/demo/sft.yaml
+	$(BIN)/llm-recipes reward --config configs/demo/reward.yaml
+	$(BIN)/llm-recipes ppo --config configs/demo/ppo.yaml
 	$(BIN)/llm-recipes evaluate --config configs/demo/evaluate.yaml
 	$(BIN)/llm-recipes export --config configs/demo/export.yaml
 

@@ -25,6 +25,11 @@ STAGES: dict[str, str] = {
     "init-model": "init_model.py",
     "pretrain": "pretrain.py",
     "sft": "sft.py",
+    "reward": "reward.py",
+    "ppo": "ppo.py",
+    "grpo": "grpo.py",
+    "rloo": "rloo.py",
+    "dpo": "dpo.py",
     "evaluate": "evaluate.py",
     "export": "export.py",
 }

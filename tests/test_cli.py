@@ -111,7 +111,8 @@ def run_cli(*argv: str, timeout: int = 400) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_demo_pipeline_runs_end_to_end(tmp_path):
     """`make demo`, shortened: every demo config through the console script, each stage reading the one before."""
-    out = {name: str(tmp_path / name) for name in ("corpus", "tokenizer", "pretrain", "sft", "evaluate", "export")}
+    stages = ("corpus", "tokenizer", "pretrain", "sft", "reward", "ppo", "evaluate", "export")
+    out = {name: str(tmp_path / name) for name in stages}
     run_cli("clean-corpus", "--config", "configs/demo/clean_corpus.yaml", "--output_dir", out["corpus"])
     run_cli(
         "train-tokenizer", "--config", "configs/demo/train_tokenizer.yaml",
@@ -128,11 +129,20 @@ def test_demo_pipeline_runs_end_to_end(tmp_path):
     )  # fmt: skip
     assert "SFT finished" in sft.stdout
     run_cli(
-        "evaluate", "--config", "configs/demo/evaluate.yaml", "--models", out["pretrain"], out["sft"],
-        "--perplexity_dataset_path", out["corpus"], "--output_dir", out["evaluate"], "--max_eval_samples", "8",
+        "reward", "--config", "configs/demo/reward.yaml", "--model_name_or_path", out["sft"],
+        "--output_dir", out["reward"], "--max_steps", "5",
     )  # fmt: skip
     run_cli(
-        "export", "--config", "configs/demo/export.yaml", "--model_name_or_path", out["sft"],
+        "ppo", "--config", "configs/demo/ppo.yaml", "--model_name_or_path", out["sft"],
+        "--reward_model_path", out["reward"], "--output_dir", out["ppo"], "--num_ppo_steps", "3",
+    )  # fmt: skip
+    run_cli(
+        "evaluate", "--config", "configs/demo/evaluate.yaml", "--models", out["pretrain"], out["sft"], out["ppo"],
+        "--reward_model", out["reward"], "--perplexity_dataset_path", out["corpus"],
+        "--output_dir", out["evaluate"], "--max_eval_samples", "8",
+    )  # fmt: skip
+    run_cli(
+        "export", "--config", "configs/demo/export.yaml", "--model_name_or_path", out["ppo"],
         "--output_dir", out["export"], "--eval_results_path", out["evaluate"],
     )  # fmt: skip
 
@@ -141,7 +151,7 @@ def test_demo_pipeline_runs_end_to_end(tmp_path):
     generator = pipeline("text-generation", model=out["export"])
     assert generator("What is 2 plus 3?", max_new_tokens=4)[0]["generated_text"].startswith("What is 2 plus 3?")
     card = (tmp_path / "export" / "README.md").read_text()
-    for stage in ("clean-corpus", "train-tokenizer", "pretrain", "sft"):
+    for stage in ("clean-corpus", "train-tokenizer", "pretrain", "sft", "ppo"):
         assert stage in card, stage
     assert "perplexity" in card
 

@@ -222,12 +222,13 @@ def test_reward_scores_and_win_rate_of_two_known_models(lm, other_model_dir, rew
     reward_model = load_reward_model(str(reward_model_dir), device="cpu")
     reward_tokenizer = load_tokenizer_for(str(reward_model_dir))
 
-    # by hand: each answer generated alone, each (prompt + answer) scored alone at its last token
+    # by hand: each answer generated alone, each (prompt + answer + EOS, as RewardTrainer trains on text) scored
+    # alone at its last token
     def by_hand(model, tokenizer, config):
         answers = [generate_responses(model, tokenizer, [p], generation_config=config)[0] for p in prompts]
         scores = []
         for prompt, answer in zip(prompts, answers, strict=True):
-            ids = reward_tokenizer(prompt + answer)["input_ids"]
+            ids = reward_tokenizer(prompt + answer + reward_tokenizer.eos_token)["input_ids"]
             with torch.no_grad():
                 scores.append(float(reward_model(torch.tensor([ids])).logits[0, 0]))
         return answers, scores

@@ -148,7 +148,10 @@ def write_demo_data(folder: str | Path) -> list[Path]:
     sharegpt.write_text(json.dumps(describe_sharegpt(200), indent=1) + "\n", encoding="utf-8")
     corpus = folder / "raw_corpus.jsonl"
     corpus.write_text("".join(json.dumps(row) + "\n" for row in raw_web_corpus(800)), encoding="utf-8")
-    return [alpaca, sharegpt, corpus]
+    # the reward/RL learning task: colour answers are preferred (llm_recipes/data/synthetic.py)
+    from llm_recipes.data.synthetic import write_synthetic_demo_data
+
+    return [alpaca, sharegpt, corpus, *write_synthetic_demo_data(folder)]
 
 
 if __name__ == "__main__":

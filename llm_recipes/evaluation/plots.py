@@ -22,7 +22,8 @@ CURVES: dict[str, Callable[[str], bool]] = {
     "loss": lambda key: key in ("loss", "eval_loss", "train_loss"),
     "learning_rate": lambda key: key == "learning_rate",
     # TRL names rewards rewards/chosen, rewards/margins, objective/scores, env/reward_mean, ...
-    "reward": lambda key: bool(re.search(r"reward|objective/scores", key)) and "accurac" not in key,
+    # ... and our PPO logs score / eval_score (the reward before the KL penalty)
+    "reward": lambda key: bool(re.search(r"reward|objective/scores|^(eval_)?score$", key)) and "accurac" not in key,
     "kl": lambda key: bool(re.search(r"(^|[/_])kl($|[/_])", key)),
 }
 SKIPPED_KEYS = ("step", "epoch", "total_flos")

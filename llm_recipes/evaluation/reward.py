@@ -1,8 +1,7 @@
-"""Scoring responses with a reward model, and the win rate of one model over another on the same prompts.
+"""The win rate of one model over another on the same prompts, judged by a reward model.
 
-A reward model here is what TRL's RewardTrainer writes: a sequence classifier with one output, read at the last
-token of prompt + response. The text is built the way the reward model saw it in training: through its chat
-template when it has one, else prompt and response concatenated.
+Scoring itself (`reward_scores`) is `llm_recipes.rewards.score_responses`: one place builds the text a reward model
+reads, the way TRL's RewardTrainer trained it (chat template for conversations, prompt + response + EOS for text).
 """
 
 from __future__ import annotations
@@ -11,56 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from llm_recipes.errors import UserError
-from llm_recipes.evaluation.generation import Prompt, generate_responses, prompt_text
-from llm_recipes.evaluation.loading import model_device
+from llm_recipes.evaluation.generation import Prompt, generate_responses
+from llm_recipes.rewards import score_responses as reward_scores
 
-
-def reward_text(tokenizer: Any, prompt: Prompt, response: str) -> tuple[str, bool]:
-    """(prompt + response as the reward model reads it, whether a chat template produced it)."""
-    if tokenizer.chat_template:
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        messages = [*messages, {"role": "assistant", "content": response}]
-        return tokenizer.apply_chat_template(messages, tokenize=False), True
-    if isinstance(prompt, str):
-        return prompt + response, False
-    return prompt_text(prompt) + "\n" + response, False
-
-
-@torch.no_grad()
-def reward_scores(
-    reward_model: Any,
-    tokenizer: Any,
-    prompts: Sequence[Prompt],
-    responses: Sequence[str],
-    *,
-    batch_size: int = 8,
-    max_length: int | None = None,
-) -> list[float]:
-    """The reward of each (prompt, response) pair. Texts too long for the reward model keep their end (the
-    response), which is what the score is about."""
-    if len(prompts) != len(responses):
-        raise UserError(f"{len(prompts)} prompts but {len(responses)} responses")
-    device = model_device(reward_model)
-    max_length = max_length or getattr(reward_model.config, "max_position_embeddings", None) or 2048
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    scores: list[float] = []
-    for begin in range(0, len(prompts), batch_size):
-        encoded = []
-        for prompt, response in zip(
-            prompts[begin : begin + batch_size], responses[begin : begin + batch_size], strict=True
-        ):
-            text, templated = reward_text(tokenizer, prompt, response)
-            encoded.append(tokenizer(text, add_special_tokens=not templated)["input_ids"][-max_length:])
-        width = max(len(ids) for ids in encoded)
-        # right padding: the classifier reads the last non-padding token of each row
-        input_ids = torch.tensor([ids + [pad_id] * (width - len(ids)) for ids in encoded], device=device)
-        attention_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in encoded], device=device)
-        logits = reward_model(input_ids=input_ids, attention_mask=attention_mask).logits
-        scores += logits[:, 0].float().tolist()
-    return scores
+__all__ = ["RewardComparison", "compare_by_reward", "reward_scores", "win_rate"]
 
 
 def win_rate(scores_a: Sequence[float], scores_b: Sequence[float]) -> float:

@@ -1,0 +1,68 @@
+"""What the GRPO and RLOO stages share: TRL's online RL trainers differ in the algorithm, not in the story.
+
+Both read prompts, a policy and one reward (our reward model or a Python function), train, evaluate the mean reward
+on held-out prompts before and after, and save the policy with its tokenizer, generation config and manifest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def build_online_rl_trainer(trainer_class: type, script_args: Any, training_args: Any, model_args: Any):
+    """Prompts, policy, reward and the TRL trainer (GRPOTrainer, RLOOTrainer). Returns (trainer, data)."""
+    from llm_recipes.rewards import load_rl_inputs
+
+    data, model, tokenizer, rewards, peft_config = load_rl_inputs(script_args, training_args, model_args)
+    trainer = trainer_class(
+        model=model,
+        reward_funcs=rewards,
+        args=training_args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    return trainer, data
+
+
+def train_online_rl(stage: str, trainer_class: type, script_args: Any, training_args: Any, model_args: Any) -> dict:
+    """Train, evaluate before and after, save, write the manifest, print the summary and push if asked."""
+    from llm_recipes.hub import push_trained_output, take_over_trainer_push
+    from llm_recipes.manifest import StageRun
+    from llm_recipes.modeling import count_parameters
+    from llm_recipes.reporting import format_summary
+    from llm_recipes.rewards import rl_summary
+    from llm_recipes.training import checkpoint_to_resume
+
+    run = StageRun(stage, training_args.output_dir)
+    push = take_over_trainer_push(training_args)  # pushed once at the end, with our model card
+    trainer, data = build_online_rl_trainer(trainer_class, script_args, training_args, model_args)
+    run.inputs = {
+        "model": model_args.model_name_or_path,
+        "datasets": [path for path, _ in data.reports],
+        "reward": script_args.reward_model_path or script_args.reward_function,
+    }
+
+    last_checkpoint = checkpoint_to_resume(training_args)
+    evaluate = data.eval is not None
+    eval_before = trainer.evaluate() if evaluate and script_args.eval_before_training and not last_checkpoint else {}
+    if last_checkpoint:
+        trainer.accelerator.print(f"resuming from {last_checkpoint}")
+    train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    eval_after = trainer.evaluate() if evaluate else {}
+
+    trainer.save_model(training_args.output_dir)
+    trainer.save_state()
+    summary = rl_summary(
+        trainer, data, train_result, eval_before, eval_after, count_parameters(trainer.model), run.seconds
+    )
+    if trainer.accelerator.is_main_process:
+        trainer.processing_class.save_pretrained(training_args.output_dir)
+        trainer.accelerator.unwrap_model(trainer.model).generation_config.save_pretrained(training_args.output_dir)
+        run.write({"script": script_args, "training": training_args, "model": model_args}, summary)
+        print(format_summary(f"{stage.upper()} finished: {training_args.output_dir}", summary))
+    if push and trainer.accelerator.is_main_process:
+        push_trained_output(training_args, stage)
+    trainer.accelerator.wait_for_everyone()
+    return summary

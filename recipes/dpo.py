@@ -1,0 +1,163 @@
+"""Direct preference optimization (DPO) over TRL's DPOTrainer: a policy learns straight from preference pairs.
+
+No reward model and no sampling: the loss raises the policy's likelihood of the chosen answer over the rejected
+one, relative to a frozen reference.
+
+    llm-recipes dpo --config configs/demo/dpo.yaml [field overrides] [accelerate flags]
+    accelerate launch recipes/dpo.py --config configs/demo/dpo.yaml
+    python recipes/dpo.py --config configs/demo/dpo.yaml
+
+Reads the same preference data as the reward stage (prompt/chosen/rejected, implicit prompt, ShareGPT, HH-RLHF),
+trains the policy (usually the SFT model) fully or with LoRA/DoRA/QLoRA against a frozen reference -- a copy of
+the starting policy, or the base model under the adapter with LoRA -- and writes a model (or adapter) with its
+tokenizer, generation config and a manifest. `beta`, `loss_type` and the rest are TRL's DPOConfig fields.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time warning, which the next import triggers)
+
+# isort: split
+from trl import DPOConfig, ModelConfig
+
+from llm_recipes.configs import (
+    DPOScriptArguments,
+    check_dataset_path,
+    check_model_path,
+    exit_with_config_error,
+    parse_config,
+)
+from llm_recipes.errors import UserError
+
+# Our defaults where TRL's differ: no tracker unless asked, private pushes.
+DPO_DEFAULTS = dict(report_to="none", hub_private_repo=True, logging_steps=10)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[DPOScriptArguments, DPOConfig, ModelConfig]:
+    """Parse and check the config: everything a user can get wrong fails here, before a model is loaded."""
+    script_args, training_args, model_args = parse_config(
+        (DPOScriptArguments, DPOConfig, ModelConfig), argv, **DPO_DEFAULTS
+    )
+    if not script_args.dataset_path:
+        raise UserError("dataset_path is required: the preference pairs to train on")
+    check_dataset_path(script_args.dataset_path)
+    if script_args.eval_dataset_path:
+        check_dataset_path(script_args.eval_dataset_path, "eval dataset")
+    check_model_path(model_args.model_name_or_path)
+    if model_args.load_in_4bit and not model_args.use_peft:
+        raise UserError("load_in_4bit (QLoRA) needs use_peft: true -- a 4-bit base model cannot be fully fine-tuned")
+    if training_args.eval_strategy != "no" and not (script_args.eval_split_size or script_args.eval_dataset_path):
+        strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
+        raise UserError(
+            f"eval_strategy is '{strategy}' but there is no eval data: set eval_split_size or eval_dataset_path"
+        )
+    return script_args, training_args, model_args
+
+
+def build_trainer(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: ModelConfig):
+    """Data, tokenizer, policy and TRL's DPOTrainer (which makes the reference itself). Returns (trainer, data)."""
+    from trl import DPOTrainer, get_peft_config
+
+    from llm_recipes.chat import ensure_chat_template
+    from llm_recipes.data.preferences import load_preference_data
+    from llm_recipes.modeling import load_causal_lm, load_tokenizer
+
+    with training_args.main_process_first(desc="loading preference data"):
+        data = load_preference_data(
+            script_args.dataset_path,
+            script_args.data_format,
+            split=script_args.dataset_split,
+            eval_path=script_args.eval_dataset_path,
+            eval_size=script_args.eval_split_size,
+            max_train_samples=script_args.max_train_samples,
+            max_eval_samples=script_args.max_eval_samples,
+            seed=training_args.seed,
+            num_proc=training_args.dataset_num_proc,
+        )
+    # DPO's loss has no use for a margin column
+    data.train = data.train.remove_columns([c for c in data.train.column_names if c == "margin"])
+    if data.eval is not None:
+        data.eval = data.eval.remove_columns([c for c in data.eval.column_names if c == "margin"])
+
+    tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
+    model = load_causal_lm(model_args, training_args.trust_remote_code)
+    peft_config = get_peft_config(model_args)
+    if data.conversational and ensure_chat_template(tokenizer, model) and peft_config is not None:
+        # new chat tokens start untrained: the adapter trains their embedding and output rows in full
+        peft_config.modules_to_save = list({*(peft_config.modules_to_save or []), "embed_tokens", "lm_head"})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    trainer = DPOTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    return trainer, data
+
+
+def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: ModelConfig) -> dict:
+    from llm_recipes.hub import push_trained_output, take_over_trainer_push
+    from llm_recipes.manifest import StageRun
+    from llm_recipes.modeling import count_parameters
+    from llm_recipes.reporting import format_summary
+    from llm_recipes.training import checkpoint_to_resume, last_logged
+
+    run = StageRun("dpo", training_args.output_dir)
+    push = take_over_trainer_push(training_args)  # pushed once at the end, with our model card
+    trainer, data = build_trainer(script_args, training_args, model_args)
+    run.inputs = {"model": model_args.model_name_or_path, "datasets": [path for path, _ in data.reports]}
+
+    last_checkpoint = checkpoint_to_resume(training_args)
+    if last_checkpoint:
+        trainer.accelerator.print(f"resuming from {last_checkpoint}")
+    train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    eval_metrics = trainer.evaluate() if data.eval is not None else {}
+
+    trainer.save_model(training_args.output_dir)
+    trainer.save_state()
+    trainable, total = count_parameters(trainer.model)
+    history = trainer.state.log_history
+    summary = {
+        "data format": data.reports[0][1].source_format,
+        "conversational": data.conversational,
+        "training pairs": len(data.train),
+        "unusable pairs (dropped)": sum(sum(report.dropped.values()) for _, report in data.reports),
+        "eval pairs": len(data.eval) if data.eval is not None else 0,
+        "beta": training_args.beta,
+        "loss type": ",".join(training_args.loss_type),
+        "optimizer steps": trainer.state.global_step,
+        "trainable parameters": trainable,
+        "total parameters": total,
+        "final train loss": last_logged(history, "loss"),
+        "mean train loss": train_result.training_loss,
+        "train reward accuracy": last_logged(history, "rewards/accuracies"),
+        "train reward margin": last_logged(history, "rewards/margins"),
+        "eval loss": eval_metrics.get("eval_loss"),
+        "eval reward accuracy": eval_metrics.get("eval_rewards/accuracies"),
+        "eval reward margin": eval_metrics.get("eval_rewards/margins"),
+        "seconds": round(run.seconds, 1),
+    }
+    if trainer.accelerator.is_main_process:
+        trainer.processing_class.save_pretrained(training_args.output_dir)
+        trainer.accelerator.unwrap_model(trainer.model).generation_config.save_pretrained(training_args.output_dir)
+        run.write({"script": script_args, "training": training_args, "model": model_args}, summary)
+        print(format_summary(f"DPO finished: {training_args.output_dir}", summary))
+    if push and trainer.accelerator.is_main_process:
+        push_trained_output(training_args, "dpo")
+    trainer.accelerator.wait_for_everyone()
+    return summary
+
+
+if __name__ == "__main__":
+    try:
+        main(*parse_args())
+    except UserError as err:
+        exit_with_config_error(err)
+    sys.exit(0)
