@@ -30,6 +30,9 @@ STAGES: dict[str, str] = {
     "grpo": "grpo.py",
     "rloo": "rloo.py",
     "dpo": "dpo.py",
+    "distill": "distill.py",
+    "quantize": "quantize.py",
+    "prune": "prune.py",
     "evaluate": "evaluate.py",
     "export": "export.py",
 }

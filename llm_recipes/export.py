@@ -98,11 +98,17 @@ def inspect_source(path: str, base_override: str | None = None) -> ModelSource:
     return ModelSource(str(path), "quantized" if quantization else "model", quantization=quantization, config=config)
 
 
-def merge_refusal(base: str, quantization: str) -> UserError:
+EXPORT_REMEDY = (
+    "export from the full-precision base instead (base_model_name_or_path: the unquantized model), or set "
+    "merge_adapter: false"
+)
+
+
+def merge_refusal(base: str, quantization: str, remedy: str = EXPORT_REMEDY) -> UserError:
+    """The refusal to merge an adapter into quantized weights; `remedy` says what to do instead in this stage."""
     return UserError(
         f"cannot merge the adapter into {base}: its weights are quantized ({quantization}), and merging into "
-        "quantized weights rounds the adapter's update away (precision is lost); export from the full-precision "
-        "base instead (base_model_name_or_path: the unquantized model), or set merge_adapter: false"
+        f"quantized weights rounds the adapter's update away (precision is lost); {remedy}"
     )
 
 
@@ -264,15 +270,18 @@ def bnb_config(method: str, compute_dtype: Any) -> Any:
     raise UserError(f"quantization: unknown method '{method}'; choose int8 or nf4")
 
 
-def save_quantized(full_precision: Path, folder: Path, method: str, max_shard_size: int) -> Any:
-    """Load the saved full-precision folder quantized with bitsandbytes and save it in bnb serialization."""
+def save_quantized(
+    full_precision: Path, folder: Path, method: str | None, max_shard_size: int, quantization_config: Any = None
+) -> Any:
+    """Load the saved full-precision folder quantized with bitsandbytes `method` (or with any transformers
+    `quantization_config`: torchao, GPTQ, other bitsandbytes settings) and save it in that backend's serialization."""
     import torch
     from transformers import AutoModelForCausalLM
 
     dtype = torch_dtype_for(saved_dtype(read_json(full_precision / "config.json")))
     model = AutoModelForCausalLM.from_pretrained(
         full_precision,
-        quantization_config=bnb_config(method, dtype),
+        quantization_config=quantization_config if quantization_config is not None else bnb_config(method, dtype),
         dtype=dtype,
         device_map={"": 0} if torch.cuda.is_available() else None,
         use_safetensors=True,

@@ -483,7 +483,10 @@ def test_shard_sizes():
 def test_demo_config_parses(tmp_path, sft_outputs):
     demo = PROJECT / "configs" / "demo" / "export.yaml"
     (args,) = EXPORT.parse_args(
-        ["--config", str(demo), "--model_name_or_path", str(sft_outputs["full"]), "--output_dir", str(tmp_path / "d")]
-    )
+        [
+            "--config", str(demo), "--model_name_or_path", str(sft_outputs["full"]),
+            "--output_dir", str(tmp_path / "d"), "--eval_results_path", "",
+        ]
+    )  # fmt: skip
     # the demo's own paths are relative to the project root and exist after `make demo`; overridden here
     assert args.license == "apache-2.0" and args.max_shard_size == "500MB" and args.push_to_hub is False

@@ -1,0 +1,382 @@
+"""Prune a model: magnitude, Wanda or N:M sparsity, or structured head/channel removal, with an optional recovery.
+
+    llm-recipes prune --config configs/demo/prune.yaml [field overrides]
+    python recipes/prune.py --config configs/demo/prune.yaml --method structured --heads_to_prune 2
+    accelerate launch recipes/prune.py --config configs/demo/prune.yaml   # the recovery fine-tune data-parallel
+
+Reads a full-precision model folder (or a LoRA/DoRA adapter, merged into its full-precision base first) and prunes
+the linear layers of its transformer blocks: unstructured (smallest |W| per layer, or Wanda's |W| x input norm per
+output row from a few calibration windows) to a target sparsity, N:M semi-structured (2:4), or structured --
+whole attention heads (GQA-aware) and MLP channels removed, the config rewritten, so the model really shrinks.
+Pruned weights are stored as zeros, so the folder loads with `AutoModelForCausalLM.from_pretrained` anywhere.
+Optionally the pruned model is fine-tuned briefly to recover (the pretrain stage's trainer on your text; pruned
+weights are kept at zero). The report (printed, and compression_report.json) gives the achieved sparsity per layer,
+parameters, size on disk, eval perplexity before/after pruning and after recovery, and CPU generation latency.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time warning, which the next import triggers)
+
+# isort: split
+from transformers import TrainingArguments
+
+from llm_recipes.configs import (
+    PruneArguments,
+    check_dataset_path,
+    check_model_path,
+    exit_with_config_error,
+    looks_local,
+    parse_config,
+)
+from llm_recipes.errors import UserError
+
+# `python recipes/prune.py` puts this folder first on sys.path, where recipes/evaluate.py would shadow the
+# `evaluate` library the accuracy metric loads; the recipes never import each other, so the folder is dropped.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != _HERE]
+
+COMPRESSION_REPORT = "compression_report.json"
+# the pruned model before recovery, inside output_dir while the recovery fine-tune reads it
+UNRECOVERED = ".pruned-before-recovery"
+# Our defaults where transformers' differ (they apply to the recovery fine-tune): no tracker unless asked, frequent
+# logs, two checkpoints kept, a short run.
+PRUNE_DEFAULTS = dict(
+    output_dir="outputs/pruned", report_to="none", logging_steps=10, save_total_limit=2, max_steps=100
+)
+PRUNE_REMEDY = (
+    "merge the adapter into the full-precision base first (base_model_name_or_path: the unquantized model), "
+    "then prune the merged model"
+)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[PruneArguments, TrainingArguments]:
+    """Parse and check the config: everything a user can get wrong fails here, before a model is loaded."""
+    from llm_recipes.export import inspect_source
+    from llm_recipes.pruning import parse_pattern
+    from llm_recipes.quantization import check_task_evaluation
+
+    script_args, training_args = parse_config((PruneArguments, TrainingArguments), argv, **PRUNE_DEFAULTS)
+    check_model_path(script_args.model_name_or_path)
+    if not looks_local(script_args.model_name_or_path):
+        raise UserError(f"model_name_or_path: {script_args.model_name_or_path} must be a local model or adapter folder")
+    output = Path(training_args.output_dir).expanduser().resolve()
+    if output == Path(script_args.model_name_or_path).expanduser().resolve():
+        raise UserError("output_dir must differ from model_name_or_path: the pruned model is a new folder")
+    source = inspect_source(script_args.model_name_or_path, script_args.base_model_name_or_path)
+    _check_source(script_args, source)
+
+    for path, what in (
+        (script_args.eval_dataset_path, "eval dataset"),
+        (script_args.calibration_dataset_path, "calibration"),
+        (script_args.recovery_dataset_path, "recovery dataset"),
+    ):
+        if path:
+            check_dataset_path(path, what)
+    if script_args.method == "structured":
+        _check_structured(script_args, source)
+    else:
+        parse_pattern(script_args.sparsity_pattern)
+        if script_args.heads_to_prune or script_args.mlp_channels_to_prune:
+            raise UserError("heads_to_prune and mlp_channels_to_prune are for method: structured")
+        if script_args.method == "wanda" and not script_args.calibration_dataset_path:
+            raise UserError("method wanda weighs weights by input activations: set calibration_dataset_path")
+    check_task_evaluation(script_args)
+    if training_args.eval_strategy != "no":
+        raise UserError("eval_strategy: the recovery fine-tune is evaluated by the report (eval_dataset_path)")
+    return script_args, training_args
+
+
+def _check_source(script_args: PruneArguments, source) -> None:
+    from llm_recipes.export import merge_refusal, quantization_of
+
+    if source.kind == "quantized":
+        raise UserError(
+            f"{script_args.model_name_or_path} is quantized ({source.quantization}); prune the full-precision model"
+        )
+    if source.kind == "adapter":
+        check_model_path(source.base_model, "base_model_name_or_path")
+        if source.config is not None and quantization_of(source.config):
+            raise merge_refusal(source.base_model, quantization_of(source.config), PRUNE_REMEDY)
+
+
+def _check_structured(script_args: PruneArguments, source) -> None:
+    from transformers import AutoConfig
+
+    from llm_recipes.pruning import check_structured_plan
+
+    if script_args.sparsity_pattern != "unstructured" or script_args.sparsity_group != "auto":
+        raise UserError(
+            "sparsity_pattern and sparsity_group are for magnitude and wanda; structured removes whole heads and "
+            "channels"
+        )
+    path = source.base_model if source.kind == "adapter" else source.path
+    config = AutoConfig.from_pretrained(path, trust_remote_code=script_args.trust_remote_code)
+    check_structured_plan(config, structured_plan(script_args))
+
+
+def structured_plan(script_args: PruneArguments):
+    from llm_recipes.pruning import StructuredPlan
+
+    return StructuredPlan(
+        heads_to_prune=script_args.heads_to_prune,
+        prune_kv_heads=script_args.prune_kv_heads,
+        mlp_channels_to_prune=script_args.mlp_channels_to_prune,
+    )
+
+
+def main(script_args: PruneArguments, training_args: TrainingArguments) -> dict:
+    from accelerate import PartialState
+
+    from llm_recipes.compression_report import format_comparison, measure_model
+    from llm_recipes.export import inspect_source, load_tokenizer, parse_shard_size, save_model_folder
+    from llm_recipes.manifest import StageRun, write_json_atomically
+    from llm_recipes.pruning import format_layer_sparsity, layer_sparsity
+    from llm_recipes.quantization import format_extras
+    from llm_recipes.reporting import format_summary
+
+    state = PartialState()
+    output = Path(training_args.output_dir).expanduser()
+    run = StageRun("prune", output)
+    run.inputs = {"model": script_args.model_name_or_path}
+    source = inspect_source(script_args.model_name_or_path, script_args.base_model_name_or_path)
+    tokenizer = load_tokenizer(script_args.model_name_or_path, script_args.trust_remote_code)
+    model, source_dir = load_source_model(script_args, source, tokenizer)
+    eval_data, calibration = load_report_data(script_args, tokenizer, model, training_args.seed)
+    texts = eval_data.texts if eval_data is not None else []
+    settings = dict(max_new_tokens=script_args.latency_new_tokens, repeats=script_args.latency_repeats)
+
+    def measure(model, folder):  # on the main process only; the others just prune and train
+        return measure_model(model, tokenizer, texts, model_dir=folder, **settings) if state.is_main_process else {}
+
+    # The source is measured first: unstructured pruning changes the model in place
+    source_measure = measure(model, source_dir)
+    source_model = _copy_for_tasks(script_args, model)
+    pruned = prune(script_args, model, calibration)
+    recovering = bool(script_args.recovery_dataset_path)
+    pruned_dir = output / UNRECOVERED if recovering else output
+    if state.is_main_process:
+        save_model_folder(pruned, tokenizer, pruned_dir, parse_shard_size("5GB"))
+    state.wait_for_everyone()
+    pruned_measure = measure(pruned, pruned_dir)
+
+    final, recovery = pruned, None
+    if recovering:
+        final, recovery = recover(script_args, training_args, pruned_dir)
+        run.inputs["recovery dataset"] = script_args.recovery_dataset_path
+    if not state.is_main_process:
+        return {}
+    final_measure = measure(final, output) if recovering else None
+    if recovering:
+        shutil.rmtree(pruned_dir, ignore_errors=True)
+    sparsity = layer_sparsity(final)  # after recovery too: the pruned weights must still be zero
+
+    report = {
+        "stage": "prune",
+        "method": describe(script_args),
+        "comparison": {"source": source_measure, "compressed": final_measure or pruned_measure},
+        "layer_sparsity": [{"layer": r.name, "weights": r.total, "sparsity": r.sparsity} for r in sparsity],
+        "config": _shape(final.config),
+    }
+    if recovery is not None:
+        report["pruned_before_recovery"] = pruned_measure
+        report["recovery"] = recovery
+    if script_args.reward_model_path or script_args.eval_accuracy:
+        report["tasks"] = _task_comparison(script_args, source_model, final, tokenizer, eval_data)
+    write_json_atomically(output / COMPRESSION_REPORT, report)
+    summary = _summary(script_args, report, sparsity)
+    summary["seconds"] = round(run.seconds, 1)
+    run.write({"script": script_args, "training": training_args}, summary)
+
+    print(format_summary(f"pruning finished: {output}", summary))
+    if script_args.method != "structured":
+        print(format_layer_sparsity(sparsity))
+    print(format_comparison(report["comparison"], f"{describe(script_args)} vs source"))
+    if rows := _report_rows(report):
+        print(format_extras(rows))
+    return summary
+
+
+def load_source_model(script_args: PruneArguments, source, tokenizer) -> tuple[Any, str | None]:
+    """(the model to prune in full precision, its folder -- None for an adapter merged in memory)."""
+    from llm_recipes.export import load_full_model, merge_adapter
+
+    if source.kind == "adapter":
+        return merge_adapter(source, tokenizer, "auto", script_args.trust_remote_code), None
+    return load_full_model(source, "auto", script_args.trust_remote_code), script_args.model_name_or_path
+
+
+def load_report_data(script_args: PruneArguments, tokenizer, model, seed: int):
+    """(eval data for the report or None, calibration windows [samples, length] or None)."""
+    from llm_recipes.evaluation.data import load_eval_data
+    from llm_recipes.pruning import token_windows
+
+    def read(path: str, limit: int | None, split: str = "train"):
+        return load_eval_data(
+            path, data_format=script_args.data_format, split=split, text_field=script_args.text_field, max_samples=limit
+        )
+
+    eval_data = None
+    if script_args.eval_dataset_path:
+        eval_data = read(script_args.eval_dataset_path, script_args.max_eval_samples, script_args.eval_dataset_split)
+    calibration = None
+    if script_args.calibration_dataset_path:
+        positions = getattr(model.config, "max_position_embeddings", None) or script_args.calibration_length
+        calibration = token_windows(
+            tokenizer,
+            read(script_args.calibration_dataset_path, None).texts,
+            count=script_args.calibration_samples,
+            length=min(script_args.calibration_length, positions),
+            seed=seed,
+        )
+    return eval_data, calibration
+
+
+def prune(script_args: PruneArguments, model, calibration):
+    """The pruned model: `model` itself with zeros written in (unstructured, N:M), or a new smaller model."""
+    from llm_recipes.pruning import prune_structured, prune_unstructured
+
+    if script_args.method == "structured":
+        return prune_structured(model, structured_plan(script_args), calibration)
+    prune_unstructured(
+        model,
+        script_args.method,
+        sparsity=script_args.sparsity,
+        pattern=script_args.sparsity_pattern,
+        calibration=calibration if script_args.method == "wanda" else None,
+        per_row={"auto": None, "row": True, "layer": False}[script_args.sparsity_group],
+    )
+    return model
+
+
+def recover(script_args: PruneArguments, training_args: TrainingArguments, pruned_dir: Path) -> tuple[Any, dict]:
+    """Fine-tune the saved pruned model with the pretrain stage's trainer (packed text blocks, NaN guard, resume
+    from checkpoints in output_dir); pruned weights are kept at zero. Saves into output_dir."""
+    from llm_recipes.cli import load_recipe
+    from llm_recipes.configs import PretrainScriptArguments
+    from llm_recipes.pruning import MaskKeeper
+    from llm_recipes.training import checkpoint_to_resume, last_logged
+
+    pretrain = load_recipe("pretrain")
+    pretrain_args = PretrainScriptArguments(
+        dataset_path=script_args.recovery_dataset_path,
+        data_format=script_args.data_format,
+        text_field=script_args.text_field,
+        eval_split_size=0,
+        max_train_samples=script_args.max_recovery_samples,
+        model_name_or_path=str(pruned_dir),
+        block_size=script_args.recovery_block_size,
+        trust_remote_code=script_args.trust_remote_code,
+    )
+    callbacks = [MaskKeeper()] if script_args.method != "structured" else []
+    trainer, blocks, _ = pretrain.build_trainer(pretrain_args, training_args, callbacks)
+    last_checkpoint = checkpoint_to_resume(training_args)
+    if last_checkpoint:
+        trainer.accelerator.print(f"resuming from {last_checkpoint}")
+    result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    if trainer.loss_guard.failure:
+        raise UserError(trainer.loss_guard.failure)
+    trainer.save_model(training_args.output_dir)
+    trainer.save_state()
+    recovery = {
+        "optimizer steps": trainer.state.global_step,
+        "training blocks": len(blocks.train),
+        "block size": blocks.block_size,
+        "final train loss": last_logged(trainer.state.log_history, "loss"),
+        "mean train loss": result.training_loss,
+    }
+    return trainer.accelerator.unwrap_model(trainer.model), recovery
+
+
+def describe(script_args: PruneArguments) -> str:
+    if script_args.method == "structured":
+        parts = []
+        if script_args.heads_to_prune:
+            unit = "KV groups" if script_args.prune_kv_heads else "query heads in each KV group"
+            parts.append(f"{script_args.heads_to_prune} heads/layer ({unit})")
+        if script_args.mlp_channels_to_prune:
+            parts.append(f"{script_args.mlp_channels_to_prune} MLP channels/layer")
+        return "structured: " + ", ".join(parts)
+    if script_args.sparsity_pattern != "unstructured":
+        return f"{script_args.method} {script_args.sparsity_pattern}"
+    group = "" if script_args.sparsity_group == "auto" else f" (compared per {script_args.sparsity_group})"
+    return f"{script_args.method} {script_args.sparsity:.0%} unstructured{group}"
+
+
+def _copy_for_tasks(script_args: PruneArguments, model):
+    """Reward/accuracy compare the source's answers too; unstructured pruning works in place, so keep a copy."""
+    import copy
+
+    if not (script_args.reward_model_path or script_args.eval_accuracy) or script_args.method == "structured":
+        return model
+    return copy.deepcopy(model)
+
+
+def _task_comparison(script_args: PruneArguments, source_model, final, tokenizer, eval_data) -> dict:
+    from llm_recipes.quantization import task_comparison
+
+    return task_comparison(
+        source_model,
+        final,
+        tokenizer,
+        eval_data.prompts,
+        eval_data.references,
+        reward_model_path=script_args.reward_model_path,
+        accuracy=script_args.eval_accuracy,
+        max_new_tokens=script_args.max_new_tokens,
+    )
+
+
+def _shape(config) -> dict[str, Any]:
+    fields = ("num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size", "hidden_size")
+    return {name: getattr(config, name, None) for name in fields}
+
+
+def _report_rows(report: dict[str, Any]) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    if "pruned_before_recovery" in report:
+        rows["eval perplexity after pruning, before recovery"] = report["pruned_before_recovery"]["perplexity"]
+        rows["recovery optimizer steps"] = report["recovery"]["optimizer steps"]
+    for metric, values in report.get("tasks", {}).items():
+        rows[metric.replace("_", " ")] = " -> ".join(
+            f"{values[name]:.4g}" for name in ("source", "compressed") if name in values
+        )
+    return rows
+
+
+def _summary(script_args: PruneArguments, report: dict[str, Any], sparsity) -> dict[str, Any]:
+    from llm_recipes.pruning import overall_sparsity
+
+    source, final = report["comparison"]["source"], report["comparison"]["compressed"]
+    summary: dict[str, Any] = {
+        "source": script_args.model_name_or_path,
+        "method": report["method"],
+        "parameters": f"{source['parameters']:,} -> {final['parameters']:,}",
+        "size on disk (bytes)": f"{source['size_bytes']:,} -> {final['size_bytes']:,}",
+    }
+    if source.get("perplexity") is not None:
+        before_recovery = report.get("pruned_before_recovery", final)["perplexity"]
+        summary["eval perplexity (source)"] = source["perplexity"]
+        summary["eval perplexity (pruned)"] = before_recovery
+        if "recovery" in report:
+            summary["eval perplexity (after recovery)"] = final["perplexity"]
+    if script_args.method != "structured":
+        summary["sparsity of pruned layers"] = round(overall_sparsity(sparsity), 4)
+    else:
+        summary["config"] = ", ".join(f"{key} {value}" for key, value in report["config"].items() if value)
+    return summary
+
+
+if __name__ == "__main__":
+    try:
+        main(*parse_args())
+    except UserError as err:
+        exit_with_config_error(err)
+    sys.exit(0)
