@@ -277,6 +277,19 @@ def is_first_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def run_recipe(main: Callable[..., Any], parse_args: Callable[[], tuple], *, first_process_only: bool = False):
+    """A recipe's `__main__`: parse, run, and turn a user error into one line on stderr with exit code 2.
+
+    `first_process_only` is for data stages, which do their work on rank 0 (see `is_first_process`)."""
+    if first_process_only and not is_first_process():
+        sys.exit(0)
+    try:
+        main(*parse_args())
+    except UserError as err:
+        exit_with_config_error(err)
+    sys.exit(0)
+
+
 def exit_with_config_error(err: UserError):
     if is_first_process():
         print(f"error: {err}", file=sys.stderr)

@@ -12,15 +12,13 @@ interrupted run resumes where it stopped; the output folder appears only when ev
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 from llm_recipes.configs import (
     CleanCorpusArguments,
     check_dataset_path,
-    exit_with_config_error,
-    is_first_process,
     parse_config,
+    run_recipe,
 )
 from llm_recipes.errors import UserError
 
@@ -127,10 +125,4 @@ def main(args: CleanCorpusArguments) -> dict:
 
 
 if __name__ == "__main__":
-    if not is_first_process():
-        sys.exit(0)
-    try:
-        main(*parse_args())
-    except UserError as err:
-        exit_with_config_error(err)
-    sys.exit(0)
+    run_recipe(main, parse_args, first_process_only=True)

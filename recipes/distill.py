@@ -15,7 +15,6 @@ resumes from the last checkpoint.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,8 @@ from llm_recipes.configs import (
     check_dataset_path,
     check_model_path,
     dataset_specs,
-    exit_with_config_error,
     parse_config,
+    run_recipe,
 )
 from llm_recipes.errors import UserError
 
@@ -404,8 +403,4 @@ def _summary(script_args, trainer, facts, train_result, eval_metrics, run) -> di
 
 
 if __name__ == "__main__":
-    try:
-        main(*parse_args())
-    except UserError as err:
-        exit_with_config_error(err)
-    sys.exit(0)
+    run_recipe(main, parse_args)

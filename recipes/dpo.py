@@ -15,7 +15,6 @@ tokenizer, generation config and a manifest. `beta`, `loss_type` and the rest ar
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time warning, which the next import triggers)
@@ -27,8 +26,8 @@ from llm_recipes.configs import (
     DPOScriptArguments,
     check_dataset_path,
     check_model_path,
-    exit_with_config_error,
     parse_config,
+    run_recipe,
 )
 from llm_recipes.errors import UserError
 
@@ -156,8 +155,4 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: 
 
 
 if __name__ == "__main__":
-    try:
-        main(*parse_args())
-    except UserError as err:
-        exit_with_config_error(err)
-    sys.exit(0)
+    run_recipe(main, parse_args)

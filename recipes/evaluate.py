@@ -17,8 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from llm_recipes.configs import EvaluateArguments, exit_with_config_error, is_first_process, parse_config
-from llm_recipes.errors import UserError
+from llm_recipes.configs import EvaluateArguments, is_first_process, parse_config, run_recipe
 
 # This script shares its name with the `evaluate` library, and `python recipes/evaluate.py` (accelerate launch too)
 # puts the script's folder first on sys.path, so `import evaluate` in the metric modules would find this file.
@@ -93,8 +92,4 @@ def main(args: EvaluateArguments) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(*parse_args())
-    except UserError as err:
-        exit_with_config_error(err)
-    sys.exit(0)
+    run_recipe(main, parse_args)

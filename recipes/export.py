@@ -14,17 +14,15 @@ to a (private by default) Hub repo.
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from llm_recipes.configs import (
     ExportArguments,
     check_model_path,
-    exit_with_config_error,
-    is_first_process,
     looks_local,
     parse_config,
+    run_recipe,
 )
 from llm_recipes.errors import UserError
 
@@ -204,10 +202,4 @@ def export_folder(args: ExportArguments, source, staging: Path) -> dict:
 
 
 if __name__ == "__main__":
-    if not is_first_process():  # one process exports; under `accelerate launch` the others have nothing to do
-        sys.exit(0)
-    try:
-        main(*parse_args())
-    except UserError as err:
-        exit_with_config_error(err)
-    sys.exit(0)
+    run_recipe(main, parse_args, first_process_only=True)

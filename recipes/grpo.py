@@ -17,7 +17,6 @@ shows the eval reward before and after training.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time warning, which the next import triggers)
@@ -25,8 +24,7 @@ import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time wa
 # isort: split
 from trl import GRPOConfig, ModelConfig
 
-from llm_recipes.configs import RLScriptArguments, exit_with_config_error, parse_config
-from llm_recipes.errors import UserError
+from llm_recipes.configs import RLScriptArguments, parse_config, run_recipe
 from llm_recipes.rewards import check_rl_arguments
 
 # Our defaults where TRL's differ: no tracker unless asked, private pushes.
@@ -60,8 +58,4 @@ def main(script_args: RLScriptArguments, training_args: GRPOConfig, model_args: 
 
 
 if __name__ == "__main__":
-    try:
-        main(*parse_args())
-    except UserError as err:
-        exit_with_config_error(err)
-    sys.exit(0)
+    run_recipe(main, parse_args)

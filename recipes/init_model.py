@@ -7,10 +7,9 @@ This is what the demo fine-tunes when there is no network to download a base mod
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
-from llm_recipes.configs import InitModelArguments, check_dataset_path, exit_with_config_error, parse_config
+from llm_recipes.configs import InitModelArguments, check_dataset_path, parse_config, run_recipe
 from llm_recipes.errors import UserError
 
 
@@ -65,8 +64,4 @@ def main(args: InitModelArguments) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(*parse_args())
-    except UserError as err:
-        exit_with_config_error(err)
-    sys.exit(0)
+    run_recipe(main, parse_args)

@@ -19,7 +19,6 @@ names the last good checkpoint.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,8 +32,8 @@ from llm_recipes.configs import (
     PPOScriptArguments,
     check_dataset_path,
     check_model_path,
-    exit_with_config_error,
     parse_config,
+    run_recipe,
 )
 from llm_recipes.errors import UserError
 
@@ -225,8 +224,4 @@ def main(script_args: PPOScriptArguments, config: PPOConfig, model_args: ModelCo
 
 
 if __name__ == "__main__":
-    try:
-        main(*parse_args())
-    except UserError as err:
-        exit_with_config_error(err)
-    sys.exit(0)
+    run_recipe(main, parse_args)

@@ -30,10 +30,10 @@ from llm_recipes.configs import (
     check_dataset_path,
     check_model_path,
     dataset_specs,
-    exit_with_config_error,
     load_yaml_config,
     looks_local,
     parse_config,
+    run_recipe,
 )
 from llm_recipes.errors import UserError
 
@@ -333,8 +333,4 @@ def _summary(script_args, trainer, blocks, facts, train_result, before, eval_met
 
 
 if __name__ == "__main__":
-    try:
-        main(*parse_args())
-    except UserError as err:
-        exit_with_config_error(err)
-    sys.exit(0)
+    run_recipe(main, parse_args)

@@ -32,9 +32,9 @@ from llm_recipes.configs import (
     PruneArguments,
     check_dataset_path,
     check_model_path,
-    exit_with_config_error,
     looks_local,
     parse_config,
+    run_recipe,
 )
 from llm_recipes.errors import UserError
 
@@ -375,8 +375,4 @@ def _summary(script_args: PruneArguments, report: dict[str, Any], sparsity) -> d
 
 
 if __name__ == "__main__":
-    try:
-        main(*parse_args())
-    except UserError as err:
-        exit_with_config_error(err)
-    sys.exit(0)
+    run_recipe(main, parse_args)

@@ -25,10 +25,9 @@ from llm_recipes.configs import (
     QuantizeArguments,
     check_dataset_path,
     check_model_path,
-    exit_with_config_error,
-    is_first_process,
     looks_local,
     parse_config,
+    run_recipe,
 )
 from llm_recipes.errors import UserError
 
@@ -241,10 +240,4 @@ def _summary(args: QuantizeArguments, spec, report: dict[str, Any]) -> dict[str,
 
 
 if __name__ == "__main__":
-    if not is_first_process():  # one process quantizes; under `accelerate launch` the others have nothing to do
-        sys.exit(0)
-    try:
-        main(*parse_args())
-    except UserError as err:
-        exit_with_config_error(err)
-    sys.exit(0)
+    run_recipe(main, parse_args, first_process_only=True)

@@ -14,7 +14,6 @@ a manifest. Score with it: `llm_recipes.rewards.load_reward_model` + `score_resp
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time warning, which the next import triggers)
@@ -27,8 +26,8 @@ from llm_recipes.configs import (
     RewardScriptArguments,
     check_dataset_path,
     check_model_path,
-    exit_with_config_error,
     parse_config,
+    run_recipe,
 )
 from llm_recipes.errors import UserError
 
@@ -198,8 +197,4 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_
 
 
 if __name__ == "__main__":
-    try:
-        main(*parse_args())
-    except UserError as err:
-        exit_with_config_error(err)
-    sys.exit(0)
+    run_recipe(main, parse_args)

@@ -11,7 +11,6 @@ by default, and writes a model (or adapter) with its tokenizer, generation confi
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time warning, which the next import triggers)
@@ -24,8 +23,8 @@ from llm_recipes.configs import (
     check_dataset_path,
     check_model_path,
     dataset_specs,
-    exit_with_config_error,
     parse_config,
+    run_recipe,
 )
 from llm_recipes.errors import UserError
 
@@ -155,8 +154,4 @@ def _as_list(value) -> list:
 
 
 if __name__ == "__main__":
-    try:
-        main(*parse_args())
-    except UserError as err:
-        exit_with_config_error(err)
-    sys.exit(0)
+    run_recipe(main, parse_args)

@@ -12,17 +12,15 @@ fertility -- tokens per word and bytes per token -- on text the tokenizer has no
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from llm_recipes.configs import (
     TrainTokenizerArguments,
     check_dataset_path,
-    exit_with_config_error,
-    is_first_process,
     looks_local,
     parse_config,
+    run_recipe,
 )
 from llm_recipes.errors import UserError
 
@@ -163,10 +161,4 @@ def _is_tokenizer_folder(path: Path) -> bool:
 
 
 if __name__ == "__main__":
-    if not is_first_process():
-        sys.exit(0)
-    try:
-        main(*parse_args())
-    except UserError as err:
-        exit_with_config_error(err)
-    sys.exit(0)
+    run_recipe(main, parse_args, first_process_only=True)
