@@ -340,6 +340,20 @@ def check_model_path(path: str | None, what: str = "model_name_or_path") -> None
         raise ConfigError(f"{what}: {path} has no config.json; is it a saved model folder?")
 
 
+def check_quantized_training(model_args: Any) -> None:
+    if model_args.load_in_4bit and not model_args.use_peft:
+        raise ConfigError("load_in_4bit (QLoRA) needs use_peft: true -- a 4-bit base model cannot be fully fine-tuned")
+
+
+def check_eval_data(script_args: Any, training_args: Any) -> None:
+    """An eval schedule needs eval data: a held-out share or an eval dataset."""
+    if training_args.eval_strategy != "no" and not (script_args.eval_split_size or script_args.eval_dataset_path):
+        strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
+        raise ConfigError(
+            f"eval_strategy is '{strategy}' but there is no eval data: set eval_split_size or eval_dataset_path"
+        )
+
+
 def dataset_specs(script_args: SFTScriptArguments) -> list[DatasetSpec]:
     """The datasets a run trains on: the `datasets` mixture, or the single `dataset_path`."""
     if script_args.datasets and script_args.dataset_path:

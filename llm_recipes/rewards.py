@@ -326,7 +326,7 @@ def rl_summary(
 
 def check_rl_arguments(script_args: Any, training_args: Any, model_args: Any) -> None:
     """The checks GRPO and RLOO share: data, policy, and exactly one reward that can be found."""
-    from llm_recipes.configs import check_dataset_path, check_model_path
+    from llm_recipes.configs import check_dataset_path, check_eval_data, check_model_path, check_quantized_training
 
     if not script_args.dataset_path:
         raise UserError("dataset_path is required: the prompts to train on")
@@ -343,13 +343,8 @@ def check_rl_arguments(script_args: Any, training_args: Any, model_args: Any) ->
         check_model_path(script_args.reward_model_path, "reward_model_path")
     else:
         reward_function_from_path(script_args.reward_function)  # imports it now: a typo fails before any model loads
-    if model_args.load_in_4bit and not model_args.use_peft:
-        raise UserError("load_in_4bit (QLoRA) needs use_peft: true -- a 4-bit base model cannot be fully fine-tuned")
-    if training_args.eval_strategy != "no" and not (script_args.eval_split_size or script_args.eval_dataset_path):
-        strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
-        raise UserError(
-            f"eval_strategy is '{strategy}' but there is no eval data: set eval_split_size or eval_dataset_path"
-        )
+    check_quantized_training(model_args)
+    check_eval_data(script_args, training_args)
 
 
 def load_rl_inputs(script_args: Any, training_args: Any, model_args: Any) -> tuple[Any, Any, Any, list, Any]:

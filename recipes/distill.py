@@ -27,6 +27,7 @@ from transformers import TrainingArguments
 from llm_recipes.configs import (
     DistillArguments,
     check_dataset_path,
+    check_eval_data,
     check_model_path,
     dataset_specs,
     parse_config,
@@ -52,11 +53,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[DistillArguments, Tra
     if script_args.report_reward_model:
         check_model_path(script_args.report_reward_model, "report_reward_model")
     _check_student_source(script_args)
-    if training_args.eval_strategy != "no" and not (script_args.eval_split_size or script_args.eval_dataset_path):
-        strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
-        raise UserError(
-            f"eval_strategy is '{strategy}' but there is no eval data: set eval_split_size or eval_dataset_path"
-        )
+    check_eval_data(script_args, training_args)
     if script_args.method == "gkd":
         load_gkd()  # a TRL without it fails now, in one line
 

@@ -25,7 +25,9 @@ from trl import DPOConfig, ModelConfig
 from llm_recipes.configs import (
     DPOScriptArguments,
     check_dataset_path,
+    check_eval_data,
     check_model_path,
+    check_quantized_training,
     parse_config,
     run_recipe,
 )
@@ -46,13 +48,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[DPOScriptArguments, D
     if script_args.eval_dataset_path:
         check_dataset_path(script_args.eval_dataset_path, "eval dataset")
     check_model_path(model_args.model_name_or_path)
-    if model_args.load_in_4bit and not model_args.use_peft:
-        raise UserError("load_in_4bit (QLoRA) needs use_peft: true -- a 4-bit base model cannot be fully fine-tuned")
-    if training_args.eval_strategy != "no" and not (script_args.eval_split_size or script_args.eval_dataset_path):
-        strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
-        raise UserError(
-            f"eval_strategy is '{strategy}' but there is no eval data: set eval_split_size or eval_dataset_path"
-        )
+    check_quantized_training(model_args)
+    check_eval_data(script_args, training_args)
     return script_args, training_args, model_args
 
 

@@ -32,6 +32,7 @@ from llm_recipes.configs import (
     PPOScriptArguments,
     check_dataset_path,
     check_model_path,
+    check_quantized_training,
     parse_config,
     run_recipe,
 )
@@ -69,8 +70,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PPOScriptArguments, P
             f"gradient_accumulation_steps ({config.gradient_accumulation_steps}) must divide mini_batch_size "
             f"({config.mini_batch_size})"
         )
-    if model_args.load_in_4bit and not model_args.use_peft:
-        raise UserError("load_in_4bit (QLoRA) needs use_peft: true -- a 4-bit base model cannot be fully fine-tuned")
+    check_quantized_training(model_args)
     if config.resume_from_checkpoint and not os.path.isdir(config.resume_from_checkpoint):
         raise UserError(f"resume_from_checkpoint: folder not found: {config.resume_from_checkpoint}")
     return script_args, config, model_args
