@@ -13,7 +13,9 @@ import difflib
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -312,8 +314,32 @@ def looks_local(path: str) -> bool:
     )
 
 
+# Folders a pipeline run will create before the stage that reads them runs: checking a stage's config ahead of
+# time (a dry run, or the pipeline's check of every stage before the first starts) accepts them unseen.
+_PLANNED_OUTPUTS: ContextVar[frozenset[str]] = ContextVar("planned_outputs", default=frozenset())
+
+
+def _normalized(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
+@contextmanager
+def planned_outputs(paths: Iterable[str]) -> Iterator[None]:
+    """Within this block, the path checks accept these folders as if they existed."""
+    token = _PLANNED_OUTPUTS.set(frozenset(_normalized(path) for path in paths))
+    try:
+        yield
+    finally:
+        _PLANNED_OUTPUTS.reset(token)
+
+
+def is_planned(path: str | None) -> bool:
+    """A folder an earlier pipeline stage will write (so it cannot be looked into yet)."""
+    return bool(path) and _normalized(path) in _PLANNED_OUTPUTS.get()
+
+
 def check_dataset_path(path: str, what: str = "dataset") -> None:
-    if not looks_local(path):
+    if not looks_local(path) or is_planned(path):
         return  # a Hub id: checked when loaded, we have no network to ask now
     expanded = os.path.expanduser(path)
     if "*" in expanded:
@@ -329,7 +355,7 @@ def check_dataset_path(path: str, what: str = "dataset") -> None:
 def check_model_path(path: str | None, what: str = "model_name_or_path") -> None:
     if not path:
         raise ConfigError(f"{what} is required: a local model folder or a Hub model id")
-    if not looks_local(path):
+    if not looks_local(path) or is_planned(path):
         return
     expanded = os.path.expanduser(path)
     if not os.path.isdir(expanded):

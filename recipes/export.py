@@ -20,6 +20,7 @@ from pathlib import Path
 from llm_recipes.configs import (
     ExportArguments,
     check_model_path,
+    is_planned,
     looks_local,
     parse_config,
     run_recipe,
@@ -36,16 +37,16 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ExportArguments]:
     if not looks_local(args.model_name_or_path):
         raise UserError(f"model_name_or_path: {args.model_name_or_path} must be a local stage output folder")
     parse_shard_size(args.max_shard_size)
-    source = inspect_source(args.model_name_or_path, args.base_model_name_or_path)
     if Path(args.output_dir).expanduser().resolve() == Path(args.model_name_or_path).expanduser().resolve():
         raise UserError("output_dir must differ from model_name_or_path: the export is a new folder")
-
-    _check_source(args, source)
-    if args.gguf_type != "none":
+    if not is_planned(args.model_name_or_path):
+        _check_source(args, inspect_source(args.model_name_or_path, args.base_model_name_or_path))
+    if args.gguf_type != "none" and not is_planned(args.model_name_or_path):
         model_folder = Path(args.model_name_or_path).expanduser()
         tokenizer_file = model_folder / "tokenizer.json"
+        source = inspect_source(args.model_name_or_path, args.base_model_name_or_path)
         check_gguf_supported(source.config, read_json(tokenizer_file) if tokenizer_file.is_file() else None)
-    if args.eval_results_path:
+    if args.eval_results_path and not is_planned(args.eval_results_path):
         from llm_recipes.hub import read_eval_results
 
         read_eval_results(args.eval_results_path, args.model_name_or_path)

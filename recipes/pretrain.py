@@ -30,6 +30,7 @@ from llm_recipes.configs import (
     check_dataset_path,
     check_model_path,
     dataset_specs,
+    is_planned,
     load_yaml_config,
     looks_local,
     parse_config,
@@ -113,7 +114,8 @@ def _check_model_source(script_args: PretrainScriptArguments) -> None:
     tokenizer_path = script_args.tokenizer_name_or_path or script_args.model_name_or_path
     if not tokenizer_path:
         raise UserError("tokenizer_name_or_path is required when training from scratch (train one first)")
-    if looks_local(tokenizer_path) and not os.path.isdir(os.path.expanduser(tokenizer_path)):
+    tokenizer_missing = not is_planned(tokenizer_path) and not os.path.isdir(os.path.expanduser(tokenizer_path))
+    if looks_local(tokenizer_path) and tokenizer_missing:
         raise UserError(f"tokenizer_name_or_path: tokenizer folder not found: {tokenizer_path}")
 
 

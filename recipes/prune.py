@@ -32,6 +32,7 @@ from llm_recipes.configs import (
     PruneArguments,
     check_dataset_path,
     check_model_path,
+    is_planned,
     looks_local,
     parse_config,
     run_recipe,
@@ -70,8 +71,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PruneArguments, Train
     output = Path(training_args.output_dir).expanduser().resolve()
     if output == Path(script_args.model_name_or_path).expanduser().resolve():
         raise UserError("output_dir must differ from model_name_or_path: the pruned model is a new folder")
-    source = inspect_source(script_args.model_name_or_path, script_args.base_model_name_or_path)
-    _check_source(script_args, source)
+    planned = is_planned(script_args.model_name_or_path)  # a pipeline's earlier stage makes it: nothing to look at
+    source = None if planned else inspect_source(script_args.model_name_or_path, script_args.base_model_name_or_path)
+    if source is not None:
+        _check_source(script_args, source)
 
     for path, what in (
         (script_args.eval_dataset_path, "eval dataset"),
@@ -81,7 +84,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PruneArguments, Train
         if path:
             check_dataset_path(path, what)
     if script_args.method == "structured":
-        _check_structured(script_args, source)
+        if source is not None:
+            _check_structured(script_args, source)
     else:
         parse_pattern(script_args.sparsity_pattern)
         if script_args.heads_to_prune or script_args.mlp_channels_to_prune:

@@ -25,6 +25,7 @@ from llm_recipes.configs import (
     QuantizeArguments,
     check_dataset_path,
     check_model_path,
+    is_planned,
     looks_local,
     parse_config,
     run_recipe,
@@ -55,7 +56,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[QuantizeArguments]:
     if Path(args.output_dir).expanduser().resolve() == Path(args.model_name_or_path).expanduser().resolve():
         raise UserError("output_dir must differ from model_name_or_path: the quantized model is a new folder")
     parse_shard_size(args.max_shard_size)
-    _check_source(args, inspect_source(args.model_name_or_path, args.base_model_name_or_path))
+    if not is_planned(args.model_name_or_path):
+        _check_source(args, inspect_source(args.model_name_or_path, args.base_model_name_or_path))
     spec = quantization_spec(args)
     from llm_recipes.quantization import check_spec, check_task_evaluation
 

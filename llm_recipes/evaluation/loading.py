@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from llm_recipes.configs import looks_local
+from llm_recipes.configs import is_planned, looks_local
 from llm_recipes.errors import UserError
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -32,7 +32,7 @@ def check_model_folder(path: str, what: str = "model") -> None:
 
     Hub ids pass unchecked (there is no network to ask now). Raises UserError, one line.
     """
-    if not looks_local(path):
+    if not looks_local(path) or is_planned(path):
         return
     folder = Path(os.path.expanduser(path))
     if not folder.is_dir():

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from llm_recipes.configs import EvaluateArguments, check_dataset_path, looks_local
+from llm_recipes.configs import EvaluateArguments, check_dataset_path, is_planned, looks_local
 from llm_recipes.errors import UserError
 from llm_recipes.evaluation.data import (
     ClassificationData,
@@ -126,7 +126,7 @@ def check_arguments(args: EvaluateArguments) -> None:
             raise UserError("lm_eval_tasks needs lm-evaluation-harness: pip install lm-eval")
         if args.lm_eval_include_path and not Path(args.lm_eval_include_path).expanduser().exists():
             raise UserError(f"lm_eval_include_path: folder not found: {args.lm_eval_include_path}")
-    kinds = {path: model_kind(path) for path in paths if looks_local(path)}
+    kinds = {path: model_kind(path) for path in paths if looks_local(path) and not is_planned(path)}
     classifiers = [path for path, kind in kinds.items() if kind != "causal_lm"]
     if classifiers and not args.label_field:
         raise UserError(f"{classifiers[0]} is a classifier: set label_field (and text_field) to its labelled data")
