@@ -17,9 +17,10 @@ from functools import cache
 from pathlib import Path
 from types import ModuleType
 
-# stage name -> recipe script; the one-line description is the first line of the script's docstring
-# in pipeline order
+# stage name -> recipe script; the one-line description is the first line of the script's docstring.
+# The pipeline first, then the stages in the order it runs them.
 STAGES: dict[str, str] = {
+    "pipeline": "pipeline.py",
     "clean-corpus": "clean_corpus.py",
     "train-tokenizer": "train_tokenizer.py",
     "init-model": "init_model.py",
@@ -36,6 +37,10 @@ STAGES: dict[str, str] = {
     "evaluate": "evaluate.py",
     "export": "export.py",
 }
+
+
+# Stages that start other stages: they run here, in one process, and launch multi-process stages themselves
+DRIVERS = frozenset({"pipeline"})
 
 
 def recipes_dir() -> Path:
@@ -158,6 +163,18 @@ def launch_command(stage: str, launcher_args: list[str], recipe_args: list[str])
     ]
 
 
+def run_driver(stage: str, args: list[str]) -> int:
+    from llm_recipes.errors import UserError
+
+    recipe = load_recipe(stage)
+    try:
+        recipe.main(*recipe.parse_args(args))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
@@ -172,8 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "-h" in rest or "--help" in rest:
         return subprocess.call([sys.executable, str(recipe_path(stage)), "--help"])
 
-    launcher_args, recipe_args = split_arguments(rest)
     from llm_recipes.errors import UserError
+
+    if stage in DRIVERS:
+        return run_driver(stage, rest)
+    launcher_args, recipe_args = split_arguments(rest)
 
     try:
         load_recipe(stage).parse_args(recipe_args)

@@ -30,6 +30,7 @@ from llm_recipes.configs import (
     check_eval_data,
     check_model_path,
     dataset_specs,
+    is_planned,
     parse_config,
     run_recipe,
 )
@@ -57,7 +58,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[DistillArguments, Tra
     if script_args.method == "gkd":
         load_gkd()  # a TRL without it fails now, in one line
 
-    # cheap model-level checks: tokenizers and configs, no weights
+    # cheap model-level checks: tokenizers and configs, no weights (unless an earlier pipeline stage makes them)
+    if is_planned(script_args.teacher_name_or_path) or is_planned(script_args.student_name_or_path):
+        return script_args, training_args
     teacher_tokenizer = _load_tokenizer(script_args.teacher_name_or_path, script_args.trust_remote_code)
     teacher_config = _load_config(script_args.teacher_name_or_path, script_args.trust_remote_code)
     if script_args.student_name_or_path:

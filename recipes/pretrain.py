@@ -59,7 +59,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PretrainScriptArgumen
     parse_overrides(script_args.config_overrides)
     _schedule_evaluation(script_args, training_args, given)
 
-    # cheap model-level checks: the tokenizer and the architecture's config, no weights
+    # cheap model-level checks: the tokenizer and the architecture's config, no weights (unless an earlier pipeline
+    # stage has yet to write the tokenizer)
+    if is_planned(script_args.tokenizer_name_or_path or script_args.model_name_or_path):
+        return script_args, training_args
     tokenizer = _load_tokenizer(script_args)
     prepare_tokenizer(tokenizer, script_args.objective)
     config = model_config(script_args, tokenizer)
