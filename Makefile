@@ -17,16 +17,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The pipeline on the demo's own raw pages: corpus -> tokenizer -> pretrain -> SFT -> reward -> PPO -> evaluate -> export
+# The whole pipeline on the demo's own raw pages (configs/demo/pipeline.yaml): corpus -> tokenizer -> pretrain -> SFT
+# -> reward -> PPO -> evaluate -> distill/quantize/prune -> export, ending with a table of what each stage did.
+# Rerunning skips the stages that are done.
 demo: $(STAMP)
-	$(BIN)/llm-recipes clean-corpus --config configs/demo/clean_corpus.yaml
-	$(BIN)/llm-recipes train-tokenizer --config configs/demo/train_tokenizer.yaml
-	$(BIN)/llm-recipes pretrain --config configs/demo/pretrain.yaml
-	$(BIN)/llm-recipes sft --config configs/demo/sft.yaml
-	$(BIN)/llm-recipes reward --config configs/demo/reward.yaml
-	$(BIN)/llm-recipes ppo --config configs/demo/ppo.yaml
-	$(BIN)/llm-recipes evaluate --config configs/demo/evaluate.yaml
-	$(BIN)/llm-recipes export --config configs/demo/export.yaml
+	$(BIN)/llm-recipes pipeline --config configs/demo/pipeline.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -102,60 +102,6 @@ def test_sft_under_two_cpu_processes(tmp_path, base_model_dir):
     assert (tmp_path / "ddp" / "model.safetensors").is_file()
 
 
-def run_cli(*argv: str, timeout: int = 400) -> subprocess.CompletedProcess:
-    result = subprocess.run(CLI + list(argv), capture_output=True, text=True, timeout=timeout, cwd=PROJECT)
-    assert result.returncode == 0, f"{argv[0]} failed:\n{result.stderr[-3000:]}"
-    return result
-
-
-@pytest.mark.slow
-def test_demo_pipeline_runs_end_to_end(tmp_path):
-    """`make demo`, shortened: every demo config through the console script, each stage reading the one before."""
-    stages = ("corpus", "tokenizer", "pretrain", "sft", "reward", "ppo", "evaluate", "export")
-    out = {name: str(tmp_path / name) for name in stages}
-    run_cli("clean-corpus", "--config", "configs/demo/clean_corpus.yaml", "--output_dir", out["corpus"])
-    run_cli(
-        "train-tokenizer", "--config", "configs/demo/train_tokenizer.yaml",
-        "--dataset_path", out["corpus"], "--output_dir", out["tokenizer"],
-    )  # fmt: skip
-    pretrain = run_cli(
-        "pretrain", "--config", "configs/demo/pretrain.yaml", "--dataset_path", out["corpus"],
-        "--tokenizer_name_or_path", out["tokenizer"], "--output_dir", out["pretrain"], "--num_train_epochs", "1",
-    )  # fmt: skip
-    assert "pretraining finished" in pretrain.stdout
-    sft = run_cli(
-        "sft", "--config", "configs/demo/sft.yaml", "--model_name_or_path", out["pretrain"],
-        "--output_dir", out["sft"], "--num_train_epochs", "1",
-    )  # fmt: skip
-    assert "SFT finished" in sft.stdout
-    run_cli(
-        "reward", "--config", "configs/demo/reward.yaml", "--model_name_or_path", out["sft"],
-        "--output_dir", out["reward"], "--max_steps", "5",
-    )  # fmt: skip
-    run_cli(
-        "ppo", "--config", "configs/demo/ppo.yaml", "--model_name_or_path", out["sft"],
-        "--reward_model_path", out["reward"], "--output_dir", out["ppo"], "--num_ppo_steps", "3",
-    )  # fmt: skip
-    run_cli(
-        "evaluate", "--config", "configs/demo/evaluate.yaml", "--models", out["pretrain"], out["sft"], out["ppo"],
-        "--reward_model", out["reward"], "--perplexity_dataset_path", out["corpus"],
-        "--output_dir", out["evaluate"], "--max_eval_samples", "8",
-    )  # fmt: skip
-    run_cli(
-        "export", "--config", "configs/demo/export.yaml", "--model_name_or_path", out["ppo"],
-        "--output_dir", out["export"], "--eval_results_path", out["evaluate"],
-    )  # fmt: skip
-
-    from transformers import pipeline
-
-    generator = pipeline("text-generation", model=out["export"])
-    assert generator("What is 2 plus 3?", max_new_tokens=4)[0]["generated_text"].startswith("What is 2 plus 3?")
-    card = (tmp_path / "export" / "README.md").read_text()
-    for stage in ("clean-corpus", "train-tokenizer", "pretrain", "sft", "ppo"):
-        assert stage in card, stage
-    assert "perplexity" in card
-
-
 def test_init_model_demo_config(tmp_path):
     from llm_recipes.cli import load_recipe
 
