@@ -19,9 +19,9 @@ install: $(STAMP)
 
 # The whole pipeline on the demo's own raw pages (configs/demo/pipeline.yaml): corpus -> tokenizer -> pretrain -> SFT
 # -> reward -> PPO -> evaluate -> distill/quantize/prune -> export, ending with a table of what each stage did.
-# Rerunning skips the stages that are done.
+# Rerunning skips the stages that are done. One thread per process: tiny models only lose time syncing threads.
 demo: $(STAMP)
-	$(BIN)/llm-recipes pipeline --config configs/demo/pipeline.yaml
+	OMP_NUM_THREADS=1 $(BIN)/llm-recipes pipeline --config configs/demo/pipeline.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -13,18 +13,6 @@ from llm_recipes.pipeline.plan import PipelineSettings, StagePlan
 from llm_recipes.pipeline.report import format_table
 from llm_recipes.pipeline.state import StageStatus
 
-# the field holding the model a stage starts from (pretrain and distill are resolved by the planning module)
-MODEL_FIELDS = {
-    "sft": "model_name_or_path",
-    "reward": "model_name_or_path",
-    "ppo": "model_name_or_path",
-    "grpo": "model_name_or_path",
-    "rloo": "model_name_or_path",
-    "dpo": "model_name_or_path",
-    "quantize": "model_name_or_path",
-    "prune": "model_name_or_path",
-    "export": "model_name_or_path",
-}
 ACTIONS = {
     "done": "done, unchanged",
     "resume": "resume",
@@ -37,50 +25,46 @@ def _normalized(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
-def model_configs_along(plan: list[StagePlan], settings: PipelineSettings) -> dict[str, Any]:
-    """slot -> the architecture its stage trains or loads (None where it cannot be known offline)."""
-    from llm_recipes.planning import model_config_for
+def estimate_plan(plan: list[StagePlan], settings: PipelineSettings) -> dict[str, Any]:
+    """slot -> StageEstimate for every stage that runs, each model followed from the stage that writes it."""
+    from llm_recipes.configs import TrainTokenizerArguments
+    from llm_recipes.planning import as_saved, estimate_stage, model_config_for, related_model_configs
 
-    by_output: dict[str, Any] = {}
-    configs: dict[str, Any] = {}
-    vocab_size = None
+    known: dict[str, Any] = {}  # output folder -> the architecture it will hold
+    tokenizer_output, vocab_size = None, None
+    estimates = {}
     for step in plan:
-        if step.action == "skip":
-            continue
         if step.action == "existing":
             config = model_config_for(
                 step.stage, {"model_name_or_path": step.output}, model_configs=settings.model_configs
             )
-        elif step.stage == "train-tokenizer":
-            vocab_size = step.config.get("vocab_size")
-            config = None
-        elif step.stage in MODEL_FIELDS and step.config.get(MODEL_FIELDS[step.stage]):
-            source = _normalized(str(step.config[MODEL_FIELDS[step.stage]]))
-            config = by_output.get(source) or model_config_for(
-                step.stage, step.config, model_configs=settings.model_configs
-            )
-        elif step.stage == "pretrain":
-            tokenizer_is_planned = "tokenizer_name_or_path" in step.chained or vocab_size is not None
-            config = model_config_for(
-                step.stage,
-                step.config,
-                model_configs=settings.model_configs,
-                vocab_size=vocab_size if tokenizer_is_planned else None,
-            )
-        else:
-            config = model_config_for(step.stage, step.config, model_configs=settings.model_configs)
-        configs[step.slot] = config
-        if step.output and config is not None:
-            by_output[_normalized(step.output)] = config
-    return configs
+            if config is not None:
+                known[_normalized(step.output)] = config
+        if step.action != "run":
+            continue
+        section = step.config
+        if step.stage == "train-tokenizer":
+            tokenizer_output = _normalized(step.output)
+            vocab_size = section.get("vocab_size", TrainTokenizerArguments.vocab_size)
+        tokenizer = section.get("tokenizer_name_or_path")
+        trained_vocab = vocab_size if tokenizer and _normalized(tokenizer) == tokenizer_output else None
+        lookup = {"model_configs": settings.model_configs, "earlier_outputs": known}
+        config = model_config_for(step.stage, section, vocab_size=trained_vocab, **lookup)
+        related = related_model_configs(step.stage, section, **lookup)
+        estimates[step.slot] = estimate_stage(
+            step.stage, section, model_config=config, launch_args=step.launch_args, **related
+        )
+        if config is not None:
+            known[_normalized(step.output)] = as_saved(step.stage, section, config)
+    return estimates
 
 
 def describe_plan(
     plan: list[StagePlan], settings: PipelineSettings, statuses: list[StageStatus | None], config_dir: str
 ) -> str:
-    from llm_recipes.planning import estimate_stage, format_bytes
+    from llm_recipes.planning import format_bytes, format_count
 
-    architectures = model_configs_along(plan, settings)
+    estimates = estimate_plan(plan, settings)
     rows, notes = [], []
     for number, (step, status) in enumerate(zip(plan, statuses, strict=True), start=1):
         if step.action == "skip":
@@ -89,9 +73,7 @@ def describe_plan(
         if step.action == "existing":
             rows.append([str(number), step.stage, "existing", "", step.output, "", "", "", ""])
             continue
-        estimate = estimate_stage(
-            step.stage, step.config, model_config=architectures.get(step.slot), launch_args=step.launch_args
-        )
+        estimate = estimates[step.slot]
         inputs = ", ".join(f"{name} <- {source}" for name, source in step.chained.items())
         launch = f"{estimate.processes} x {estimate.strategy}" if step.launch_args else "in-process"
         rows.append(
@@ -102,8 +84,8 @@ def describe_plan(
                 inputs,
                 step.output,
                 launch,
-                _count(estimate.parameters),
-                _count(estimate.trainable_parameters),
+                format_count(estimate.parameters),
+                format_count(estimate.trainable_parameters),
                 format_bytes(estimate.memory_per_device),
             ]
         )
@@ -120,12 +102,3 @@ def describe_plan(
     if notes:
         lines += ["", "estimates assume:", *(f"  {note}" for note in notes)]
     return "\n".join(lines)
-
-
-def _count(value: int | None) -> str:
-    if value is None:
-        return "?"
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if value >= size:
-            return f"{value / size:.3g}{unit}"
-    return str(value)

@@ -12,7 +12,8 @@ import gc
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -61,6 +62,24 @@ def check_plan(plan: list[StagePlan], config_paths: dict[str, Path]) -> None:
                 load_recipe(step.stage).parse_args(["--config", str(config_paths[step.stage])])
             except UserError as err:
                 raise UserError(f"stage {step.stage}: {err}") from None
+
+
+@contextmanager
+def checks_as_on_a_gpu_machine() -> Iterator[bool]:
+    """Check GPU configs on a machine without one as the GPU machine would (a dry run plans for the cluster from a
+    laptop): transformers refuses `bf16: true` where no GPU supports it. Yields whether the check was relaxed."""
+    import torch
+    import transformers.training_args as training_args
+
+    if torch.cuda.is_available():
+        yield False
+        return
+    real_check = training_args.is_torch_bf16_gpu_available
+    training_args.is_torch_bf16_gpu_available = lambda: True
+    try:
+        yield True
+    finally:
+        training_args.is_torch_bf16_gpu_available = real_check
 
 
 def stage_statuses(plan: list[StagePlan], state: PipelineState, *, restart: bool, rerun: str | None) -> list:
@@ -159,6 +178,10 @@ def run_stage(step: StagePlan, config_path: Path) -> None:
     recipe.main(*recipe.parse_args(["--config", str(config_path)]))
     del recipe
     gc.collect()  # the stage's model and data go before the next stage loads its own
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # a later stage may be a multi-process launch that needs this GPU's memory
 
 
 def temporary_config_dir() -> Path:
