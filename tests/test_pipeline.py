@@ -126,6 +126,24 @@ def test_a_stage_config_error_names_the_stage_and_field_before_anything_runs(tmp
     assert not (tmp_path / "out" / "corpus").exists()  # the first stage never started
 
 
+def test_dry_run_checks_everything_prints_the_plan_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(PROJECT)
+    path = write_config(tmp_path, demo_config(tmp_path, skip=["prune"]))
+    assert run_pipeline(path, "--dry_run") == {}
+    printed = capsys.readouterr().out
+    assert not (tmp_path / "out").exists()
+    rows = {line.split()[1]: line.split() for line in printed.splitlines() if line[:2].strip().isdigit()}
+    assert list(rows) == [
+        "clean-corpus", "train-tokenizer", "pretrain", "sft", "reward", "ppo",
+        "evaluate", "distill", "quantize", "prune", "export",
+    ]  # fmt: skip
+    assert rows["prune"][2] == "skip" and rows["sft"][2] == "run"
+    assert "model_name_or_path <- sft, reward_model_path <- reward" in printed
+    # the tiny preset with the 2,000-entry vocabulary the tokenizer stage is asked for: 220.5K parameters
+    assert rows["pretrain"][-4:-2] == ["220.5K", "220.5K"] and rows["pretrain"][-1] == "MiB"
+    assert "every stage config checked" in printed
+
+
 # --- running: resume between and inside stages ------------------------------------------------------------------
 
 
