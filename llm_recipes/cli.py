@@ -26,6 +26,7 @@ STAGES: dict[str, str] = {
     "init-model": "init_model.py",
     "pretrain": "pretrain.py",
     "sft": "sft.py",
+    "finetune-task": "finetune_task.py",
     "reward": "reward.py",
     "ppo": "ppo.py",
     "grpo": "grpo.py",
