@@ -8,6 +8,9 @@ __version__ = "0.1.0"
 # bitsandbytes warns on every CPU import that an optional Hub-downloaded kernel is missing; we run offline and
 # its built-in CPU path is what we want, so the warning is noise in every recipe's output.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+# Offline, the `kernels` package (which bitsandbytes asks for that kernel) says on every import that it skipped the
+# publisher check of a kernel it will not download anyway.
+logging.getLogger("kernels").setLevel(logging.ERROR)
 # transformers imports torchao (when installed) with its quantizers; on a CPU build of torch torchao warns that its
 # CUDA kernels do not load and that it registers enums the old way -- nothing a user can act on.
 logging.getLogger("torchao").setLevel(logging.ERROR)

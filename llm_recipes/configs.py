@@ -205,6 +205,21 @@ def load_yaml_config(path: str) -> dict[str, Any]:
     return config
 
 
+def given_values(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Fields the user set in the YAML or on the command line (raw values), so a stage's derived defaults can
+    follow them (e.g. eval_strategy following save_strategy)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    values: dict[str, Any] = {}
+    if "--config" in args and args.index("--config") + 1 < len(args):
+        values.update(load_yaml_config(args[args.index("--config") + 1]))
+    for index, token in enumerate(args):
+        if token.startswith("--") and token != "--config":
+            key, _, value = token[2:].partition("=")
+            following = args[index + 1] if index + 1 < len(args) else ""
+            values[key.replace("-", "_")] = value or (following if not following.startswith("--") else True)
+    return values
+
+
 def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = None, **defaults: Any) -> tuple:
     """Parse `--config file.yaml` plus command-line overrides into one instance per dataclass, checked.
 

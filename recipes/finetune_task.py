@@ -28,7 +28,7 @@ import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time wa
 from transformers import TrainingArguments
 from trl import ModelConfig
 
-from llm_recipes.configs import FinetuneTaskArguments, parse_config, run_recipe
+from llm_recipes.configs import FinetuneTaskArguments, given_values, parse_config, run_recipe
 from llm_recipes.tasks import CLASSIFICATION, TOKEN_CLASSIFICATION
 
 # `python recipes/finetune_task.py` puts this folder first on sys.path, where recipes/evaluate.py would shadow the
@@ -47,7 +47,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[FinetuneTaskArguments
         FINETUNE_DEFAULTS,
         check_arguments,
         evaluation_defaults,
-        given_values,
         schedule_evaluation,
     )
 

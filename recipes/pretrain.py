@@ -15,7 +15,6 @@ the same output_dir resumes from the last checkpoint. Writes the model, tokenize
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,8 +29,8 @@ from llm_recipes.configs import (
     check_dataset_path,
     check_model_path,
     dataset_specs,
+    given_values,
     is_planned,
-    load_yaml_config,
     looks_local,
     parse_config,
     run_recipe,
@@ -47,7 +46,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PretrainScriptArgumen
     """Parse and check the config: everything a user can get wrong fails here, before a model is loaded."""
     from llm_recipes.pretraining import model_config, parse_overrides, prepare_tokenizer
 
-    given = _given_values(argv)
+    given = given_values(argv)
     defaults = {**PRETRAIN_DEFAULTS, **_evaluation_defaults(given)}
     script_args, training_args = parse_config((PretrainScriptArguments, TrainingArguments), argv, **defaults)
     for spec in dataset_specs(script_args):
@@ -72,20 +71,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PretrainScriptArgumen
             "(use cross)"
         )
     return script_args, training_args
-
-
-def _given_values(argv: Sequence[str] | None) -> dict[str, Any]:
-    """Fields the user set in the YAML or on the command line (raw values), so derived defaults can follow them."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    values: dict[str, Any] = {}
-    if "--config" in args and args.index("--config") + 1 < len(args):
-        values.update(load_yaml_config(args[args.index("--config") + 1]))
-    for index, token in enumerate(args):
-        if token.startswith("--") and token != "--config":
-            key, _, value = token[2:].partition("=")
-            following = args[index + 1] if index + 1 < len(args) else ""
-            values[key.replace("-", "_")] = value or (following if not following.startswith("--") else True)
-    return values
 
 
 def _evaluation_defaults(given: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ here, before data or a model is loaded (data-dependent checks follow right after
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,22 +20,6 @@ FINETUNE_DEFAULTS = dict(
     load_best_model_at_end=True,
 )
 SCHEDULES = ("no", "steps", "epoch")
-
-
-def given_values(argv: Sequence[str] | None) -> dict[str, Any]:
-    """Fields the user set in the YAML or on the command line (raw values), so derived defaults can follow them."""
-    from llm_recipes.configs import load_yaml_config
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    values: dict[str, Any] = {}
-    if "--config" in args and args.index("--config") + 1 < len(args):
-        values.update(load_yaml_config(args[args.index("--config") + 1]))
-    for index, token in enumerate(args):
-        if token.startswith("--") and token != "--config":
-            key, _, value = token[2:].partition("=")
-            following = args[index + 1] if index + 1 < len(args) else ""
-            values[key.replace("-", "_")] = value or (following if not following.startswith("--") else True)
-    return values
 
 
 def evaluation_defaults(given: dict[str, Any]) -> dict[str, Any]:
