@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import PROJECT, write_yaml
+from conftest import DEMO_DATA, PROJECT, write_yaml
 from transformers import (
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
@@ -332,7 +332,7 @@ def test_ner_with_frozen_lower_layers_loads_in_the_pipeline(tmp_path, base_model
     out = tmp_path / "ner"
     config = task_config("token-classification", task_data, base_model_dir, out, freeze_layers=1, label_all_tokens=True)
     summary = run(tmp_path, config)
-    assert summary["fine-tuning"] == "embeddings and lowest 1 layers frozen"
+    assert summary["fine-tuning"] == "embeddings and lowest 1 layer frozen"
     assert summary["trainable parameters"] < summary["total parameters"]
     assert {"eval precision", "eval recall", "eval f1", "eval f1_PER", "eval f1_LOC"} <= set(summary)
     model = AutoModelForTokenClassification.from_pretrained(out)
@@ -384,6 +384,56 @@ def test_a_decoder_gets_a_classification_head(tmp_path, base_model_dir, task_dat
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config.model_type == "llama" and model.config.pad_token_id is not None
     assert pipeline("text-classification", model=str(out))("The dog was great.")[0]["label"] in model.config.label2id
+
+
+@pytest.mark.slow
+def test_an_encoder_from_our_mlm_pretraining_is_fine_tuned(tmp_path, base_model_dir, task_data):
+    """model_name_or_path: the pretrain stage's masked-LM output; its encoder is what gets fine-tuned (the frozen
+    embeddings come through unchanged, the MLM head is dropped for the task head)."""
+    from safetensors.torch import load_file
+
+    pretrain = load_recipe("pretrain")
+    mlm = tmp_path / "mlm"
+    mlm_config = {
+        "dataset_path": str(DEMO_DATA / "raw_corpus.jsonl"),
+        "eval_split_size": 0,
+        "tokenizer_name_or_path": str(base_model_dir),
+        "preset": "bert-tiny",
+        "config_overrides": TINY_BERT,
+        "objective": "mlm",
+        "block_size": 48,
+        "output_dir": str(mlm),
+        "max_steps": 3,
+        "per_device_train_batch_size": 4,
+        "save_strategy": "no",
+        "use_cpu": True,
+        "disable_tqdm": True,
+    }
+    pretrain.main(*pretrain.parse_args(["--config", str(write_yaml(tmp_path / "mlm.yaml", mlm_config))]))
+
+    out = tmp_path / "ner-from-mlm"
+    config = task_config(
+        "token-classification",
+        task_data,
+        None,
+        out,
+        preset=None,
+        config_overrides=None,
+        tokenizer_name_or_path=None,
+        model_name_or_path=str(mlm),
+        freeze_layers=0,
+        num_train_epochs=1,
+    )
+    summary = run(tmp_path, config)
+    assert summary["model"] == str(mlm) and summary["fine-tuning"] == "embeddings frozen"
+    pretrained, tuned = load_file(mlm / "model.safetensors"), load_file(out / "model.safetensors")
+    name = next(key for key in pretrained if key.endswith("word_embeddings.weight"))
+    assert torch.equal(pretrained[name], tuned[name])
+    layer = next(key for key in pretrained if key.endswith("layer.1.output.dense.weight"))
+    assert not torch.equal(pretrained[layer], tuned[layer])
+    assert not any(key.startswith("cls.") for key in tuned)  # the MLM head is gone
+    tagger = pipeline("token-classification", model=str(out))
+    assert all(entity["entity"] in tagger.model.config.label2id for entity in tagger("Anna lives in Paris ."))
 
 
 @pytest.mark.slow

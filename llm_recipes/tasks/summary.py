@@ -21,7 +21,10 @@ def fine_tuning_mode(args: Any, model_args: Any) -> str:
     if model_args.use_peft:
         return f"LoRA r={model_args.lora_r} (merged into the saved model)"
     if args.freeze_layers is not None:
-        return f"embeddings and lowest {args.freeze_layers} layers frozen"
+        if args.freeze_layers == 0:
+            return "embeddings frozen"
+        layers = "layer" if args.freeze_layers == 1 else "layers"
+        return f"embeddings and lowest {args.freeze_layers} {layers} frozen"
     return "full"
 
 
