@@ -37,6 +37,7 @@ HEADLINES: dict[str, list[tuple[str, str | None, str]]] = {
         ("parameters", None, "parameters"),
         ("sparsity", None, "sparsity of pruned layers"),
         ("eval perplexity", "eval perplexity (source)", "eval perplexity (pruned)"),
+        ("after recovery", None, "eval perplexity (after recovery)"),
     ],
     "export": [("exported", None, "exported"), ("parameters", None, "parameters")],
 }
