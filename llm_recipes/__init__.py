@@ -17,3 +17,5 @@ logging.getLogger("torchao").setLevel(logging.ERROR)
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 # TRL's SFTConfig still sets `gradient_checkpointing`, which transformers 5.2x renamed; users cannot act on it.
 warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
+# PEFT (0.21) reads the old `is_gradient_checkpointing` name when it wraps a model; same story.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
