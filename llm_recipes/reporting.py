@@ -17,6 +17,8 @@ def format_number(value: Any) -> str:
 
 
 def format_summary(title: str, rows: Mapping[str, Any]) -> str:
+    """A titled two-column table; rows without a value (None: e.g. no loss logged in a short run) are left out."""
+    rows = {key: value for key, value in rows.items() if value is not None}
     width = max(len(key) for key in rows) if rows else 0
     lines = [title, "-" * max(len(title), 20)]
     lines += [f"{key:<{width}}  {format_number(value)}" for key, value in rows.items()]
