@@ -78,7 +78,7 @@ def parse_search(
         raise UserError("search: expected a mapping such as {trials: 10, metric: f1, space: {...}}")
     for key in value:
         if key not in SEARCH_KEYS:
-            from llm_recipes.configs import _closest
+            from llm_recipes.configs.parsing import _closest
 
             raise UserError(
                 f"search: unknown key '{key}'{_closest(str(key), SEARCH_KEYS)} (keys: {', '.join(SEARCH_KEYS)})"
@@ -111,7 +111,7 @@ def _check_dimension(name: str, spec: Any, training_field_names: set[str], use_p
         if not use_peft:
             raise UserError(f"{where}: searching a LoRA setting needs use_peft: true")
     elif name not in training_field_names:
-        from llm_recipes.configs import _closest
+        from llm_recipes.configs.parsing import _closest
 
         raise UserError(
             f"{where}: not a training field{_closest(name, sorted(training_field_names | set(LORA_FIELDS)))}"
