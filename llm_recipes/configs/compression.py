@@ -9,13 +9,14 @@ from llm_recipes.configs.parsing import (
     DATA_FORMATS,
     RANGE_CHECKS,
 )
+from llm_recipes.configs.training import DatasetArguments
 
 DISTILL_METHODS = ("logits", "gkd")
 DISTILL_DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 
 
 @dataclass
-class DistillArguments:
+class DistillArguments(DatasetArguments):
     """Teacher -> smaller student: what the distill recipe needs beyond `TrainingArguments`."""
 
     # teacher and student
@@ -89,23 +90,10 @@ class DistillArguments:
             "`save_to_disk` folder or a Hub dataset id."
         },
     )
-    data_format: str = field(
-        default="auto",
-        metadata={"help": "Format of `dataset_path`; `auto` detects it from the columns.", "choices": DATA_FORMATS},
-    )
-    text_field: str = field(default="text", metadata={"help": "Column holding plain text for the `text` format."})
-    dataset_split: str = field(default="train", metadata={"help": "Split of `dataset_path` to train on."})
-    datasets: list[dict[str, Any]] | None = field(
-        default=None,
-        metadata={"help": "A mixture (YAML only): a list of {path, format, split, name, text_field, weight}."},
-    )
-    eval_dataset_path: str | None = field(default=None, metadata={"help": "A separate evaluation dataset."})
     eval_split_size: float = field(
         default=0.05,
         metadata={"help": "Rows held out for evaluation: a share (0 <= x < 1) or a count (>= 1); 0 for none."},
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training rows."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many eval rows."})
     max_length: int = field(
         default=512,
         metadata={"help": "Tokens per row: text is packed into blocks this long, chats are cut to it."},

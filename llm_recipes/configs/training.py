@@ -26,8 +26,9 @@ class DatasetSpec:
 
 
 @dataclass
-class SFTScriptArguments:
-    """What the SFT recipe needs beyond TRL's `SFTConfig` and `ModelConfig`."""
+class DatasetArguments:
+    """The training data of the SFT, pretrain and distill stages: one dataset or a weighted mixture, and what is
+    held out for evaluation. A stage redeclares a field to change its default or help (its place stays)."""
 
     dataset_path: str | None = field(
         default=None,
@@ -56,6 +57,12 @@ class SFTScriptArguments:
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many eval rows."})
+
+
+@dataclass
+class SFTScriptArguments(DatasetArguments):
+    """What the SFT recipe needs beyond TRL's `SFTConfig` and `ModelConfig`."""
+
     trainable_top_layers: int | None = field(
         default=None,
         metadata={
@@ -109,7 +116,7 @@ PRETRAIN_CURRICULA = ("none", "length", "column", "model_loss")
 
 
 @dataclass
-class PretrainScriptArguments:
+class PretrainScriptArguments(DatasetArguments):
     """What the pretrain recipe needs beyond `TrainingArguments`: data, model source, blocks, curriculum."""
 
     # data
@@ -120,17 +127,6 @@ class PretrainScriptArguments:
             "`save_to_disk` folder or a Hub dataset id. Chats and instructions are flattened to text."
         },
     )
-    data_format: str = field(
-        default="auto",
-        metadata={"help": "Format of `dataset_path`; `auto` detects it from the columns.", "choices": DATA_FORMATS},
-    )
-    text_field: str = field(default="text", metadata={"help": "Column holding plain text for the `text` format."})
-    dataset_split: str = field(default="train", metadata={"help": "Split of `dataset_path` to train on."})
-    datasets: list[dict[str, Any]] | None = field(
-        default=None,
-        metadata={"help": "A mixture (YAML only): a list of {path, format, split, name, text_field, weight}."},
-    )
-    eval_dataset_path: str | None = field(default=None, metadata={"help": "A separate evaluation dataset."})
     eval_split_size: float = field(
         default=0.05,
         metadata={"help": "Documents held out for evaluation: a share (0 <= x < 1) or a count (>= 1); 0 for none."},
