@@ -34,6 +34,9 @@ def _corpus() -> list[str]:
     alpaca = SHARED_DATA / "alpaca_en_demo.json"
     if alpaca.is_file():
         texts += [" ".join(row.values()) for row in json.loads(alpaca.read_text())[:300]]
+    else:  # without the shared data, the demo's own web-like pages fill the 800-token vocabulary just as well
+        pages = (DEMO_DATA / "raw_corpus.jsonl").read_text().splitlines()[:300]
+        texts += [json.loads(page)["text"] for page in pages]
     return texts
 
 
