@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import torch
 from transformers import TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
+
+from llm_recipes.training import last_complete_checkpoint
 
 
 class NonFiniteLossGuard(TrainerCallback):
@@ -73,7 +74,8 @@ class NonFiniteLossGuard(TrainerCallback):
             problem = f"weights became nan/inf at step {state.global_step}"
         if problem is None:
             return
-        last_good = get_last_checkpoint(args.output_dir) if args.output_dir and os.path.isdir(args.output_dir) else None
+        has_output = bool(args.output_dir) and os.path.isdir(args.output_dir)
+        last_good = last_complete_checkpoint(args.output_dir) if has_output else None
         where = (
             f"the last good checkpoint is {last_good} (a rerun resumes from it; lower learning_rate first)"
             if last_good

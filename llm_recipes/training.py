@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from typing import Any
 
 
 def checkpoint_to_resume(training_args: Any) -> str | None:
     """The checkpoint a rerun into the same output_dir continues from (or the one the config names)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     if training_args.resume_from_checkpoint:
         return training_args.resume_from_checkpoint
     if os.path.isdir(training_args.output_dir):
-        return get_last_checkpoint(training_args.output_dir)
+        return last_complete_checkpoint(training_args.output_dir)
+    return None
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest checkpoint-N folder that was written to the end. `Trainer` writes trainer_state.json last, so a
+    run killed while saving leaves a folder without it (or with it cut short); transformers' `get_last_checkpoint`
+    would still pick that folder, and resuming from it fails."""
+    found = []
+    for name in os.listdir(output_dir):
+        match = re.fullmatch(r"checkpoint-(\d+)", name)
+        if match and os.path.isdir(os.path.join(output_dir, name)):
+            found.append((int(match.group(1)), os.path.join(output_dir, name)))
+    for _, folder in sorted(found, reverse=True):
+        try:
+            with open(os.path.join(folder, "trainer_state.json"), encoding="utf-8") as state:
+                json.load(state)
+        except (OSError, ValueError):
+            print(f"note: {folder} was not written to the end (no readable trainer_state.json); not resuming from it")
+            continue
+        return folder
     return None
 
 

@@ -254,6 +254,24 @@ def test_partial_finetuning_trains_only_the_top_layer(tmp_path, base_model_dir):
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
 
 
+def test_a_checkpoint_cut_short_is_not_resumed_from(tmp_path, capsys):
+    from llm_recipes.training import last_complete_checkpoint
+
+    for step, state in [(5, '{"global_step": 5}'), (10, '{"global_step": 10}'), (15, None), (20, '{"global_')]:
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"")
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-99.txt").write_text("not a folder")
+    assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-10")
+    out = capsys.readouterr().out
+    assert "checkpoint-20 was not written to the end" in out and "checkpoint-15 was not written" in out
+    for folder in tmp_path.glob("checkpoint-*/"):
+        (folder / "trainer_state.json").unlink(missing_ok=True)
+    assert last_complete_checkpoint(str(tmp_path)) is None
+
+
 def test_killed_run_resumes_from_its_checkpoint(tmp_path, base_model_dir):
     data = PROJECT / "configs" / "demo" / "data" / "arithmetic_alpaca.jsonl"
     out = tmp_path / "resume"
@@ -278,7 +296,9 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path, base_model_dir):
     checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     assert checkpoints, "the first run wrote no checkpoint before it was killed"
     assert read_manifest(out) is None  # killed: no manifest, so the stage does not look complete
-    resumed_from = int(checkpoints[-1].name.split("-")[1])
+    # the kill may land while a checkpoint is being written: the rerun resumes from the last complete one
+    complete = [folder for folder in checkpoints if (folder / "trainer_state.json").is_file()]
+    resumed_from = int(complete[-1].name.split("-")[1])
     assert resumed_from < 400
 
     second = subprocess.run(
