@@ -139,6 +139,8 @@ def test_guard_stops_at_the_first_non_finite_loss_and_cancels_the_save(tmp_path)
     for step, loss in enumerate([2.0, 1.5, float("nan"), float("inf")], start=1):
         guard.observe(torch.tensor(loss), step)
     (tmp_path / "checkpoint-2").mkdir()
+    (tmp_path / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2}')
+    (tmp_path / "checkpoint-3").mkdir()  # cut short while saving: not a checkpoint to go back to
     control = TrainerControl(should_save=True, should_evaluate=True)
     guard.on_step_end(SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=4, max_steps=10), control)
     assert control.should_training_stop and not control.should_save and not control.should_evaluate
