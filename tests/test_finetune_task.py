@@ -468,28 +468,20 @@ def test_search_runs_two_trials_and_writes_a_ready_to_run_config(tmp_path, base_
 # Command line
 
 
+def run_command(*command: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *command], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.slow
 def test_the_recipe_runs_from_the_command_line(tmp_path, base_model_dir, task_data):
     out = tmp_path / "cli"
     config = write_yaml(tmp_path / "cli.yaml", task_config("token-classification", task_data, base_model_dir, out))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, str(RECIPE_FILE), "--config", str(config), "--num_train_epochs", "1"],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    # the console script (`llm-recipes finetune-task`, through accelerate launch)
+    done = run_command("-m", "llm_recipes.cli", STAGE, "--config", str(config), "--num_train_epochs", "1")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "token-classification fine-tuning finished" in done.stdout and "eval f1" in done.stdout
     assert read_manifest(out)["stage"] == STAGE and (out / "model.safetensors").is_file()
-    failed = subprocess.run(
-        [sys.executable, str(RECIPE_FILE), "--config", str(config), "--doc_stride", "0"],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    # the script itself, with a config mistake: one line, exit code 2
+    failed = run_command(str(RECIPE_FILE), "--config", str(config), "--doc_stride", "0")
     assert failed.returncode == 2 and failed.stderr.strip().splitlines()[-1] == "error: doc_stride: 0 must be >= 1"

@@ -9,7 +9,6 @@ all before any model is loaded. Every such problem is a `ConfigError`, printed a
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import re
 import sys
@@ -19,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from llm_recipes.errors import UserError
+from llm_recipes.errors import UserError, did_you_mean
 
 # What a local data file or a saved dataset may look like; anything else that does not exist is taken as a Hub id.
 DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt", ".gz", ".zst")
@@ -62,11 +61,6 @@ RANGE_CHECKS: dict[str, Check] = {
 
 # --------------------------------------------------------------------------------------------------------------
 # Parsing
-
-
-def _closest(word: str, candidates: Sequence[str]) -> str:
-    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    return f"; did you mean {match[0]}?" if match else ""
 
 
 class _OneLineErrorParser:
@@ -123,7 +117,7 @@ def _check_yaml_value(key: str, value: Any, action: argparse.Action) -> None:
         if action.choices is not None and item not in action.choices:
             names = [str(c) for c in action.choices]
             raise ConfigError(
-                f"{key}: invalid choice {item!r}{_closest(str(item), names)} (choose from {', '.join(names)})"
+                f"{key}: invalid choice {item!r}{did_you_mean(str(item), names)} (choose from {', '.join(names)})"
             )
 
 
@@ -182,7 +176,7 @@ def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = N
 
     for key, value in config.items():
         if key not in actions:
-            raise ConfigError(f"unknown key '{key}' in the config{_closest(key, valid_keys)}")
+            raise ConfigError(f"unknown key '{key}' in the config{did_you_mean(key, valid_keys)}")
         _check_yaml_value(key, value, actions[key])
     for key, value in defaults.items():
         actions[key].default = value
@@ -194,7 +188,7 @@ def parse_config(dataclass_types: Sequence[type], argv: Sequence[str] | None = N
         if token.startswith("--"):
             key = token[2:].split("=", 1)[0].replace("-", "_")
             if key not in actions and key != "help":  # --help: argparse prints every field and exits 0
-                raise ConfigError(f"unknown option '--{key}'{_closest(key, valid_keys)}")
+                raise ConfigError(f"unknown option '--{key}'{did_you_mean(key, valid_keys)}")
 
     try:
         parsed = parser.parse_args_into_dataclasses(args=args)

@@ -5,12 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from llm_recipes.configs.parsing import (
-    DATA_FORMATS,
-    RANGE_CHECKS,
-    ConfigError,
-    _closest,
-)
+from llm_recipes.configs.parsing import DATA_FORMATS, RANGE_CHECKS, ConfigError
+from llm_recipes.errors import did_you_mean
 
 
 @dataclass
@@ -90,11 +86,11 @@ def dataset_specs(script_args: SFTScriptArguments) -> list[DatasetSpec]:
                 raise ConfigError(f"datasets[{i}]: each entry needs a 'path'")
             for key in entry:
                 if key not in valid:
-                    raise ConfigError(f"datasets[{i}]: unknown key '{key}'{_closest(key, valid)}")
+                    raise ConfigError(f"datasets[{i}]: unknown key '{key}'{did_you_mean(key, valid)}")
             spec = DatasetSpec(**entry)
             if spec.format not in DATA_FORMATS:
                 raise ConfigError(
-                    f"datasets[{i}].format: invalid choice {spec.format!r}{_closest(spec.format, DATA_FORMATS)}"
+                    f"datasets[{i}].format: invalid choice {spec.format!r}{did_you_mean(spec.format, DATA_FORMATS)}"
                 )
             if not isinstance(spec.weight, (int, float)) or spec.weight <= 0:
                 raise ConfigError(f"datasets[{i}].weight: {spec.weight!r} must be > 0")

@@ -16,8 +16,7 @@ import hashlib
 import random
 from collections.abc import Callable, Sequence
 
-from llm_recipes.data.normalize import did_you_mean
-from llm_recipes.errors import UserError
+from llm_recipes.errors import UserError, did_you_mean
 
 
 def random_deletion(words: list[str], probability: float, rng: random.Random, pool: Sequence[str]) -> list[str]:

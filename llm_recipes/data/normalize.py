@@ -22,22 +22,16 @@ offers them as named, configurable, picklable batch steps; `build_steps` is shar
 
 from __future__ import annotations
 
-import difflib
 import html
 import inspect
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from llm_recipes.errors import UserError
+from llm_recipes.errors import UserError, did_you_mean
 
 Normalizer = Callable[[str], str]
-
-
-def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f"; did you mean {match[0]}?" if match else ""
 
 
 class TextStep:

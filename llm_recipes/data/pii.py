@@ -15,8 +15,7 @@ import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 
-from llm_recipes.data.normalize import did_you_mean
-from llm_recipes.errors import UserError
+from llm_recipes.errors import UserError, did_you_mean
 
 PII_KINDS = ("email", "phone", "ip_address")
 DEFAULT_PLACEHOLDERS = {"email": "<EMAIL>", "phone": "<PHONE>", "ip_address": "<IP_ADDRESS>"}

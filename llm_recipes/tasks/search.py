@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from llm_recipes.errors import UserError
+from llm_recipes.errors import UserError, did_you_mean
 
 SEARCH_KEYS = ("trials", "metric", "direction", "space")
 DIRECTIONS = ("maximize", "minimize")
@@ -78,10 +78,8 @@ def parse_search(
         raise UserError("search: expected a mapping such as {trials: 10, metric: f1, space: {...}}")
     for key in value:
         if key not in SEARCH_KEYS:
-            from llm_recipes.configs.parsing import _closest
-
             raise UserError(
-                f"search: unknown key '{key}'{_closest(str(key), SEARCH_KEYS)} (keys: {', '.join(SEARCH_KEYS)})"
+                f"search: unknown key '{key}'{did_you_mean(str(key), SEARCH_KEYS)} (keys: {', '.join(SEARCH_KEYS)})"
             )
     if not optuna_available():
         raise UserError(f"search needs Optuna: {INSTALL_HINT}")
@@ -111,10 +109,8 @@ def _check_dimension(name: str, spec: Any, training_field_names: set[str], use_p
         if not use_peft:
             raise UserError(f"{where}: searching a LoRA setting needs use_peft: true")
     elif name not in training_field_names:
-        from llm_recipes.configs.parsing import _closest
-
         raise UserError(
-            f"{where}: not a training field{_closest(name, sorted(training_field_names | set(LORA_FIELDS)))}"
+            f"{where}: not a training field{did_you_mean(name, sorted(training_field_names | set(LORA_FIELDS)))}"
         )
     if isinstance(spec, list):
         if not spec:
