@@ -28,6 +28,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
 from llm_recipes.errors import UserError
 from llm_recipes.manifest import SECRET_FIELDS, read_manifest
+from llm_recipes.secrets import take_token
 
 CARD_NAME = "README.md"
 EVAL_RESULTS_NAME = "eval_results.json"
@@ -749,8 +750,11 @@ def _quiet(function: Callable[[], Any]) -> Any:
 
 
 def take_over_trainer_push(training_args: Any) -> bool:
-    """Turn off the Trainer's own pushing (it creates the repo at start-up and pushes at every save, with its own
-    card) and return whether the user asked for a push, which `push_trained_output` then does once, at the end."""
+    """Take the Trainer's hub settings over, before the Trainer is built: turn off its own pushing (it creates the
+    repo at start-up, public unless told otherwise, and pushes at every save with its own card), move a `hub_token`
+    to HF_TOKEN (the Trainer pickles its arguments into training_args.bin, token included), and return whether the
+    user asked for a push, which `push_trained_output` then does once, at the end."""
+    take_token(training_args)
     wanted = bool(training_args.push_to_hub)
     training_args.push_to_hub = False
     return wanted
@@ -763,7 +767,6 @@ def push_trained_output(training_args: Any, stage: str) -> PushResult:
         training_args.hub_model_id,
         private=training_args.hub_private_repo is not False,
         revision=getattr(training_args, "hub_revision", None),
-        token=training_args.hub_token,
         commit_message=f"llm-recipes {stage}",
     )
     print(f"pushed to {result.repo_id}: {result.commit_url}")

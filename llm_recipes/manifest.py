@@ -29,14 +29,26 @@ def library_versions() -> dict[str, str]:
 
 
 def config_as_dict(config: Any) -> dict[str, Any]:
-    """A dataclass config as plain JSON-able data, with secrets removed."""
+    """A dataclass config as plain JSON-able data, with secrets removed (also inside mappings such as
+    `model_init_kwargs`)."""
     raw = config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
-    clean = {}
-    for key, value in raw.items():
-        if key in SECRET_FIELDS:
-            value = "<redacted>" if value else None
-        clean[key] = json.loads(json.dumps(value, default=str))
-    return clean
+    for key in raw:
+        if key.endswith("_token") and hasattr(config, key):
+            # transformers' to_dict masks every *_token field (SFTConfig's eos_token too, set or not): the manifest
+            # records the real values and masks the secrets only, when they are set
+            raw[key] = getattr(config, key)
+    return _redacted(json.loads(json.dumps(raw, default=str)))
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: ("<redacted>" if item else None) if key in SECRET_FIELDS else _redacted(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    return value
 
 
 def write_json_atomically(path: str | Path, data: Any) -> None:

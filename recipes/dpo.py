@@ -55,6 +55,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[DPOScriptArguments, D
 
 def build_trainer(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: ModelConfig):
     """Data, tokenizer, policy and TRL's DPOTrainer (which makes the reference itself). Returns (trainer, data)."""
+    from transformers import set_seed
     from trl import DPOTrainer, get_peft_config
 
     from llm_recipes.chat import ensure_chat_template
@@ -78,6 +79,8 @@ def build_trainer(script_args: DPOScriptArguments, training_args: DPOConfig, mod
     if data.eval is not None:
         data.eval = data.eval.remove_columns([c for c in data.eval.column_names if c == "margin"])
 
+    # Seeded first: a chat template's new tokens get random embedding rows, and TRL seeds only in its trainer
+    set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
     model = load_causal_lm(model_args, training_args.trust_remote_code)
     peft_config = get_peft_config(model_args)

@@ -224,6 +224,7 @@ def run_search(args: FinetuneTaskArguments, training_args: TrainingArguments, mo
     configuration is written to <output_dir>/search/best_config.yaml (its output_dir is the final one)."""
     import optuna
 
+    from llm_recipes.hub import take_over_trainer_push
     from llm_recipes.manifest import StageRun, write_json_atomically
     from llm_recipes.reporting import format_summary
     from llm_recipes.tasks.search import (
@@ -238,6 +239,7 @@ def run_search(args: FinetuneTaskArguments, training_args: TrainingArguments, mo
     )
 
     spec = _search_spec(args, training_args, model_args)
+    push = take_over_trainer_push(training_args)  # no trial pushes; the run from the best config does, once
     final_output_dir = training_args.output_dir
     search_dir = Path(final_output_dir) / SEARCH_DIR_NAME
     training_args.output_dir = str(search_dir)
@@ -261,6 +263,7 @@ def run_search(args: FinetuneTaskArguments, training_args: TrainingArguments, mo
     if not trainer.accelerator.is_main_process:
         return {}
     trials = trial_records(optuna.load_study(study_name=STAGE, storage=storage))
+    training_args.push_to_hub = push
     config = best_config([args, training_args, model_args], best.hyperparameters, final_output_dir)
     best_path = write_best_config(search_dir / BEST_CONFIG_NAME, config, spec, best.objective, len(trials))
     write_json_atomically(search_dir / TRIALS_NAME, trials)

@@ -141,6 +141,7 @@ def main(script_args: PruneArguments, training_args: TrainingArguments) -> dict:
 
     from llm_recipes.compression_report import format_comparison, measure_model
     from llm_recipes.export import inspect_source, load_tokenizer, parse_shard_size, save_model_folder
+    from llm_recipes.hub import push_trained_output, take_over_trainer_push
     from llm_recipes.manifest import StageRun, write_json_atomically
     from llm_recipes.pruning import format_layer_sparsity, layer_sparsity
     from llm_recipes.quantization import format_extras
@@ -150,6 +151,7 @@ def main(script_args: PruneArguments, training_args: TrainingArguments) -> dict:
     output = Path(training_args.output_dir).expanduser()
     run = StageRun("prune", output)
     run.inputs = {"model": script_args.model_name_or_path}
+    push = take_over_trainer_push(training_args)  # pushed once at the end, with our model card (recovery or not)
     source = inspect_source(script_args.model_name_or_path, script_args.base_model_name_or_path)
     tokenizer = load_tokenizer(script_args.model_name_or_path, script_args.trust_remote_code)
     model, source_dir = load_source_model(script_args, source, tokenizer)
@@ -205,6 +207,8 @@ def main(script_args: PruneArguments, training_args: TrainingArguments) -> dict:
     print(format_comparison(report["comparison"], f"{describe(script_args)} vs source"))
     if rows := _report_rows(report):
         print(format_extras(rows))
+    if push:
+        push_trained_output(training_args, "prune")
     return summary
 
 

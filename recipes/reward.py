@@ -72,6 +72,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[RewardScriptArguments
 
 def build_trainer(script_args: RewardScriptArguments, training_args: RewardConfig, model_args: ModelConfig):
     """Data, tokenizer, model and the reward trainer, ready to train. Returns (trainer, data)."""
+    from transformers import set_seed
     from trl import get_peft_config
 
     from llm_recipes.chat import ensure_chat_template, read_chat_template
@@ -96,7 +97,9 @@ def build_trainer(script_args: RewardScriptArguments, training_args: RewardConfi
         data.train = data.train.remove_columns("margin")
         data.eval = data.eval.remove_columns("margin") if data.eval is not None else None
 
-    # Model and tokenizer: a one-output classifier that knows its pad token and how it will be read
+    # Model and tokenizer: a one-output classifier that knows its pad token and how it will be read. Seeded first:
+    # the score head (and a LoRA adapter) start random, and the Trainer seeds only once they exist
+    set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
     model = load_reward_model_for_training(model_args, training_args.trust_remote_code)
     if tokenizer.pad_token is None:

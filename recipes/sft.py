@@ -57,6 +57,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SFTScriptArguments, S
 
 def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig):
     """Data, tokenizer, model and TRL's SFTTrainer, ready to train. Returns (trainer, data)."""
+    from transformers import set_seed
     from trl import SFTTrainer, get_peft_config
 
     from llm_recipes.chat import ensure_chat_template, read_chat_template, set_stop_tokens
@@ -80,7 +81,9 @@ def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, mod
         # assistant-only loss is for conversations; prompt/completion data gets TRL's completion-only loss instead
         training_args.assistant_only_loss = False
 
-    # Model and tokenizer: a chat template that stops generation, and the chosen trainable part
+    # Model and tokenizer: a chat template that stops generation, and the chosen trainable part. Seeded first: new
+    # chat-token rows and a LoRA adapter start random, and the Trainer seeds only once they exist
+    set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
     model = load_causal_lm(model_args, training_args.trust_remote_code)
     if training_args.chat_template_path:

@@ -8,8 +8,10 @@ launch flags, in which case it goes through `llm-recipes <stage>` and `accelerat
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +33,7 @@ from llm_recipes.pipeline.state import (
     output_mark,
     upstream_of,
 )
+from llm_recipes.secrets import take_secrets
 
 
 class StageFailed(RuntimeError):
@@ -38,13 +41,19 @@ class StageFailed(RuntimeError):
 
 
 def write_stage_configs(plan: list[StagePlan], config_dir: Path) -> dict[str, Path]:
-    """Each running stage's config as its own file: what the stage reads, and what a user can run alone."""
+    """Each running stage's config as its own file: what the stage reads, and what a user can run alone.
+
+    A token in a section moves to the environment first (`take_secrets`), for every stage of this run, in this
+    process or launched from it: it is never in a file, nor in a stage's fingerprint."""
     config_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for step in plan:
+        took_secrets = take_secrets(step.config)
         if step.action == "run":
             path = config_dir / f"{step.stage}.yaml"
             header = f"# the {step.stage} stage of a pipeline run; alone: llm-recipes {step.stage} --config {path}\n"
+            if took_secrets:
+                header += "# its token is not written here: set HF_TOKEN or log in with `hf auth login`\n"
             path.write_text(header + yaml.safe_dump(step.config, sort_keys=False, allow_unicode=True), encoding="utf-8")
             paths[step.stage] = path
     return paths
@@ -185,8 +194,11 @@ def run_stage(step: StagePlan, config_path: Path) -> None:
 
 
 def temporary_config_dir() -> Path:
-    """Where a dry run writes the stage configs it checks (a dry run leaves the run folder alone)."""
-    return Path(tempfile.mkdtemp(prefix="llm_recipes_pipeline_"))
+    """Where a dry run writes the stage configs it checks (a dry run leaves the run folder alone); removed when the
+    process exits, so a dry run leaves nothing behind."""
+    path = Path(tempfile.mkdtemp(prefix="llm_recipes_pipeline_"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def refuse_multi_process_launch() -> None:
