@@ -350,6 +350,7 @@ def check_rl_arguments(script_args: Any, training_args: Any, model_args: Any) ->
 def load_rl_inputs(script_args: Any, training_args: Any, model_args: Any) -> tuple[Any, Any, Any, list, Any]:
     """(prompts, policy, tokenizer, reward functions, peft config) -- what an RL stage starts from, given its
     `RLScriptArguments`, TRL training config and `ModelConfig`."""
+    from transformers import set_seed
     from trl import get_peft_config
 
     from llm_recipes.chat import ensure_chat_template
@@ -368,6 +369,8 @@ def load_rl_inputs(script_args: Any, training_args: Any, model_args: Any) -> tup
             seed=training_args.seed,
             num_proc=getattr(training_args, "dataset_num_proc", None),
         )
+    # Seeded first: a chat template's new tokens get random embedding rows, and TRL seeds only in its trainer
+    set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
     model = load_causal_lm(model_args, training_args.trust_remote_code)
     peft_config = get_peft_config(model_args)
