@@ -65,11 +65,15 @@ def ensure_chat_template(tokenizer: PreTrainedTokenizerBase, model: PreTrainedMo
 def set_stop_tokens(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, extra_eos_ids: list | None = None
 ) -> None:
-    """Make the model's config and generation config agree with the tokenizer on EOS and PAD."""
+    """Make the model's config and generation config agree with the tokenizer on EOS and PAD.
+
+    Only generative models have a generation config; a classifier head (a reward model, token classification, QA)
+    has none, and its config alone learns the ids (the pad id is how a sequence classifier finds the last token).
+    """
     eos_ids = [tokenizer.eos_token_id] + [i for i in (extra_eos_ids or []) if i is not None]
     eos_ids = list(dict.fromkeys(eos_ids))
     model.config.eos_token_id = eos_ids[0]
     model.config.pad_token_id = tokenizer.pad_token_id
-    if model.generation_config is not None:
+    if getattr(model, "generation_config", None) is not None:
         model.generation_config.eos_token_id = eos_ids if len(eos_ids) > 1 else eos_ids[0]
         model.generation_config.pad_token_id = tokenizer.pad_token_id

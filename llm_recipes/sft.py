@@ -80,5 +80,5 @@ def sft_summary(
         "seconds": round(seconds, 1),
     }
     for source, report in data.reports:
-        summary[f"rows kept from {source}"] = f"{report.rows_out}/{report.rows_in} ({report.source_format})"
+        summary[f"rows kept from {source}"] = report.describe()
     return summary

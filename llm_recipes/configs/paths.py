@@ -66,7 +66,13 @@ def check_dataset_path(path: str, what: str = "dataset") -> None:
         raise ConfigError(f"{what} file not found: {path}")
 
 
-def check_model_path(path: str | None, what: str = "model_name_or_path") -> None:
+# How a saved model names its weights: safetensors only (the project never loads pickles), model.safetensors or
+# shards beside their index json; an adapter folder has adapter_model.safetensors.
+WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json")
+
+
+def check_model_path(path: str | None, what: str = "model_name_or_path", weights: bool = True) -> None:
+    """A local model folder exists, has a config and (unless `weights` is false: a config_name) its weights."""
     if not path:
         raise ConfigError(f"{what} is required: a local model folder or a Hub model id")
     if not looks_local(path) or is_planned(path):
@@ -78,6 +84,11 @@ def check_model_path(path: str | None, what: str = "model_name_or_path") -> None
         os.path.join(expanded, "adapter_config.json")
     ):
         raise ConfigError(f"{what}: {path} has no config.json; is it a saved model folder?")
+    names = os.listdir(expanded)
+    if weights and not any(name.endswith(WEIGHT_SUFFIXES) for name in names):
+        pickles = sorted(name for name in names if name.endswith((".bin", ".pt", ".pth")))
+        hint = f" (found {', '.join(pickles)}: load and save_pretrained it to convert)" if pickles else ""
+        raise ConfigError(f"{what}: {path} has no weights -- no .safetensors file{hint}")
 
 
 def check_quantized_training(model_args: Any) -> None:
@@ -85,8 +96,17 @@ def check_quantized_training(model_args: Any) -> None:
         raise ConfigError("load_in_4bit (QLoRA) needs use_peft: true -- a 4-bit base model cannot be fully fine-tuned")
 
 
+def check_eval_split_size(value: float, unit: str = "rows") -> None:
+    """A share below 1, or a whole number of rows: 1.5 is neither (it used to hold out one row)."""
+    if value >= 1 and value != int(value):
+        raise ConfigError(
+            f"eval_split_size: {value:g} is neither a share below 1 (0.1 = 10%) nor a whole number of {unit}"
+        )
+
+
 def check_eval_data(script_args: Any, training_args: Any) -> None:
     """An eval schedule needs eval data: a held-out share or an eval dataset."""
+    check_eval_split_size(script_args.eval_split_size or 0)
     if training_args.eval_strategy != "no" and not (script_args.eval_split_size or script_args.eval_dataset_path):
         strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
         raise ConfigError(

@@ -12,20 +12,28 @@ The per-row converters are pure batched functions (``dict[str, list] -> dict[str
 module level, so ``datasets.Dataset.map(batched=True, num_proc=N)`` can pickle them and the cache
 fingerprint is stable. Rows that cannot be used are not fatal: they are dropped and counted by reason
 in a :class:`FormatReport`, because one broken row in a 100k-row scrape should not kill a run.
+
+A file may hold rows of several formats (half Alpaca, half ShareGPT): `datasets` gives every row every column,
+null where a row has none, so each row is converted by the format whose columns it fills, and the report counts
+rows per format. Formats that would make different shapes (chats and plain text) cannot share a dataset: refused.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from llm_recipes.errors import UserError
 
-__all__ = ["FORMATS", "DatasetFormatError", "FormatReport", "detect_format", "to_standard_columns"]
+__all__ = ["FORMATS", "DatasetFormatError", "FormatReport", "detect_format", "naming_dataset", "to_standard_columns"]
 
 FORMATS: tuple[str, ...] = ("alpaca", "sharegpt", "messages", "prompt_completion", "text")
 
@@ -37,6 +45,14 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "messages": ("messages",),
     "prompt_completion": ("prompt", "completion"),
     "text": ("text",),
+}
+# the standard shape each format becomes
+_SHAPES: dict[str, str] = {
+    "alpaca": "messages",
+    "sharegpt": "messages",
+    "messages": "messages",
+    "prompt_completion": "prompt_completion",
+    "text": "text",
 }
 
 # ShareGPT speaker names seen in the wild (LLaMA-Factory, FastChat, Vicuna/Bard/Bing scrapes).
@@ -73,6 +89,15 @@ class DatasetFormatError(UserError):
     """
 
 
+@contextmanager
+def naming_dataset(path: str) -> Iterator[None]:
+    """Format errors raised inside this block name the dataset they are about."""
+    try:
+        yield
+    except DatasetFormatError as err:
+        raise DatasetFormatError(f"dataset '{path}': {err}") from None
+
+
 @dataclass
 class FormatReport:
     """What a conversion did, so silently dropped rows are visible in logs and run cards."""
@@ -81,6 +106,13 @@ class FormatReport:
     rows_in: int
     rows_out: int
     dropped: dict[str, int] = field(default_factory=dict)
+    formats: dict[str, int] = field(default_factory=dict)  # rows read per format, when the rows mix formats
+
+    def describe(self) -> str:
+        """ "kept/read (format or rows per format; dropped: reason count, ...)", for a stage's summary."""
+        kinds = ", ".join(f"{name} {rows}" for name, rows in self.formats.items()) or self.source_format
+        dropped = "; dropped: " + ", ".join(f"{reason} {rows}" for reason, rows in self.dropped.items())
+        return f"{self.rows_out}/{self.rows_in} ({kinds}{dropped if self.dropped else ''})"
 
 
 class _Drop(Exception):
@@ -136,8 +168,10 @@ def to_standard_columns(
     during detection, so a corpus with a ``content`` column works with just ``text_field="content"``.
     """
     columns = list(dataset.column_names)
+    formats: dict[str, int] = {}
     if data_format == "auto":
         source_format = detect_format("text" if c == text_field else c for c in columns)
+        formats = _mixed_formats(dataset, text_field, source_format)
     elif data_format in _REQUIRED:
         source_format = data_format
     else:
@@ -155,7 +189,12 @@ def to_standard_columns(
 
     function: Callable[..., dict[str, list]]
     fn_kwargs: dict[str, Any] = {}
-    if source_format == "alpaca":
+    if formats:
+        function, features = _mixed_batch, datasets.Features({"messages": _MESSAGES_FEATURE})
+        candidates = [name for name in _REQUIRED if name in formats]  # in detection order, as they were counted
+        fn_kwargs = {"candidates": candidates, "text_field": text_field, "fallback": source_format}
+        source_format = "+".join(formats)
+    elif source_format == "alpaca":
         function, features = _alpaca_batch, datasets.Features({"messages": _MESSAGES_FEATURE})
     elif source_format == "sharegpt":
         function, features = _sharegpt_batch, datasets.Features({"messages": _MESSAGES_FEATURE})
@@ -194,8 +233,82 @@ def to_standard_columns(
         rows_in=dataset.num_rows,
         rows_out=converted.num_rows,
         dropped=dict(sorted(dropped.items(), key=lambda item: (-item[1], item[0]))),
+        formats=formats,
     )
     return converted, report
+
+
+# --- rows of several formats in one dataset ----------------------------------------------------------------------
+
+
+def _format_columns(name: str, text_field: str) -> tuple[str, ...]:
+    return (text_field,) if name == "text" else _REQUIRED[name]
+
+
+def filled(table: pa.Table, column: str) -> np.ndarray:
+    """Which rows of an Arrow batch have a value in `column`."""
+    return pc.is_valid(table[column]).to_numpy(zero_copy_only=False)
+
+
+def count_row_formats(
+    dataset: datasets.Dataset,
+    columns: Sequence[str],
+    row_masks: Callable[[pa.Table], dict[str, np.ndarray]],
+    fallback: str,
+) -> dict[str, int]:
+    """Rows per format: each row under the first format whose mask (from `row_masks`, in order) holds for it, else
+    under `fallback`. Read as Arrow batches of `columns` only, so a large dataset is counted in seconds."""
+    counts: Counter[str] = Counter()
+    for table in dataset.select_columns(list(columns)).with_format("arrow").iter(batch_size=10_000):
+        left = np.ones(table.num_rows, dtype=bool)
+        for name, mask in row_masks(table).items():
+            counts[name] += int((mask & left).sum())
+            left &= ~mask
+        counts[fallback] += int(left.sum())
+    return {name: rows for name, rows in counts.most_common() if rows}
+
+
+def _mixed_formats(dataset: datasets.Dataset, text_field: str, detected: str) -> dict[str, int]:
+    """Rows per format when the rows are in more than one (a row is in the first format, in detection order, whose
+    columns it fills at all); {} when every row is in one. Refuses formats that make different shapes."""
+    present = {"text" if c == text_field else c for c in dataset.column_names}
+    candidates = [name for name, required in _REQUIRED.items() if present.issuperset(required)]
+    if len(candidates) < 2:
+        return {}
+
+    def masks(table: pa.Table) -> dict[str, np.ndarray]:
+        return {
+            name: np.logical_or.reduce([filled(table, c) for c in _format_columns(name, text_field)])
+            for name in candidates
+        }
+
+    needed = sorted({c for name in candidates for c in _format_columns(name, text_field)})
+    formats = count_row_formats(dataset, needed, masks, detected)
+    if len(formats) < 2:
+        return {}
+    shapes = {_SHAPES[name] for name in formats}
+    if len(shapes) > 1:
+        found = ", ".join(f"{name} ({rows} rows, becomes {_SHAPES[name]})" for name, rows in formats.items())
+        raise DatasetFormatError(
+            f"the rows mix formats that make different kinds of data: {found}; keep one kind per file, or set "
+            "data_format to read only one"
+        )
+    return formats
+
+
+def _row_format(row: dict[str, Any], candidates: list[str], text_field: str, fallback: str) -> str:
+    for name in candidates:
+        if any(row.get(c) is not None for c in _format_columns(name, text_field)):
+            return name
+    return fallback
+
+
+def _mixed_batch(batch: dict[str, list], candidates: list[str], text_field: str, fallback: str) -> dict[str, list]:
+    """Rows of several chat formats -> ``messages``, each row converted by its own format."""
+    converters = {"alpaca": _alpaca_row, "sharegpt": _sharegpt_row, "messages": _messages_row}
+    return _convert_rows(
+        batch, "messages", lambda row: converters[_row_format(row, candidates, text_field, fallback)](row)
+    )
 
 
 # --- batched converters -------------------------------------------------------------------------

@@ -1,15 +1,25 @@
 """Reading datasets from wherever users keep them: data files, `save_to_disk` folders, or the Hub.
 
 Everything comes back as a `datasets.Dataset`, so the rest of a recipe never cares where the data came from.
+A local file that cannot be read whole is a one-line error naming the file and, where there is one, the line:
+`datasets` reports broken JSON as a position in a block, reads a cut-short .zst as no rows, and passes bytes that
+are not UTF-8 through pyarrow's JSON reader to fail later, deep in a conversion; so when a load fails (or its text
+is not valid UTF-8) the file is read again here, line by line, to say where.
 """
 
 from __future__ import annotations
 
 import glob
+import json
+import lzma
 import os
 import re
+import zlib
+from collections.abc import Iterator
 
 import datasets
+import fsspec
+import pyarrow as pa
 from datasets import Dataset, DatasetDict
 
 from llm_recipes.configs import looks_local
@@ -25,6 +35,8 @@ BUILDERS = {
     ".txt": "text",
 }
 COMPRESSION_SUFFIXES = (".gz", ".zst", ".bz2", ".xz")
+# what a load of a broken local file raises from inside `datasets`, pyarrow or a decompressor
+READ_ERRORS = (datasets.exceptions.DatasetGenerationError, ValueError, OSError, EOFError, StopIteration)
 
 
 def builder_for(path: str) -> str:
@@ -52,7 +64,7 @@ def load_dataset_source(path: str, split: str = "train", name: str | None = None
         return datasets.load_dataset(path, name=name, split=split)
     except UserError:
         raise
-    except (datasets.exceptions.DatasetGenerationError, ValueError, OSError) as err:
+    except READ_ERRORS as err:
         cause = err.__cause__ or err
         first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise UserError(f"could not read dataset '{path}': {first_line}") from None
@@ -89,7 +101,18 @@ def _load_local(path: str, split: str) -> Dataset:
     builders = {builder_for(f) for f in data_files}
     if len(builders) > 1:
         raise UserError(f"'{path}' mixes file formats ({', '.join(sorted(builders))}); point at one kind")
-    return datasets.load_dataset(builders.pop(), data_files=data_files, split="train")
+    builder = builders.pop()
+    for data_file in data_files:
+        _check_whole_stream(data_file)
+        if builder == "json":
+            _check_not_one_object(data_file)
+    try:
+        dataset = datasets.load_dataset(builder, data_files=data_files, split="train")
+    except READ_ERRORS as err:
+        raise UserError(_read_error(path, data_files, builder, err)) from None
+    if builder == "json":
+        _check_utf8(dataset, data_files)
+    return dataset
 
 
 # The Hub's shard names, which the corpus stage also writes: data/train-00000-of-00004.parquet
@@ -114,3 +137,161 @@ def _has_known_suffix(path: str) -> bool:
     except UserError:
         return False
     return True
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Saying what is wrong with a file that did not load
+
+
+def _read_error(path: str, data_files: list[str], builder: str, err: BaseException) -> str:
+    for data_file in data_files:
+        problem = _file_problem(data_file, check_json=builder == "json")
+        if problem:
+            return problem
+    cause = err.__cause__ or err
+    if isinstance(cause, EOFError) and len(data_files) == 1:
+        return _cut_short(data_files[0])
+    text = str(cause).strip()
+    return f"could not read dataset '{path}': {text.splitlines()[0] if text else type(cause).__name__}"
+
+
+def _file_problem(data_file: str, check_json: bool = False) -> str | None:
+    """The first thing that stops `data_file` from being read whole, as one line naming the file (and line)."""
+    if not _zstd_complete(data_file):
+        return _cut_short(data_file)
+    try:
+        return _line_problem(data_file, check_json)
+    except EOFError:
+        return _cut_short(data_file)
+    except (OSError, lzma.LZMAError, zlib.error) as err:
+        return f"dataset file '{data_file}' cannot be read ({err})"
+
+
+def _line_problem(data_file: str, check_json: bool) -> str | None:
+    json_list = check_json and _first_byte(data_file) == b"["
+    for number, raw in _numbered_lines(data_file):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return (
+                f"dataset file '{data_file}' line {number} is not UTF-8 text (byte 0x{raw[err.start]:02x} at "
+                f"column {err.start + 1}); save the file as UTF-8"
+            )
+        if check_json and not json_list and line.strip():
+            problem = _json_line_problem(line)
+            if problem:
+                return f"dataset file '{data_file}' line {number} {problem}"
+    if json_list:  # one JSON document: the parser knows the line
+        with fsspec.open(data_file, "rt", compression="infer", encoding="utf-8-sig") as handle:
+            try:
+                json.load(handle)
+            except json.JSONDecodeError as err:
+                return f"dataset file '{data_file}' line {err.lineno} {_invalid_json(err)}"
+    return None
+
+
+def _numbered_lines(data_file: str) -> Iterator[tuple[int, bytes]]:
+    with fsspec.open(data_file, "rb", compression="infer") as handle:
+        for number, raw in enumerate(handle, start=1):
+            yield number, raw.removeprefix(b"\xef\xbb\xbf") if number == 1 else raw
+
+
+def _first_byte(data_file: str) -> bytes:
+    with fsspec.open(data_file, "rb", compression="infer") as handle:
+        return handle.read(4096).lstrip().removeprefix(b"\xef\xbb\xbf")[:1]
+
+
+def _json_line_problem(line: str) -> str | None:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        return _invalid_json(err)
+    if not isinstance(row, dict):
+        return f"is a JSON {type(row).__name__}, not an object (one row)"
+    return None
+
+
+def _invalid_json(err: json.JSONDecodeError) -> str:
+    reason = err.msg[:1].lower() + err.msg[1:]  # "Unterminated string starting at", "Expecting ',' delimiter"
+    return f"is not valid JSON: {reason.removesuffix(' at')} at column {err.colno}"
+
+
+def _cut_short(data_file: str) -> str:
+    return f"dataset file '{data_file}' is cut short: its compressed data ends early (an interrupted download or copy?)"
+
+
+def _zstd_complete(data_file: str) -> bool:
+    """Whether every zstd frame in the file ends. A truncated .zst decompresses without complaint to less data (or to
+    nothing, which `datasets` reports as a bare StopIteration), so it is checked before loading."""
+    if not data_file.lower().endswith(".zst"):
+        return True
+    import zstandard
+
+    in_frame = False
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    with open(data_file, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            while chunk:
+                in_frame = True
+                try:
+                    decompressor.decompress(chunk)
+                except zstandard.ZstdError:
+                    return False
+                if not decompressor.eof:
+                    break
+                in_frame = False  # a frame ended; what is left over starts the next one
+                chunk = decompressor.unused_data
+                decompressor = zstandard.ZstdDecompressor().decompressobj()
+    return not in_frame
+
+
+def _check_whole_stream(data_file: str) -> None:
+    if not _zstd_complete(data_file):
+        raise UserError(_cut_short(data_file))
+
+
+def _check_not_one_object(data_file: str) -> None:
+    """A `.json` file holding one object, not a list: `datasets` would read it as a single row (one preference pair,
+    one chat) and train on that. JSON Lines files named `.json` (one object per line) are fine."""
+    name = data_file.lower()
+    for suffix in COMPRESSION_SUFFIXES:
+        name = name.removesuffix(suffix)
+    try:
+        if not name.endswith(".json") or _first_byte(data_file) != b"{":
+            return
+    except (EOFError, OSError, lzma.LZMAError, zlib.error):
+        return  # unreadable: the load says why
+    with fsspec.open(data_file, "rt", compression="infer", encoding="utf-8-sig", errors="replace") as handle:
+        first_line = handle.readline()
+        try:
+            json.loads(first_line)
+        except ValueError:
+            whole = first_line + handle.read()  # an object spread over lines, or broken JSON (the load says where)
+        else:
+            if any(line.strip() for line in handle):
+                return  # JSON Lines
+            whole = first_line
+    try:
+        value = json.loads(whole)
+    except ValueError:
+        return
+    if isinstance(value, dict):
+        lists = [key for key, item in value.items() if isinstance(item, list) and item and isinstance(item[0], dict)]
+        hint = f" (are the rows the list under '{lists[0]}'? save that list alone)" if lists else ""
+        raise UserError(
+            f"dataset file '{data_file}' holds one JSON object, not a list of rows{hint}; write a list "
+            "([{...}, {...}]) or one object per line (.jsonl)"
+        )
+
+
+def _check_utf8(dataset: Dataset, data_files: list[str]) -> None:
+    """pyarrow's JSON reader keeps bytes that are not UTF-8 inside its strings; they fail only when a row is read.
+    A full validation of the loaded table finds them now (one pass in C++), and the file is read to say where."""
+    try:
+        dataset.data.table.validate(full=True)
+    except pa.ArrowInvalid:
+        for data_file in data_files:
+            problem = _file_problem(data_file)
+            if problem:
+                raise UserError(problem) from None
+        raise UserError(f"dataset files {data_files} hold text that is not UTF-8; save them as UTF-8") from None

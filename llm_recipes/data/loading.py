@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datasets import Dataset
 
 from llm_recipes.configs import DatasetSpec
-from llm_recipes.data.formats import FormatReport, to_standard_columns
+from llm_recipes.data.formats import FormatReport, naming_dataset, to_standard_columns
 from llm_recipes.data.io import load_dataset_source
 from llm_recipes.data.mixture import hold_out, mix_datasets
 from llm_recipes.errors import UserError
@@ -38,7 +38,8 @@ def load_standard(spec: DatasetSpec, num_proc: int | None = None) -> tuple[Datas
     dataset = load_dataset_source(spec.path, split=spec.split, name=spec.name)
     if len(dataset) == 0:
         raise UserError(f"dataset '{spec.path}' is empty")
-    return to_standard_columns(dataset, spec.format, text_field=spec.text_field, num_proc=num_proc)
+    with naming_dataset(spec.path):
+        return to_standard_columns(dataset, spec.format, text_field=spec.text_field, num_proc=num_proc)
 
 
 def load_training_data(
@@ -78,8 +79,6 @@ def load_training_data(
         if standard_shape(eval_dataset.column_names) != standard_shape(train.column_names):
             raise UserError(f"eval dataset '{eval_spec.path}' has a different shape from the training data")
     elif eval_size:
-        if eval_size >= 1 and eval_size >= len(train):
-            raise UserError(f"eval_split_size: {int(eval_size)} rows would leave no training data ({len(train)} rows)")
         train, eval_dataset = hold_out(train, eval_size, seed=seed)
 
     if max_train_samples is not None:

@@ -12,6 +12,11 @@ when the source has one. The shapes accepted:
   turns, as LLaMA-Factory's ``dpo_en_demo.json``;
 * ``hh_rlhf``: Anthropic HH-RLHF transcripts, ``"\\n\\nHuman: ...\\n\\nAssistant: ..."`` in ``chosen`` / ``rejected``.
 
+A file may mix shapes (half HH-RLHF transcripts, half prompt/chosen/rejected): each row is read by its own (a
+``conversations`` row is ShareGPT, a row with a ``prompt`` is explicit, a transcript is HH-RLHF, any other row has
+the shape detected for the file) and the report counts rows per shape; one conversational shape makes every pair a
+conversation (a string prompt becomes a user turn).
+
 TRL can extract an implicit prompt itself, but not from transcripts or ShareGPT rows, and its trainers differ in
 what they accept; converting once here gives every stage the same explicit shape. The turn parsing is shared with
 the SFT converters in ``formats.py``. Like there, rows that cannot be used are dropped and counted by reason.
@@ -26,6 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset
 
 from llm_recipes.configs import PREFERENCE_FORMATS
@@ -40,6 +48,9 @@ from llm_recipes.data.formats import (
     _Drop,
     _keep_batch,
     _turns,
+    count_row_formats,
+    filled,
+    naming_dataset,
     to_standard_columns,
 )
 from llm_recipes.data.io import load_dataset_source
@@ -71,8 +82,11 @@ _HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant|H|A):[ \t]?")
 _HH_ROLES = {"Human": "user", "H": "user", "Assistant": "assistant", "A": "assistant"}
 
 
+_HH_START = re.compile(r"(?:^|\n\n)(Human|H):")
+
+
 def _is_hh_transcript(value: Any) -> bool:
-    return isinstance(value, str) and bool(re.search(r"(?:^|\n\n)(Human|H):", value)) and "Assistant:" in value
+    return isinstance(value, str) and bool(_HH_START.search(value)) and "Assistant:" in value
 
 
 def _is_messages(value: Any) -> bool:
@@ -115,8 +129,10 @@ def to_preference_columns(
     if len(ds) == 0:
         raise DatasetFormatError("the preference dataset has no rows")
     first_row = ds[0]
+    formats: dict[str, int] = {}
     if data_format == "auto":
         source_format = detect_preference_format(columns, first_row)
+        formats = _mixed_preference_formats(ds, source_format)
     else:
         source_format = data_format
         missing = [c for c in _REQUIRED[source_format] if c not in columns]
@@ -125,7 +141,7 @@ def to_preference_columns(
                 f"data_format {source_format!r} needs column(s) {missing}, but the dataset has {columns}"
             )
 
-    conversational = source_format in _CONVERSATIONAL_SOURCES or any(
+    conversational = any(name in _CONVERSATIONAL_SOURCES for name in formats or [source_format]) or any(
         _is_messages(first_row.get(column)) for column in ("prompt", "chosen", "rejected")
     )
     text_feature = _MESSAGES_FEATURE if conversational else datasets.Value("string")
@@ -137,11 +153,11 @@ def to_preference_columns(
     converted = ds.map(
         _convert_batch,
         batched=True,
-        fn_kwargs={"source_format": source_format, "conversational": conversational},
+        fn_kwargs={"source_format": source_format, "conversational": conversational, "mixed": bool(formats)},
         remove_columns=columns,
         features=features,
         num_proc=num_proc,
-        desc=f"Converting {source_format} preferences to prompt/chosen/rejected",
+        desc=f"Converting {'+'.join(formats) or source_format} preferences to prompt/chosen/rejected",
     )
     dropped = {reason: n for reason, n in Counter(converted[_DROP]).items() if reason is not None}
     if dropped:
@@ -150,12 +166,46 @@ def to_preference_columns(
         )
     converted = converted.remove_columns(_DROP)
     report = FormatReport(
-        source_format=source_format,
+        source_format="+".join(formats) or source_format,
         rows_in=ds.num_rows,
         rows_out=converted.num_rows,
         dropped=dict(sorted(dropped.items(), key=lambda item: (-item[1], item[0]))),
+        formats=formats,
     )
     return converted, report
+
+
+def _row_masks(table: pa.Table) -> dict[str, np.ndarray]:
+    """Which rows of an Arrow batch show their own shape: a ShareGPT conversation, a prompt, an HH transcript."""
+    masks = {}
+    if "conversations" in table.column_names:
+        masks["sharegpt"] = filled(table, "conversations")
+    if "prompt" in table.column_names:
+        masks["prompt_chosen_rejected"] = filled(table, "prompt")
+    chosen = table["chosen"]
+    if pa.types.is_string(chosen.type) or pa.types.is_large_string(chosen.type):
+        starts = pc.match_substring_regex(chosen, _HH_START.pattern)  # RE2 reads `^` as Python's re does
+        transcript = pc.and_(starts, pc.match_substring(chosen, "Assistant:"))
+        masks["hh_rlhf"] = pc.fill_null(transcript, False).to_numpy(zero_copy_only=False)
+    return masks
+
+
+def _mixed_preference_formats(ds: Dataset, detected: str) -> dict[str, int]:
+    """Pairs per shape when the rows are in more than one; {} when every row has the shape detected."""
+    columns = [c for c in ("conversations", "prompt", "chosen") if c in ds.column_names]
+    formats = count_row_formats(ds, columns, _row_masks, detected)
+    return formats if len(formats) > 1 else {}
+
+
+def _row_format(row: dict[str, Any], fallback: str) -> str:
+    """A row's own shape, as `_row_masks` sees it."""
+    if row.get("conversations") is not None:
+        return "sharegpt"
+    if row.get("prompt") is not None:
+        return "prompt_chosen_rejected"
+    if _is_hh_transcript(row.get("chosen")):
+        return "hh_rlhf"
+    return fallback
 
 
 # --- one row -----------------------------------------------------------------------------------------------------
@@ -273,15 +323,18 @@ def _check_pair(prompt: Any, chosen: Any, rejected: Any) -> None:
         raise _Drop("chosen equals rejected")
 
 
-def _convert_batch(batch: dict[str, list], source_format: str, conversational: bool) -> dict[str, list]:
-    """Preference rows of `source_format` -> prompt/chosen/rejected(/margin), plus the drop-reason column."""
-    convert_row = _ROW_CONVERTERS[source_format]
+def _convert_batch(
+    batch: dict[str, list], source_format: str, conversational: bool, mixed: bool = False
+) -> dict[str, list]:
+    """Preference rows of `source_format` (or, `mixed`, each of its own shape) -> prompt/chosen/rejected(/margin),
+    plus the drop-reason column."""
     out: dict[str, list] = {"prompt": [], "chosen": [], "rejected": [], _DROP: []}
     if "margin" in batch:
         out["margin"] = []
     names = list(batch)
     for values in zip(*(batch[name] for name in names), strict=True):
         row = dict(zip(names, values, strict=True))
+        convert_row = _ROW_CONVERTERS[_row_format(row, source_format) if mixed else source_format]
         try:
             prompt, chosen, rejected = convert_row(row, conversational)
             _check_pair(prompt, chosen, rejected)
@@ -331,17 +384,17 @@ def _load_split(
     dataset = load_dataset_source(path, split=split)
     if len(dataset) == 0:
         raise UserError(f"dataset '{path}' is empty")
-    train, report = convert(dataset)
+    with naming_dataset(path):
+        train, report = convert(dataset)
     if len(train) == 0:
         raise UserError(f"dataset '{path}': no usable rows after conversion ({report.dropped})")
     reports = [(path, report)]
     eval_dataset = None
     if eval_path:
-        eval_dataset, eval_report = convert(load_dataset_source(eval_path, split=split))
+        with naming_dataset(eval_path):
+            eval_dataset, eval_report = convert(load_dataset_source(eval_path, split=split))
         reports.append((eval_path, eval_report))
     elif eval_size:
-        if eval_size >= 1 and eval_size >= len(train):
-            raise UserError(f"eval_split_size: {int(eval_size)} rows would leave no training data ({len(train)} rows)")
         train, eval_dataset = hold_out(train, eval_size, seed=seed)
     if max_train_samples is not None:
         train = train.select(range(min(max_train_samples, len(train))))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_recipes.configs import DatasetSpec, looks_local
+from llm_recipes.data.formats import FormatReport
 from llm_recipes.errors import UserError
 from llm_recipes.evaluation.generation import Prompt
 
@@ -25,6 +26,7 @@ class EvalData:
     texts: list[str]  # scored for perplexity
     prompts: list[Prompt] = field(default_factory=list)  # empty for plain text
     references: list[str] = field(default_factory=list)
+    report: FormatReport | None = None  # what reading it in standard columns kept and dropped
 
     @property
     def name(self) -> str:
@@ -88,7 +90,7 @@ def load_eval_data(
     if max_samples is not None:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
     rows = list(dataset)
-    data = EvalData(path=path, split=split, texts=[row_text(row) for row in rows])
+    data = EvalData(path=path, split=split, texts=[row_text(row) for row in rows], report=report)
     shape = standard_shape(dataset.column_names)
     if shape == "messages":
         for row in rows:
