@@ -83,6 +83,8 @@ def main(args: EvaluateArguments) -> dict:
         "report": str(report_path),
         "seconds": round(run.seconds, 1),
     }
+    for data in {id(d): d for d in (inputs.data, inputs.perplexity_data) if d is not None and d.report}.values():
+        summary[f"rows kept from {data.path}"] = data.report.describe()
     run.inputs = {"models": paths, "dataset": args.dataset_path, "reward_model": args.reward_model}
     run.write({"script": args}, {"models": {r.path: r.all_metrics() for r in results}, **summary})
     print(report.text_table(header, rows))

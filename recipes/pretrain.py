@@ -98,7 +98,7 @@ def _check_model_source(script_args: PretrainScriptArguments) -> None:
     if script_args.preset and script_args.preset not in preset_names():
         raise UserError(f"preset: unknown '{script_args.preset}'; choose from {', '.join(preset_names())}")
     if script_args.config_name and looks_local(script_args.config_name):
-        check_model_path(script_args.config_name, "config_name")
+        check_model_path(script_args.config_name, "config_name", weights=False)
     tokenizer_path = script_args.tokenizer_name_or_path or script_args.model_name_or_path
     if not tokenizer_path:
         raise UserError("tokenizer_name_or_path is required when training from scratch (train one first)")
@@ -318,7 +318,7 @@ def _summary(script_args, trainer, blocks, facts, train_result, before, eval_met
         "tokens/s (training)": round(session_tokens / runtime) if runtime else None,
     }
     for source, report in facts["reports"]:
-        summary[f"rows kept from {source}"] = f"{report.rows_out}/{report.rows_in} ({report.source_format})"
+        summary[f"rows kept from {source}"] = report.describe()
     return summary
 
 

@@ -76,6 +76,7 @@ def build_trainer(script_args: RewardScriptArguments, training_args: RewardConfi
     from trl import get_peft_config
 
     from llm_recipes.chat import ensure_chat_template, read_chat_template
+    from llm_recipes.data.mixture import check_batches
     from llm_recipes.data.preferences import load_preference_data
     from llm_recipes.modeling import load_tokenizer
     from llm_recipes.rewards import load_reward_model_for_training, pairwise_metrics, record_reward_input
@@ -129,17 +130,21 @@ def build_trainer(script_args: RewardScriptArguments, training_args: RewardConfi
         peft_config=peft_config,
     )
     check_pairs_fit(len(data.train), len(trainer.train_dataset), training_args.max_length)
+    if data.eval is not None:
+        check_pairs_fit(len(data.eval), len(trainer.eval_dataset), training_args.max_length, "eval")
+    eval_pairs = len(trainer.eval_dataset) if data.eval is not None else None
+    check_batches(len(trainer.train_dataset), eval_pairs, training_args, "pairs")
     return trainer, data
 
 
-def check_pairs_fit(pairs: int, kept: int, max_length: int | None) -> None:
+def check_pairs_fit(pairs: int, kept: int, max_length: int | None, which: str = "training") -> None:
     """RewardTrainer drops pairs longer than max_length rather than cutting them (a cut answer is another
     answer): an error when none is left, a warning when most are gone."""
     if kept == 0:
-        raise UserError(f"all {pairs} training pairs are longer than max_length={max_length} tokens; raise max_length")
+        raise UserError(f"all {pairs} {which} pairs are longer than max_length={max_length} tokens; raise max_length")
     if kept < pairs / 2:
         left_out = pairs - kept
-        print(f"warning: {left_out} of {pairs} training pairs are longer than max_length={max_length}; left out")
+        print(f"warning: {left_out} of {pairs} {which} pairs are longer than max_length={max_length}; left out")
 
 
 def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_args: ModelConfig) -> dict:
@@ -172,6 +177,9 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_
         "unusable pairs (dropped)": sum(sum(report.dropped.values()) for _, report in data.reports),
         "pairs over max_length (dropped)": len(data.train) - len(trainer.train_dataset),
         "eval pairs": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
+        "eval pairs over max_length (dropped)": (
+            len(data.eval) - len(trainer.eval_dataset) if data.eval is not None else None
+        ),
         "margin in loss": "margin" in data.train.column_names,
         "optimizer steps": state.global_step,
         "trainable parameters": trainable,
@@ -183,6 +191,7 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_
         "eval pairwise accuracy": eval_metrics.get("eval_pairwise_accuracy"),
         "eval mean margin": eval_metrics.get("eval_mean_margin"),
         "seconds": round(run.seconds, 1),
+        **{f"rows kept from {source}": report.describe() for source, report in data.reports},
     }
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(training_args.output_dir)

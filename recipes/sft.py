@@ -63,6 +63,7 @@ def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, mod
     from llm_recipes.chat import ensure_chat_template, read_chat_template, set_stop_tokens
     from llm_recipes.configs import DatasetSpec
     from llm_recipes.data.loading import load_training_data
+    from llm_recipes.data.mixture import check_batches
     from llm_recipes.modeling import freeze_for_partial_finetuning, load_causal_lm, load_tokenizer
 
     # Data: every source converted to TRL's standard columns, mixed by weight, eval held out
@@ -77,6 +78,7 @@ def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, mod
             seed=training_args.seed,
             num_proc=training_args.dataset_num_proc,
         )
+    check_batches(len(data.train), len(data.eval) if data.eval is not None else None, training_args)
     if data.shape != "messages":
         # assistant-only loss is for conversations; prompt/completion data gets TRL's completion-only loss instead
         training_args.assistant_only_loss = False
