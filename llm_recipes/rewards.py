@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from llm_recipes.configs.code import check_code_exists, imports_code, split_code_spec
 from llm_recipes.errors import UserError
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "record_reward_input",
     "reward_function_from_path",
     "reward_model_function",
+    "check_reward_function",
     "check_rl_arguments",
     "load_rl_inputs",
     "reward_functions_for",
@@ -248,10 +250,8 @@ def _import_module(module_name: str, spec: str) -> Any:
 
 def reward_function_from_path(spec: str) -> RewardFunction:
     """``"package.module:function"`` (or ``"path/to/file.py:function"``) -> the TRL-style reward function it names,
-    ``fn(prompts, completions, **kwargs) -> list[float]``."""
-    module_name, sep, function_name = spec.rpartition(":")
-    if not sep or not module_name or not function_name.isidentifier():
-        raise UserError(f"reward_function: '{spec}' must look like package.module:function")
+    ``fn(prompts, completions, **kwargs) -> list[float]``. Imports it: the module's code runs."""
+    module_name, function_name = split_code_spec(spec, "reward_function")
     module = _import_module(module_name, spec)
     function = getattr(module, function_name, None)
     if function is None:
@@ -268,6 +268,15 @@ def reward_function_from_path(spec: str) -> RewardFunction:
     except ValueError:
         pass  # builtins without a signature: trust them
     return function
+
+
+def check_reward_function(spec: str) -> None:
+    """A config check of `reward_function`: imported and its signature checked, so a typo fails before any model
+    loads -- except within `code_not_imported()` (a dry run), where the file or module need only exist."""
+    if imports_code():
+        reward_function_from_path(spec)
+    else:
+        check_code_exists(spec, "reward_function")
 
 
 def reward_functions_for(
@@ -342,7 +351,7 @@ def check_rl_arguments(script_args: Any, training_args: Any, model_args: Any) ->
     if script_args.reward_model_path is not None:
         check_model_path(script_args.reward_model_path, "reward_model_path")
     else:
-        reward_function_from_path(script_args.reward_function)  # imports it now: a typo fails before any model loads
+        check_reward_function(script_args.reward_function)
     check_quantized_training(model_args)
     check_eval_data(script_args, training_args)
 

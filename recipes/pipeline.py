@@ -47,6 +47,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace]:
 
 
 def main(args: argparse.Namespace) -> list:
+    from llm_recipes.configs.code import code_not_imported
     from llm_recipes.pipeline.dry_run import describe_plan
     from llm_recipes.pipeline.report import format_results, write_report
     from llm_recipes.pipeline.runner import (
@@ -67,7 +68,7 @@ def main(args: argparse.Namespace) -> list:
     # Every stage's config, resolved and checked before the first one starts
     config_paths = write_stage_configs(plan, config_dir)
     if args.dry_run:
-        with checks_as_on_a_gpu_machine() as relaxed:
+        with checks_as_on_a_gpu_machine() as relaxed, code_not_imported():  # runs nothing: code is only found
             check_plan(plan, config_paths)
         statuses = stage_statuses(plan, PipelineState(settings.run_dir), restart=args.restart, rerun=args.rerun)
         print(describe_plan(plan, settings, statuses, str(config_dir)))

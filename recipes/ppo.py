@@ -44,7 +44,7 @@ PPO_DEFAULTS = dict(eval_split_size=0.1, max_eval_samples=256)
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[PPOScriptArguments, PPOConfig, ModelConfig]:
     """Parse and check the config: everything a user can get wrong fails here, before a model is loaded."""
-    from llm_recipes.rewards import reward_function_from_path
+    from llm_recipes.rewards import check_reward_function
 
     script_args, config, model_args = parse_config((PPOScriptArguments, PPOConfig, ModelConfig), argv, **PPO_DEFAULTS)
     if not script_args.dataset_path:
@@ -58,7 +58,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PPOScriptArguments, P
     if script_args.reward_model_path:
         check_model_path(script_args.reward_model_path, "reward_model_path")
     else:
-        reward_function_from_path(script_args.reward_function)
+        check_reward_function(script_args.reward_function)  # imported now (a dry run only finds it)
     if script_args.value_model_path:
         check_model_path(script_args.value_model_path, "value_model_path")
     if config.rollout_batch_size % config.mini_batch_size:

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from llm_recipes.configs.code import check_code_exists, imports_code
 from llm_recipes.data.normalize import build_steps
 from llm_recipes.errors import UserError
 
@@ -743,8 +744,10 @@ class CallableFilter(Filter):
     A function object must be importable by name (module level, no lambda) so worker processes can receive it."""
 
     def __init__(self, fn: Callable[[str], bool] | str, name: str | None = None):
-        if isinstance(fn, str):
+        if isinstance(fn, str) and imports_code():
             import_callable(fn)  # fail now, not in a worker
+        elif isinstance(fn, str):
+            check_code_exists(fn, "callable filter")  # a config check that must run nothing (a dry run)
         else:
             if not callable(fn):
                 raise UserError(f"callable filter: fn must be a function or 'module:function', got {fn!r}")

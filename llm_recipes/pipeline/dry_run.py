@@ -101,4 +101,50 @@ def describe_plan(
     ]
     if notes:
         lines += ["", "estimates assume:", *(f"  {note}" for note in notes)]
+    code = code_references(plan)
+    if code:
+        lines += ["", "code a real run will import and run (checked to exist; this dry run ran none of it):"]
+        lines += [f"  {reference}" for reference in code]
     return "\n".join(lines)
+
+
+def code_references(plan: list[StagePlan]) -> list[str]:
+    """The code the running stages will execute, from the config fields that name it: a `reward_function`, the
+    `callable` filter steps of clean-corpus, and a model's own Python where `trust_remote_code` is on."""
+    references = []
+    for step in plan:
+        if step.action != "run":
+            continue
+        section = step.config
+        if section.get("reward_function"):
+            references.append(f"{step.stage}: reward_function {_located(section['reward_function'])}")
+        if step.stage == "clean-corpus":
+            references += [f"{step.stage}: callable filter {_located(spec)}" for spec in _callable_filters(section)]
+        if section.get("trust_remote_code"):
+            references.append(f"{step.stage}: trust_remote_code: true (the Python files its model folders carry)")
+    return references
+
+
+def _located(spec: str) -> str:
+    """`file.py:function` with the file's full path (the one that will run); a module spec as it is."""
+    module = str(spec).rpartition(":")[0]
+    if module.endswith(".py") and _normalized(module) != module:
+        return f"{spec} ({_normalized(module)})"
+    return str(spec)
+
+
+def _callable_filters(value: Any) -> list[str]:
+    """Every `callable: {fn: module:function}` in a clean-corpus section, at any depth (a step, or a filter list)."""
+    if isinstance(value, list):
+        return [spec for item in value for spec in _callable_filters(item)]
+    if not isinstance(value, dict):
+        return []
+    found = []
+    for key, item in value.items():
+        if key == "callable" and isinstance(item, dict) and isinstance(item.get("fn"), str):
+            found.append(item["fn"])
+        elif key == "callable" and isinstance(item, str):
+            found.append(item)
+        else:
+            found += _callable_filters(item)
+    return found
