@@ -6,7 +6,37 @@ on held-out prompts before and after, and save the policy with its tokenizer, ge
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The ids that end a completion, as TRL's GRPO and RLOO trainers collect them: the tokenizer's EOS and the
+    generation config's."""
+    configured = model.generation_config.eos_token_id
+    configured = configured if isinstance(configured, list) else [configured]
+    return [i for i in dict.fromkeys([tokenizer.eos_token_id, *configured]) if i is not None]
+
+
+def missing_eos_penalty_function(penalty: float, eos_ids: Sequence[int]) -> Callable[..., list[float]]:
+    """A TRL reward function worth -`penalty` for a completion that never ended (cut at max_completion_length: its
+    last id is no EOS), 0 otherwise. TRL adds it to the stage's reward and logs it as rewards/missing_eos_penalty."""
+    ends = frozenset(eos_ids)
+
+    def missing_eos_penalty(prompts: Any, completions: Any, completion_ids: Any, **kwargs: Any) -> list[float]:
+        return [0.0 if ids and ids[-1] in ends else -float(penalty) for ids in completion_ids]
+
+    return missing_eos_penalty
+
+
+def with_missing_eos_penalty(rewards: list, penalty: float | None, eos_ids: Sequence[int], training_args: Any) -> list:
+    """The stage's reward plus the missing-EOS penalty (when there is one), its weight 1 beside the user's."""
+    if not penalty:
+        return rewards
+    weights = getattr(training_args, "reward_weights", None)
+    if weights is not None and len(weights) == len(rewards):
+        training_args.reward_weights = [*weights, 1.0]
+    return [*rewards, missing_eos_penalty_function(penalty, eos_ids)]
 
 
 def build_online_rl_trainer(trainer_class: type, script_args: Any, training_args: Any, model_args: Any):
@@ -14,6 +44,9 @@ def build_online_rl_trainer(trainer_class: type, script_args: Any, training_args
     from llm_recipes.rewards import load_rl_inputs
 
     data, model, tokenizer, rewards, peft_config = load_rl_inputs(script_args, training_args, model_args)
+    # TRL scores a completion cut at max_completion_length as if it had ended; the penalty makes ending pay
+    eos_ids = eos_token_ids(model, tokenizer)
+    rewards = with_missing_eos_penalty(rewards, script_args.missing_eos_penalty, eos_ids, training_args)
     trainer = trainer_class(
         model=model,
         reward_funcs=rewards,

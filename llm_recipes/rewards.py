@@ -306,11 +306,14 @@ def rl_summary(
     parameters: tuple[int, int],
     seconds: float,
 ) -> dict[str, Any]:
-    """What an RL stage (GRPO, RLOO) reports: how much it trained and how the reward moved."""
+    """What an RL stage (GRPO, RLOO) reports: how much it trained and how the reward moved. The reward is the
+    stage's own (reward model or function), without the missing-EOS penalty TRL adds to it, as PPO's score is."""
     from llm_recipes.training import last_logged
 
     history = trainer.state.log_history
-    rewards = [entry["reward"] for entry in history if "reward" in entry]
+    names = getattr(trainer, "reward_func_names", None)
+    key = f"rewards/{names[0]}/mean" if names else "reward"
+    rewards = [entry[key] for entry in history if key in entry]
     trainable, total = parameters
     return {
         "conversational prompts": data.conversational,
@@ -323,9 +326,10 @@ def rl_summary(
         "first train reward": rewards[0] if rewards else None,
         "final train reward": rewards[-1] if rewards else None,
         "final KL": last_logged(history, "kl"),
+        "final share cut without EOS": last_logged(history, "completions/clipped_ratio"),
         "mean train loss": train_result.training_loss,
-        "eval reward before": eval_before.get("eval_reward"),
-        "eval reward after": eval_after.get("eval_reward"),
+        "eval reward before": eval_before.get(f"eval_{key}"),
+        "eval reward after": eval_after.get(f"eval_{key}"),
         "seconds": round(seconds, 1),
     }
 

@@ -55,8 +55,8 @@ class DPOScriptArguments(PreferenceDataArguments):
 
 
 @dataclass
-class RLScriptArguments:
-    """What the GRPO and RLOO recipes need beyond TRL's configs: prompts and exactly one reward."""
+class PromptRewardArguments:
+    """Prompts and exactly one reward (a reward model or a Python function): what GRPO, RLOO and PPO read."""
 
     dataset_path: str | None = field(
         default=None,
@@ -93,6 +93,20 @@ class RLScriptArguments:
     )
 
 
+@dataclass
+class RLScriptArguments(PromptRewardArguments):
+    """What the GRPO and RLOO recipes need beyond TRL's configs: prompts, exactly one reward, and what a completion
+    that never ends costs (PPO's `missing_eos_penalty` is in its `PPOConfig`)."""
+
+    missing_eos_penalty: float | None = field(
+        default=1.0,
+        metadata={
+            "help": "Subtracted from the reward of a completion cut at max_completion_length without an EOS, which "
+            "would otherwise be scored as if finished (0 or null: none)."
+        },
+    )
+
+
 RANGE_CHECKS["center_rewards_coefficient"] = (lambda v: v is None or v >= 0, "must be >= 0 (0.01 is usual)")
 RANGE_CHECKS["reward_batch_size"] = (lambda v: v >= 1, "must be >= 1")
 RANGE_CHECKS["beta"] = (lambda v: v >= 0, "must be >= 0")
@@ -107,7 +121,7 @@ PPO_LR_SCHEDULES = ("linear", "cosine", "constant")
 
 
 @dataclass
-class PPOScriptArguments(RLScriptArguments):
+class PPOScriptArguments(PromptRewardArguments):
     """What the PPO recipe needs beyond `PPOConfig` and `ModelConfig`: prompts, exactly one reward (a reward model
     or a Python function), and where the value model starts."""
 
@@ -177,8 +191,11 @@ class PPOConfig:
         metadata={"help": "A response ends at its first EOS (tokens after it are not part of the episode)."},
     )
     missing_eos_penalty: float | None = field(
-        default=None,
-        metadata={"help": "Subtracted from the score of a response that reaches response_length without an EOS."},
+        default=1.0,
+        metadata={
+            "help": "Subtracted from the score of a response cut at response_length without an EOS, which would "
+            "otherwise be scored as if finished (0 or null: none)."
+        },
     )
     # KL to the reference policy
     kl_coef: float = field(default=0.05, metadata={"help": "Weight of the per-token KL penalty (its start value)."})
