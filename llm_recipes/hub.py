@@ -40,14 +40,37 @@ INPUT_MODEL_KEYS = ("model", "base_model")
 INPUT_DATASET_KEYS = ("datasets", "dataset", "inputs")
 
 DEFAULT_INTENDED_USE = (
-    "Text generation: research, experiments and as a starting point for further fine-tuning. Check the training "
-    "data and the evaluation results below before relying on it for anything else."
+    "{use}: research, experiments and as a starting point for further fine-tuning. Check the training data and the "
+    "evaluation results below before relying on it for anything else."
 )
 DEFAULT_LIMITATIONS = (
-    "The model knows only what its base model and the data listed below taught it; it can produce false, biased or "
-    "offensive text, and it has not been evaluated for safety. Small models and short training runs (see the "
-    "training procedure) generate text of limited quality."
+    "The model knows only what its base model and the data listed below taught it; {errs}, and it has not been "
+    "evaluated for safety. Small models and short training runs (see the training procedure) give results of "
+    "limited quality."
 )
+# What a folder's model does, by the end of its architecture's name in config.json (or an adapter's PEFT task type):
+# the Hub's pipeline tag, what the card calls the model, and its use
+ARCHITECTURE_TASKS = {
+    "ForCausalLM": "text-generation",
+    "ForSequenceClassification": "text-classification",
+    "ForTokenClassification": "token-classification",
+    "ForQuestionAnswering": "question-answering",
+    "ForMaskedLM": "fill-mask",
+}
+PEFT_TASKS = {
+    "CAUSAL_LM": "text-generation",
+    "SEQ_CLS": "text-classification",
+    "TOKEN_CLS": "token-classification",
+    "QUESTION_ANS": "question-answering",
+}
+TASK_NAMES = {  # task -> (the model, its use)
+    "text-generation": ("A causal language model", "Text generation"),
+    "text-classification": ("A text classification model", "Text classification"),
+    "token-classification": ("A token classification model", "Token classification (tagging)"),
+    "question-answering": ("An extractive question answering model", "Extractive question answering"),
+    "fill-mask": ("A masked language model", "Filling in masked words and fine-tuning for other tasks"),
+    "reward": ("A reward model (one score for a prompt and its response)", "Scoring responses (RL, ranking)"),
+}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -280,6 +303,9 @@ class FolderFacts:
     quantization: str | None
     chat: bool
     gguf_files: list[str]
+    task: str = "text-generation"  # the Hub's pipeline tag
+    reward_input: str | None = None  # a reward model's: how it reads a response ("conversational" or "text")
+    custom_pipeline: bool = False  # config.json names a pipeline whose code is in the folder
 
 
 def folder_facts(folder: Path) -> FolderFacts:
@@ -294,6 +320,9 @@ def folder_facts(folder: Path) -> FolderFacts:
     method = None
     if adapter is not None:
         method = "DoRA" if adapter.get("use_dora") else str(adapter.get("peft_type", "adapter")).replace("LORA", "LoRA")
+    architectures = config.get("architectures") or [""]
+    task = PEFT_TASKS.get(str((adapter or {}).get("task_type")))
+    task = task or next((t for end, t in ARCHITECTURE_TASKS.items() if architectures[0].endswith(end)), None)
     return FolderFacts(
         kind="adapter" if adapter is not None else "model",
         base_model=adapter.get("base_model_name_or_path") if adapter else None,
@@ -301,6 +330,9 @@ def folder_facts(folder: Path) -> FolderFacts:
         quantization=quantization_of(config),
         chat=chat,
         gguf_files=sorted(p.name for p in folder.glob("*.gguf")),
+        task=task or "text-generation",
+        reward_input=_reward_input(folder, config, task, chat),
+        custom_pipeline=bool((config.get("custom_pipelines") or {}).get(task)),
     )
 
 
@@ -338,7 +370,7 @@ def build_model_card(
         license=options.license,
         language=options.language,
         library_name="peft" if facts.kind == "adapter" else "transformers",
-        pipeline_tag="text-generation",
+        pipeline_tag=facts.task,
         tags=card_tags(stages, facts, [*(options.tags or []), *options.extra_tags]),
         eval_results=(evaluation.results or None) if evaluation else None,
     )
@@ -350,8 +382,8 @@ def build_model_card(
         usage=usage_snippet(model_id, facts),
         evaluation=_evaluation_section(evaluation),
         training=_training_section(stages),
-        intended_use=options.intended_use or DEFAULT_INTENDED_USE,
-        limitations=options.limitations or DEFAULT_LIMITATIONS,
+        intended_use=options.intended_use or DEFAULT_INTENDED_USE.format(use=_task_name(facts)[1]),
+        limitations=options.limitations or DEFAULT_LIMITATIONS.format(errs=_task_errors(facts)),
         versions=_versions(stages),
     )
     check_card(card)
@@ -438,9 +470,11 @@ CARD_TEMPLATE = """---
 
 
 def usage_snippet(model_id: str, facts: FolderFacts) -> str:
-    """Code that loads `model_id` the way its folder needs and generates (the tests run it)."""
+    """Code that loads `model_id` the way its folder needs and generates, scores or labels (the tests run it)."""
     needs = "  # needs bitsandbytes installed" if facts.quantization else ""
-    if facts.kind == "adapter":
+    if facts.task != "text-generation":
+        code = _task_usage(model_id, facts, needs)
+    elif facts.kind == "adapter":
         if facts.chat:
             prompt = (
                 'messages = [{"role": "user", "content": "What is 2 plus 3?"}]\n'
@@ -482,8 +516,94 @@ def usage_snippet(model_id: str, facts: FolderFacts) -> str:
     return text
 
 
+def _task_usage(model_id: str, facts: FolderFacts, needs: str) -> str:
+    """Usage of a model that does not generate: a classifier, a tagger, an extractive QA model, a masked LM."""
+    if facts.reward_input:
+        return _reward_usage(model_id, facts, needs)
+    if facts.kind == "adapter":
+        auto = {"text-classification": "SequenceClassification", "token-classification": "TokenClassification"}
+        auto_class = f"AutoPeftModelFor{auto.get(facts.task, 'QuestionAnswering')}"
+        return (
+            f"from peft import {auto_class}\nfrom transformers import AutoTokenizer\n\n"
+            f'model = {auto_class}.from_pretrained("{model_id}")  # the base model, with the adapter\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{model_id}")\n'
+            'print(model(**tokenizer("The cat is blue.", return_tensors="pt")).logits)\n'
+        )
+    load = "from transformers import pipeline\n\n"
+    if facts.task == "question-answering":
+        remote = ", trust_remote_code=True" if facts.custom_pipeline else ""
+        note = "# the pipeline's code is in this repository (config.json names it): read it before you run it\n"
+        return (
+            f"{load}{note if remote else ''}"
+            f'answerer = pipeline("question-answering", model="{model_id}"{remote}){needs}\n'
+            'print(answerer(question="What colour is the cat?", context="The cat is blue. The dog is red."))\n'
+        )
+    if facts.task == "fill-mask":
+        return (
+            f'{load}unmasker = pipeline("fill-mask", model="{model_id}"){needs}\n'
+            'print(unmasker(f"The cat is {unmasker.tokenizer.mask_token}."))\n'
+        )
+    tagging = facts.task == "token-classification"
+    name, options = ("tagger", ', aggregation_strategy="simple"') if tagging else ("classifier", "")
+    call = f'print({name}("The cat is blue."))\n'
+    return f'{load}{name} = pipeline("{facts.task}", model="{model_id}"{options}){needs}\n{call}'
+
+
+def _reward_usage(model_id: str, facts: FolderFacts, needs: str) -> str:
+    """A reward model scores a prompt and its response as the reward stage trained it (llm_recipes.rewards)."""
+    if facts.reward_input == "conversational":
+        text = (
+            'messages = [{"role": "user", "content": "What is 2 plus 3?"}, {"role": "assistant", "content": "5"}]\n'
+            "text = tokenizer.apply_chat_template(messages, tokenize=False)  # it holds its special tokens\n"
+        )
+        special = ", add_special_tokens=False"
+    else:
+        text = 'text = "What is 2 plus 3?\\n5" + (tokenizer.eos_token or "")  # the score is read at the end\n'
+        special = ""
+    if facts.kind == "adapter":
+        return (
+            "from peft import AutoPeftModelForSequenceClassification\nfrom transformers import AutoTokenizer\n\n"
+            f'model = AutoPeftModelForSequenceClassification.from_pretrained("{model_id}", num_labels=1)'
+            "  # the base model, with the adapter\n"
+            f'tokenizer = AutoTokenizer.from_pretrained("{model_id}")\n{text}'
+            f'score = model(**tokenizer(text, return_tensors="pt"{special})).logits[0, 0].item()\n'
+            "print(score)  # higher: a better response\n"
+        )
+    return (
+        "from transformers import pipeline\n\n"
+        f'scorer = pipeline("text-classification", model="{model_id}", function_to_apply="none"){needs}\n'
+        f"tokenizer = scorer.tokenizer\n{text}"
+        f'print(scorer(text{special})[0]["score"])  # higher: a better response\n'
+    )
+
+
+def _reward_input(folder: Path, config: dict[str, Any], task: str | None, chat: bool) -> str | None:
+    """How a reward model reads a response, as the reward stage recorded it; None for other models."""
+    from llm_recipes.export import read_json
+    from llm_recipes.rewards import REWARD_INPUT_FIELD, REWARD_INPUT_FILE
+
+    if task != "text-classification":
+        return None
+    recorded = read_json(folder / REWARD_INPUT_FILE) if (folder / REWARD_INPUT_FILE).is_file() else config
+    if recorded.get(REWARD_INPUT_FIELD):
+        return str(recorded[REWARD_INPUT_FIELD])
+    if len(config.get("id2label") or {}) == 1:  # one score, from elsewhere
+        return "conversational" if chat else "text"
+    return None
+
+
+def _task_name(facts: FolderFacts) -> tuple[str, str]:
+    return TASK_NAMES["reward" if facts.reward_input else facts.task]
+
+
+def _task_errors(facts: FolderFacts) -> str:
+    if facts.task == "text-generation":
+        return "it can produce false, biased or offensive text"
+    return "its predictions can be wrong or biased"
+
+
 def _summary(facts: FolderFacts, stages: Sequence[StageRecord], base_model: str | None) -> str:
-    what = f"A {facts.adapter_method} adapter" if facts.kind == "adapter" else "A causal language model"
+    what = f"A {facts.adapter_method} adapter" if facts.kind == "adapter" else _task_name(facts)[0]
     if facts.quantization:
         what += f" with {facts.quantization} weights (bitsandbytes)"
     base = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else None

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -425,3 +427,197 @@ def test_other_hub_errors_are_one_line_with_the_token_removed(fake_hub, tmp_path
     with pytest.raises(UserError, match=r"the push to me/m failed: 500 Server Error <token>; the output in") as err:
         hub.push_folder(model_folder(tmp_path / "m"), "me/m")
     assert "\n" not in str(err.value)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Every stage that pushes: once, private unless told otherwise, with our card, the token from the environment
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo" / "data"
+FAST_TRAINING = {"max_steps": 1, "logging_steps": 1, "save_strategy": "no", "use_cpu": True, "seed": 0}
+FAST_RL = {
+    "dataset_path": str(DEMO / "rl_prompts.jsonl"),
+    "reward_function": "llm_recipes.data.synthetic:synthetic_reward",
+}
+
+
+def pushing_stage_config(run: str, model: Path) -> dict:
+    """A run of a stage small enough for a test, from the tiny chat model."""
+    text = {"dataset_path": str(DEMO / "arithmetic_alpaca.jsonl"), "max_train_samples": 8}
+    pairs = {"dataset_path": str(DEMO / "preferences.jsonl"), "max_train_samples": 8, "max_length": 64}
+    sampled = {"num_generations": 2, "max_completion_length": 4, "per_device_train_batch_size": 2}
+    configs = {
+        "sft": {"model_name_or_path": model, **text, "max_length": 64, "per_device_train_batch_size": 4},
+        "pretrain": {"tokenizer_name_or_path": model, "preset": "llama-tiny", **text, "block_size": 32},
+        "reward": {"model_name_or_path": model, **pairs, "per_device_train_batch_size": 4, "dtype": "float32"},
+        "dpo": {"model_name_or_path": model, **pairs, "per_device_train_batch_size": 4, "dtype": "float32"},
+        "grpo": {"model_name_or_path": model, **FAST_RL, **sampled, "max_train_samples": 4, "dtype": "float32"},
+        "rloo": {"model_name_or_path": model, **FAST_RL, **sampled, "max_train_samples": 4, "dtype": "float32"},
+        "ppo": {
+            "model_name_or_path": model,
+            **FAST_RL,
+            "max_train_samples": 4,
+            "rollout_batch_size": 4,
+            "mini_batch_size": 2,
+            "ppo_epochs": 1,
+            "num_ppo_steps": 1,
+            "response_length": 4,
+            "sample_every": 0,
+            "use_cpu": True,
+            "seed": 0,
+        },
+        "distill": {
+            "teacher_name_or_path": model,
+            **text,
+            "max_length": 64,
+            "per_device_train_batch_size": 4,
+            "compare_with_teacher": False,
+        },
+        "prune": {"model_name_or_path": model, "method": "magnitude", "latency_new_tokens": 1, "latency_repeats": 1},
+        "prune-recovery": {
+            "model_name_or_path": model,
+            "method": "magnitude",
+            "latency_new_tokens": 1,
+            "latency_repeats": 1,
+            "recovery_dataset_path": str(DEMO / "raw_corpus.jsonl"),
+            "max_recovery_samples": 8,
+            "recovery_block_size": 32,
+        },
+        "finetune-task": {
+            "task": "classification",
+            "dataset_path": str(DEMO / "sentiment.csv"),
+            "max_train_samples": 8,
+            "tokenizer_name_or_path": model,
+            "preset": "bert-tiny",
+            "config_overrides": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2},
+            "max_length": 32,
+            "per_device_train_batch_size": 4,
+        },
+        "export": {"model_name_or_path": model},
+    }
+    bert = {key: configs["finetune-task"][key] for key in ("tokenizer_name_or_path", "preset", "config_overrides")}
+    task_data = {"max_train_samples": 8, "per_device_train_batch_size": 4, **bert}
+    configs.update(
+        {
+            "reward-lora": {**configs["reward"], "use_peft": True, "lora_r": 4},
+            "pretrain-mlm": {**configs["pretrain"], **bert, "objective": "mlm"},
+            "finetune-task-ner": {**task_data, "task": "token-classification", "dataset_path": str(DEMO / "ner.jsonl")},
+            "finetune-task-qa": {
+                **task_data,
+                "task": "question-answering",
+                "dataset_path": str(DEMO / "qa.jsonl"),
+                "max_length": 32,
+                "doc_stride": 12,
+                "max_answer_length": 8,
+            },
+        }
+    )
+    config = {key: str(value) if isinstance(value, Path) else value for key, value in configs[run].items()}
+    if run not in ("ppo", "export"):
+        config.update(FAST_TRAINING)
+    return config
+
+
+# every stage whose config has push_to_hub (quantize has none: its folder is pushed by export), and the kinds of
+# model a stage can make; prune's recovery fine-tune is a Trainer of its own
+RUN_STAGES = {
+    "sft": "sft",
+    "pretrain": "pretrain",
+    "pretrain-mlm": "pretrain",
+    "reward": "reward",
+    "reward-lora": "reward",
+    "dpo": "dpo",
+    "grpo": "grpo",
+    "rloo": "rloo",
+    "ppo": "ppo",
+    "distill": "distill",
+    "prune": "prune",
+    "prune-recovery": "prune",
+    "finetune-task": "finetune-task",
+    "finetune-task-ner": "finetune-task",
+    "finetune-task-qa": "finetune-task",
+    "export": "export",
+}
+PIPELINE_TAGS = {
+    "reward": "text-classification",
+    "reward-lora": "text-classification",
+    "pretrain-mlm": "fill-mask",
+    "finetune-task": "text-classification",
+    "finetune-task-ner": "token-classification",
+    "finetune-task-qa": "question-answering",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", list(RUN_STAGES))
+def test_every_stage_pushes_once_privately_with_the_card(run, fake_hub, chat_model_dir, tmp_path, capsys, monkeypatch):
+    from conftest import write_yaml
+
+    from llm_recipes.cli import load_recipe
+
+    stage = RUN_STAGES[run]
+    out = tmp_path / "out"
+    config = write_yaml(tmp_path / "stage.yaml", {**pushing_stage_config(run, chat_model_dir), "output_dir": str(out)})
+    argv = ["--config", str(config), "--push_to_hub", "true", "--hub_model_id", f"me/{stage}"]
+    if stage != "export":  # export has no hub_token field: it reads HF_TOKEN or the login, as every stage can
+        monkeypatch.setenv("HF_TOKEN", "hf_anEarlierTokenOfTheEnvironment")  # a token given to the stage wins
+        argv += ["--hub_token", SECRET]
+    recipe = load_recipe(stage)
+    recipe.main(*recipe.parse_args(argv))
+
+    (api,) = fake_hub.instances
+    assert [name for name, _ in api.calls] == ["create_repo", "upload_folder"]
+    assert api.calls[0][1]["repo_id"] == f"me/{stage}" and api.calls[0][1]["private"] is True
+    upload = api.calls[1][1]
+    assert upload["folder_path"] == str(out) and "README.md" in upload["files"]
+    assert "training_args.bin" not in upload["files"] and not any(f.startswith("checkpoint-") for f in upload["files"])
+    card = ModelCard(upload["readme"])  # our card, naming this stage, not the Trainer's
+    assert card.data.tags[:2] == ["llm-recipes", stage] and f"me/{stage}" in card.text
+    # what the model does: a reward model and a classifier are no text generators
+    assert card.data.pipeline_tag == PIPELINE_TAGS.get(run, "text-generation")
+    local = hub.build_model_card(out, str(out))  # the card for the folder as it is here: its usage code runs
+    exec(compile(re.search(r"```python\n(.*?)```", local.text, re.S).group(1), "README.md", "exec"), {})
+    assert api.token is None and os.environ["HF_TOKEN"] == SECRET  # the token reached huggingface_hub by HF_TOKEN
+    printed = capsys.readouterr()
+    assert SECRET not in printed.out + printed.err
+    assert [str(p) for p in out.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()] == []
+
+
+def test_a_training_stage_pushes_publicly_only_when_told(fake_hub, tmp_path):
+    from types import SimpleNamespace
+
+    folder = model_folder(tmp_path / "m")
+    for private in (None, True, False):
+        args = SimpleNamespace(
+            output_dir=str(folder), hub_model_id="me/m", hub_private_repo=private, hub_revision=None, hub_token=None
+        )
+        hub.push_trained_output(args, "sft")
+    assert [api.calls[0][1]["private"] for api in fake_hub.instances] == [True, True, False]
+
+
+@pytest.mark.parametrize("reward_input", ["conversational", "text"])
+def test_a_reward_model_card_scores_as_the_reward_stage_does(reward_input, chat_model_dir, tmp_path, capsys):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from llm_recipes.rewards import record_reward_input, score_responses
+
+    folder = tmp_path / "rm"
+    tokenizer = AutoTokenizer.from_pretrained(chat_model_dir)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(chat_model_dir, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    record_reward_input(model, reward_input == "conversational")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+    card = hub.build_model_card(folder, str(folder))
+    assert card.data.pipeline_tag == "text-classification" and "A reward model" in card.text
+    capsys.readouterr()
+    exec(compile(re.search(r"```python\n(.*?)```", card.text, re.S).group(1), "README.md", "exec"), {})
+    printed = float(capsys.readouterr().out.split()[-1])
+    prompt = (
+        [{"role": "user", "content": "What is 2 plus 3?"}]
+        if reward_input == "conversational"
+        else "What is 2 plus 3?\n"
+    )
+    assert printed == pytest.approx(score_responses(model.eval(), tokenizer, [prompt], ["5"])[0], abs=1e-5)
