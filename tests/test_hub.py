@@ -621,3 +621,26 @@ def test_a_reward_model_card_scores_as_the_reward_stage_does(reward_input, chat_
         else "What is 2 plus 3?\n"
     )
     assert printed == pytest.approx(score_responses(model.eval(), tokenizer, [prompt], ["5"])[0], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_a_hyperparameter_search_pushes_no_trial_and_its_best_config_still_pushes(
+    fake_hub, chat_model_dir, tmp_path, monkeypatch
+):
+    import yaml
+    from conftest import write_yaml
+
+    from llm_recipes.cli import load_recipe
+
+    pytest.importorskip("optuna")
+    out = tmp_path / "out"
+    search = {"trials": 2, "space": {"learning_rate": {"low": 1e-4, "high": 3e-3, "log": True}}}
+    config = {**pushing_stage_config("finetune-task", chat_model_dir), "output_dir": str(out), "search": search}
+    config.update(eval_strategy="steps", eval_steps=1, save_strategy="steps", save_steps=1)
+    argv = ["--config", str(write_yaml(tmp_path / "search.yaml", config)), "--push_to_hub", "true"]
+    recipe = load_recipe("finetune-task")
+    recipe.main(*recipe.parse_args([*argv, "--hub_token", SECRET]))
+    assert fake_hub.instances == []  # the search only finds settings; the run from its best config pushes
+    best = yaml.safe_load((out / "search" / "best_config.yaml").read_text())
+    assert best["push_to_hub"] is True and "hub_token" not in best
+    assert [str(p) for p in out.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()] == []
