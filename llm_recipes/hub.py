@@ -7,10 +7,11 @@ produced the model, found by following the stage manifests from the model folder
 stage read (e.g. clean-corpus -> train-tokenizer -> pretrain -> sft -> export), with its configuration and
 metrics; the evaluation stage's results; and a usage snippet for what the folder actually holds.
 
-Pushing is `HfApi.create_repo` (private by default) + `create_branch` + `upload_folder`. The token comes from the
-caller, `HF_TOKEN` or the `hf auth login` store, and is never printed: Hub errors are turned into one-line
-`UserError`s with any token text removed. Without a network the push stops with a message saying the folder is
-complete and the exact command that uploads it later.
+Pushing is `HfApi.create_repo` (private by default) + `create_branch` + `upload_folder`, once per stage, at its end
+(the Trainer's own pushing is turned off). The token comes from `HF_TOKEN` (where a stage moves a config's
+`hub_token` before anything is saved, llm_recipes.secrets) or the `hf auth login` store, and is never printed or
+written: Hub errors are turned into one-line `UserError`s with any token text removed. Without a network the push
+stops with a message saying the folder is complete and the exact command that uploads it later.
 """
 
 from __future__ import annotations
