@@ -379,3 +379,52 @@ def test_unpaired_preference_rows_labelled_false_are_dropped():
     assert undesirable > 0
     assert report.dropped.get("undesirable (label false)") == undesirable
     assert len(converted) == len(raw) - sum(report.dropped.values())
+
+
+# --- rows of several formats in one file ---------------------------------------------------------------------------
+
+
+def _jsonl(path: Path, rows: list[dict]) -> datasets.Dataset:
+    import json
+
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return datasets.load_dataset("json", data_files=str(path), split="train")  # every row gets every column
+
+
+SHAREGPT_ROW = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]}
+ALPACA_ROW = {"instruction": "Add 2 and 3.", "input": "", "output": "5"}
+
+
+def test_alpaca_and_sharegpt_rows_in_one_file_are_each_converted_and_counted(tmp_path) -> None:
+    rows = [ALPACA_ROW, SHAREGPT_ROW] * 3 + [{"instruction": "Say nothing.", "output": ""}]
+    converted, report = to_standard_columns(_jsonl(tmp_path / "mixed.jsonl", rows))
+
+    assert report.formats == {"alpaca": 4, "sharegpt": 3} and report.source_format == "alpaca+sharegpt"
+    assert report.dropped == {"empty response": 1}  # the Alpaca row without an answer, for its own reason
+    assert converted["messages"][:2] == [
+        [{"role": "user", "content": "Add 2 and 3."}, {"role": "assistant", "content": "5"}],
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
+    ]
+    assert report.describe() == "6/7 (alpaca 4, sharegpt 3; dropped: empty response 1)"
+
+
+def test_one_format_with_a_stray_column_is_still_one_format(tmp_path) -> None:
+    rows = [{**ALPACA_ROW, "text": "a rendered copy"}, {**ALPACA_ROW, "text": None}]
+    _, report = to_standard_columns(_jsonl(tmp_path / "alpaca.jsonl", rows))
+    assert report.formats == {} and report.describe() == "2/2 (alpaca)"
+
+
+def test_rows_that_would_make_different_shapes_are_refused_naming_the_formats(tmp_path) -> None:
+    from llm_recipes.configs import DatasetSpec
+    from llm_recipes.data.loading import load_standard
+
+    path = tmp_path / "mixed.jsonl"
+    _jsonl(path, [ALPACA_ROW, {"text": "Plain text."}, {"text": "More text."}])
+    with pytest.raises(DatasetFormatError) as caught:
+        load_standard(DatasetSpec(path=str(path)))
+    assert str(caught.value) == (
+        f"dataset '{path}': the rows mix formats that make different kinds of data: text (2 rows, becomes text), "
+        "alpaca (1 row, becomes messages); keep one kind per file, or set data_format to read only one"
+    )
+    forced, report = to_standard_columns(_jsonl(path, [ALPACA_ROW, {"text": "Plain text."}]), "text")
+    assert forced["text"] == ["Plain text."] and report.dropped == {"empty text": 1}

@@ -302,3 +302,38 @@ def test_synthetic_task_has_a_known_right_answer(tmp_path):
         else:
             assert converted[0] == pairs[0] and isinstance(prompts[0]["prompt"], str)
             assert sft_report.source_format == "prompt_completion"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rows of several shapes in one file
+
+
+def _jsonl_dataset(path, rows):
+    from datasets import load_dataset
+
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return load_dataset("json", data_files=str(path), split="train")  # every row gets every column
+
+
+@pytest.mark.parametrize("hh_first", [True, False])
+def test_hh_transcripts_and_explicit_pairs_in_one_file_are_each_read(tmp_path, hh_first):
+    hh = {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!", "rejected": "\n\nHuman: Hi\n\nAssistant: Go away."}
+    explicit = {"prompt": "Name an animal.", "chosen": "A lion.", "rejected": "A rock."}
+    rows = [hh, explicit] * 2 if hh_first else [explicit, hh] * 2
+    converted, report = to_preference_columns(_jsonl_dataset(tmp_path / "pairs.jsonl", rows))
+
+    assert report.rows_out == 4 and report.dropped == {}
+    assert report.formats == {"hh_rlhf": 2, "prompt_chosen_rejected": 2}
+    assert report.describe().startswith("4/4 (") and "hh_rlhf 2" in report.describe()
+    # one conversational shape makes every pair a conversation
+    by_prompt = {row["prompt"][-1]["content"]: row for row in converted}
+    assert by_prompt["Hi"]["chosen"] == [assistant("Hello!")]
+    assert by_prompt["Name an animal."]["prompt"] == [user("Name an animal.")]
+    assert by_prompt["Name an animal."]["rejected"] == [assistant("A rock.")]
+
+
+def test_a_format_error_names_the_file(tmp_path):
+    path = tmp_path / "sft.jsonl"
+    path.write_text(json.dumps({"messages": [user("Hi"), assistant("Hello")]}) + "\n")
+    with pytest.raises(DatasetFormatError, match=rf"^dataset '{path}': dataset has columns \['messages'\]"):
+        load_preference_data(str(path))

@@ -292,3 +292,68 @@ def test_lora_reward_model_saves_and_loads_its_score_head(synthetic_data, tmp_pa
     other = evaluation_loader(str(output), device="cpu")
     texts = (["Describe the cat."], [" The cat is red and lives near the farm."])
     assert score_responses(other, tokenizer, *texts) == pytest.approx(score_responses(model, tokenizer, *texts))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Straight from a base model: no chat template, and heads without a generation config
+
+
+@pytest.mark.parametrize(
+    "head", ["AutoModelForSequenceClassification", "AutoModelForTokenClassification", "AutoModelForQuestionAnswering"]
+)
+def test_every_head_gets_a_chat_template_from_a_base_model(base_model_dir, head):
+    import transformers
+
+    from llm_recipes.chat import IM_END, ensure_chat_template
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(base_model_dir)
+    assert not tokenizer.chat_template
+    model = getattr(transformers, head).from_pretrained(base_model_dir)
+    added = ensure_chat_template(tokenizer, model)
+
+    assert tokenizer.convert_ids_to_tokens(added) == ["<|im_start|>", IM_END]
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer)
+    assert model.config.eos_token_id == tokenizer.convert_tokens_to_ids(IM_END)
+    assert model.config.pad_token_id == tokenizer.pad_token_id is not None
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], return_tensors="pt"
+    )
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    with torch.no_grad():
+        model(input_ids=ids)  # the new rows are used
+
+
+def _hh_rows(count: int, words: int = 1) -> list[dict]:
+    answer = " ".join(["very"] * words)
+    return [
+        {
+            "chosen": f"\n\nHuman: Sky colour {i}?\n\nAssistant: A {answer} blue sky {i}.",
+            "rejected": f"\n\nHuman: Sky colour {i}?\n\nAssistant: No idea.",
+        }
+        for i in range(count)
+    ]
+
+
+@pytest.mark.slow
+def test_reward_model_from_a_base_model_on_mixed_shapes_reports_every_dropped_pair(base_model_dir, tmp_path):
+    """A base model without a chat template (as init-model writes) becomes a reward model on HH-RLHF transcripts
+    and explicit pairs in one file; the summary says, per source, what was read and dropped, and for length."""
+    explicit = [{"prompt": f"Name animal {i}.", "chosen": f"A red fox {i}.", "rejected": "A rock."} for i in range(18)]
+    same = [{"prompt": "Same?", "chosen": "Yes.", "rejected": "Yes."}] * 2
+    train = tmp_path / "pairs.jsonl"
+    train.write_text("".join(json.dumps(row) + "\n" for row in _hh_rows(16) + explicit + same))
+    held_out = tmp_path / "eval.jsonl"  # three answers too long for max_length: RewardTrainer leaves them out
+    held_out.write_text("".join(json.dumps(row) + "\n" for row in _hh_rows(4) + _hh_rows(3, words=200)))
+    args = [
+        *["--dataset_path", str(train), "--eval_dataset_path", str(held_out)],
+        *["--model_name_or_path", str(base_model_dir), "--output_dir", str(tmp_path / "rm")],
+        *["--max_steps", "2", "--per_device_train_batch_size", "8", "--max_length", "64", *TRAINING],
+    ]
+    summary = R.main(*R.parse_args(args))
+
+    assert summary["conversational"] is True and summary["optimizer steps"] == 2
+    assert summary[f"rows kept from {train}"] == (
+        "34/36 (prompt_chosen_rejected 20, hh_rlhf 16; dropped: chosen equals rejected 2)"
+    )
+    assert summary["training pairs"] == 34 and summary["pairs over max_length (dropped)"] == 0
+    assert summary["eval pairs"] == 4 and summary["eval pairs over max_length (dropped)"] == 3

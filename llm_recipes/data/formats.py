@@ -288,7 +288,9 @@ def _mixed_formats(dataset: datasets.Dataset, text_field: str, detected: str) ->
         return {}
     shapes = {_SHAPES[name] for name in formats}
     if len(shapes) > 1:
-        found = ", ".join(f"{name} ({rows} rows, becomes {_SHAPES[name]})" for name, rows in formats.items())
+        found = ", ".join(
+            f"{name} ({rows} row{'s' if rows != 1 else ''}, becomes {_SHAPES[name]})" for name, rows in formats.items()
+        )
         raise DatasetFormatError(
             f"the rows mix formats that make different kinds of data: {found}; keep one kind per file, or set "
             "data_format to read only one"
