@@ -191,6 +191,7 @@ def test_broken_json_names_the_file_and_line(tmp_path):
         (json.dumps(PAIR), ""),
         (json.dumps(PAIR, indent=2), ""),
         (json.dumps({"version": 1, "data": [PAIR, PAIR]}, indent=2), " (are the rows the list under 'data'? save "),
+        (json.dumps({key: [value, value] for key, value in PAIR.items()}), " (it holds columns, not rows)"),
     ],
 )
 def test_a_json_file_holding_one_object_is_refused(tmp_path, content, hint):

@@ -277,7 +277,12 @@ def _check_not_one_object(data_file: str) -> None:
         return
     if isinstance(value, dict):
         lists = [key for key, item in value.items() if isinstance(item, list) and item and isinstance(item[0], dict)]
-        hint = f" (are the rows the list under '{lists[0]}'? save that list alone)" if lists else ""
+        lengths = {len(item) if isinstance(item, list) else -1 for item in value.values()}
+        hint = ""
+        if lists:
+            hint = f" (are the rows the list under '{lists[0]}'? save that list alone)"
+        elif len(lengths) == 1 and lengths != {-1}:  # {"text": [...], "label": [...]}: `datasets` reads one row
+            hint = " (it holds columns, not rows)"
         raise UserError(
             f"dataset file '{data_file}' holds one JSON object, not a list of rows{hint}; write a list "
             "([{...}, {...}]) or one object per line (.jsonl)"
