@@ -12,10 +12,22 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from types import ModuleType
+from typing import BinaryIO
+
+from llm_recipes.errors import (
+    ERROR_DIR_ENV,
+    StageComplete,
+    UserError,
+    mask_tokens,
+    one_line,
+    reported_error,
+)
+from llm_recipes.outputs import abandon_started_outputs
 
 # stage name -> recipe script; the one-line description is the first line of the script's docstring.
 # The pipeline first, then the stages in the order it runs them.
@@ -39,6 +51,10 @@ STAGES: dict[str, str] = {
     "export": "export.py",
 }
 
+
+# Command-line fields that hold a token, and the environment variables a token may come from
+TOKEN_OPTIONS = frozenset({"--hub_token"})
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 # Stages that start other stages: they run here, in one process, and launch multi-process stages themselves
 DRIVERS = frozenset({"pipeline"})
@@ -165,15 +181,76 @@ def launch_command(stage: str, launcher_args: list[str], recipe_args: list[str])
 
 
 def run_driver(stage: str, args: list[str]) -> int:
-    from llm_recipes.errors import UserError
-
     recipe = load_recipe(stage)
-    try:
-        recipe.main(*recipe.parse_args(args))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    recipe.main(*recipe.parse_args(args))
     return 0
+
+
+def secret_arguments(recipe_args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Take `--hub_token X` off the child's command line (where accelerate's error report and `ps` would show it)
+    and hand it over in HF_TOKEN, where huggingface_hub and the Trainer look for a token anyway."""
+    kept, env = [], {}
+    index = 0
+    while index < len(recipe_args):
+        option, has_value, value = recipe_args[index].partition("=")
+        if option.replace("-", "_") in TOKEN_OPTIONS:
+            if not has_value and index + 1 < len(recipe_args):
+                value = recipe_args[index + 1]
+                index += 1
+            env["HF_TOKEN"] = value
+        else:
+            kept.append(recipe_args[index])
+        index += 1
+    return kept, env
+
+
+def launch_stage(stage: str, rest: list[str]) -> int:
+    """Check the stage's config here, then run it through `accelerate launch`; a user error found by any rank
+    comes back as a UserError (said once), anything else as the launch's exit code."""
+    launcher_args, recipe_args = split_arguments(rest)
+    load_recipe(stage).parse_args(recipe_args)
+    launcher_args, extra_env = cpu_data_parallel(launcher_args)
+    recipe_args, secret_env = secret_arguments(recipe_args)
+    secrets = [value for key in SECRET_ENV for value in [secret_env.get(key) or os.environ.get(key)] if value]
+    with tempfile.TemporaryDirectory(prefix="llm_recipes_errors_") as error_dir:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **extra_env, **secret_env, ERROR_DIR_ENV: error_dir}
+        process = subprocess.Popen(launch_command(stage, launcher_args, recipe_args), env=env, stderr=subprocess.PIPE)
+        try:
+            forward_stderr(process.stderr, error_dir, secrets)
+        finally:
+            code = process.wait()
+        message = reported_error(error_dir)
+    if message:
+        raise UserError(message)
+    return code
+
+
+def forward_stderr(stream: BinaryIO, error_dir: str, secrets: list[str]) -> None:
+    """Copy the launch's stderr through as it comes (progress bars included), tokens masked, until a rank has
+    reported a user error: after that, accelerate's and torchrun's tracebacks about the failed child are noise."""
+    out = sys.stderr.buffer if hasattr(sys.stderr, "buffer") else None
+    pending = b""
+    silenced = False
+    while chunk := stream.read1(1 << 16):
+        if silenced or os.listdir(error_dir):
+            silenced = True
+            continue
+        pending += chunk
+        # cut after the last line end or carriage return, so a token is never split between two writes
+        cut = max(pending.rfind(b"\n"), pending.rfind(b"\r")) + 1
+        if cut:
+            _write(out, mask_tokens(pending[:cut].decode("utf-8", "replace"), secrets))
+            pending = pending[cut:]
+    if pending and not silenced:
+        _write(out, mask_tokens(pending.decode("utf-8", "replace"), secrets))
+
+
+def _write(out: BinaryIO | None, text: str) -> None:
+    if out is not None:
+        out.write(text.encode("utf-8"))
+        out.flush()
+    else:  # a test's captured stderr
+        sys.stderr.write(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,21 +266,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if "-h" in rest or "--help" in rest:
         return subprocess.call([sys.executable, str(recipe_path(stage)), "--help"])
-
-    from llm_recipes.errors import UserError
-
-    if stage in DRIVERS:
-        return run_driver(stage, rest)
-    launcher_args, recipe_args = split_arguments(rest)
-
     try:
-        load_recipe(stage).parse_args(recipe_args)
+        return run_driver(stage, rest) if stage in DRIVERS else launch_stage(stage, rest)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        abandon_started_outputs()
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
-    launcher_args, extra_env = cpu_data_parallel(launcher_args)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **extra_env}
-    return subprocess.call(launch_command(stage, launcher_args, recipe_args), env=env)
+    except StageComplete as done:
+        print(done)
+        return 0
 
 
 if __name__ == "__main__":

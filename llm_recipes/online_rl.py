@@ -66,9 +66,10 @@ def train_online_rl(stage: str, trainer_class: type, script_args: Any, training_
     from llm_recipes.modeling import count_parameters
     from llm_recipes.reporting import format_summary
     from llm_recipes.rewards import rl_summary
-    from llm_recipes.training import checkpoint_to_resume
+    from llm_recipes.training import resume_point
 
-    run = StageRun(stage, training_args.output_dir)
+    configs = {"script": script_args, "training": training_args, "model": model_args}
+    run = StageRun.begin(stage, training_args.output_dir, configs, training=True)
     push = take_over_trainer_push(training_args)  # pushed once at the end, with our model card
     trainer, data = build_online_rl_trainer(trainer_class, script_args, training_args, model_args)
     run.inputs = {
@@ -77,11 +78,9 @@ def train_online_rl(stage: str, trainer_class: type, script_args: Any, training_
         "reward": script_args.reward_model_path or script_args.reward_function,
     }
 
-    last_checkpoint = checkpoint_to_resume(training_args)
+    last_checkpoint = resume_point(trainer, run)
     evaluate = data.eval is not None
     eval_before = trainer.evaluate() if evaluate and script_args.eval_before_training and not last_checkpoint else {}
-    if last_checkpoint:
-        trainer.accelerator.print(f"resuming from {last_checkpoint}")
     train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
     eval_after = trainer.evaluate() if evaluate else {}
 
@@ -93,7 +92,7 @@ def train_online_rl(stage: str, trainer_class: type, script_args: Any, training_
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(training_args.output_dir)
         trainer.accelerator.unwrap_model(trainer.model).generation_config.save_pretrained(training_args.output_dir)
-        run.write({"script": script_args, "training": training_args, "model": model_args}, summary)
+        run.write(configs, summary)
         print(format_summary(f"{stage.upper()} finished: {training_args.output_dir}", summary))
     if push and trainer.accelerator.is_main_process:
         push_trained_output(training_args, stage)

@@ -17,6 +17,28 @@ def checkpoint_to_resume(training_args: Any) -> str | None:
     return None
 
 
+def resume_point(trainer: Any, run: Any) -> str | None:
+    """Where training starts, decided after `StageRun.begin` on every process at once: the checkpoint to resume
+    from (None for a fresh start). The manifest then says this run is under way (`complete: false`) before the
+    trainer writes anything, and a learning rate changed on resume (`resume_with_changes`) replaces the one the
+    restored optimizer and scheduler bring back."""
+    from llm_recipes.callbacks import RescaleLearningRate
+
+    trainer.accelerator.wait_for_everyone()  # the first process has finished clearing the folder (overwrite)
+    checkpoint = checkpoint_to_resume(getattr(trainer, "args", None) or trainer.config)
+    if checkpoint:
+        trainer.accelerator.print(f"resuming from {checkpoint}")
+        if "learning_rate" in run.changes:
+            before, after = run.changes["learning_rate"]
+            if hasattr(trainer, "add_callback"):
+                trainer.add_callback(RescaleLearningRate(after / before))
+            else:  # our PPO trainer applies it once it has loaded the checkpoint's optimizer and scheduler
+                trainer.learning_rate_factor = after / before
+    if trainer.accelerator.is_main_process:
+        run.mark_started()
+    return checkpoint
+
+
 def last_complete_checkpoint(output_dir: str) -> str | None:
     """The newest checkpoint-N folder that was written to the end. `Trainer` writes trainer_state.json last, so a
     run killed while saving leaves a folder without it (or with it cut short); transformers' `get_last_checkpoint`

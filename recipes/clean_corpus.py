@@ -53,7 +53,7 @@ def main(args: CleanCorpusArguments) -> dict:
     from llm_recipes.data.splits import save_splits, split_corpus
     from llm_recipes.manifest import StageRun
 
-    run = StageRun("clean-corpus", args.output_dir)
+    run = StageRun.begin("clean-corpus", args.output_dir, {"script": args})
     run.inputs = {"inputs": args.input_paths}
     checkpoints = StepCheckpoints(args.output_dir)
 

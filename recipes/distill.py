@@ -302,9 +302,10 @@ def main(script_args: DistillArguments, training_args: TrainingArguments) -> dic
     from llm_recipes.hub import push_trained_output, take_over_trainer_push
     from llm_recipes.manifest import StageRun, write_json_atomically
     from llm_recipes.reporting import format_summary
-    from llm_recipes.training import checkpoint_to_resume
+    from llm_recipes.training import resume_point
 
-    run = StageRun("distill", training_args.output_dir)
+    configs = {"script": script_args, "training": training_args}
+    run = StageRun.begin("distill", training_args.output_dir, configs, training=True)
     push = take_over_trainer_push(training_args)  # pushed once at the end, with our model card
     trainer, teacher, facts = build_trainer(script_args, training_args)
     run.inputs = {
@@ -313,9 +314,7 @@ def main(script_args: DistillArguments, training_args: TrainingArguments) -> dic
         "datasets": [path for path, _ in facts["data"].reports],
     }
 
-    last_checkpoint = checkpoint_to_resume(training_args)
-    if last_checkpoint:
-        trainer.accelerator.print(f"resuming from {last_checkpoint}")
+    last_checkpoint = resume_point(trainer, run)
     train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
     eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
     if script_args.method == "logits" and trainer.eval_dataset is not None:
@@ -345,7 +344,7 @@ def main(script_args: DistillArguments, training_args: TrainingArguments) -> dic
                 report["reward_prompts"] = len(facts["eval_prompts"])
             write_json_atomically(Path(training_args.output_dir) / COMPRESSION_REPORT, report)
             summary.update(_report_summary(report))
-        run.write({"script": script_args, "training": training_args}, summary)
+        run.write(configs, summary)
         print(format_summary(f"distillation finished: {training_args.output_dir}", summary))
         if script_args.compare_with_teacher and facts["eval_texts"]:
             print(format_comparison(report, "student (compressed) vs teacher (source)"))

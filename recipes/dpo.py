@@ -106,16 +106,15 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: 
     from llm_recipes.manifest import StageRun
     from llm_recipes.modeling import count_parameters
     from llm_recipes.reporting import format_summary
-    from llm_recipes.training import checkpoint_to_resume, last_logged
+    from llm_recipes.training import last_logged, resume_point
 
-    run = StageRun("dpo", training_args.output_dir)
+    configs = {"script": script_args, "training": training_args, "model": model_args}
+    run = StageRun.begin("dpo", training_args.output_dir, configs, training=True)
     push = take_over_trainer_push(training_args)  # pushed once at the end, with our model card
     trainer, data = build_trainer(script_args, training_args, model_args)
     run.inputs = {"model": model_args.model_name_or_path, "datasets": [path for path, _ in data.reports]}
 
-    last_checkpoint = checkpoint_to_resume(training_args)
-    if last_checkpoint:
-        trainer.accelerator.print(f"resuming from {last_checkpoint}")
+    last_checkpoint = resume_point(trainer, run)
     train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
     eval_metrics = trainer.evaluate() if data.eval is not None else {}
 
@@ -146,7 +145,7 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: 
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(training_args.output_dir)
         trainer.accelerator.unwrap_model(trainer.model).generation_config.save_pretrained(training_args.output_dir)
-        run.write({"script": script_args, "training": training_args, "model": model_args}, summary)
+        run.write(configs, summary)
         print(format_summary(f"DPO finished: {training_args.output_dir}", summary))
     if push and trainer.accelerator.is_main_process:
         push_trained_output(training_args, "dpo")

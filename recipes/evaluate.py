@@ -53,7 +53,8 @@ def main(args: EvaluateArguments) -> dict:
 
     if not is_first_process():
         return {}  # evaluation runs in one process; under a multi-process launch the others have nothing to do
-    run = StageRun("evaluate", args.output_dir)
+    run = StageRun.begin("evaluate", args.output_dir, {"script": args})
+    run.mark_started()  # it writes into output_dir as it goes: an earlier evaluation there is no longer whole
     paths = model_paths(args)
 
     # Data first: a missing column or an empty file stops here, before any model is loaded

@@ -102,8 +102,9 @@ def main(args: ExportArguments) -> dict:
     if source.kind == "adapter" and args.merge_adapter:
         card.extra_tags.append(source.adapter_method.lower())  # the merged weights no longer show it
     # written beside the output and renamed into place at the end: a crash never leaves a half-written export
+    run = StageRun.begin("export", output, {"script": args})
     with written_in_place(output) as staging:
-        run = StageRun("export", staging)
+        run.output_dir = staging
         summary = export_folder(args, source, staging)
         run.inputs = {"model": args.model_name_or_path}
         if source.kind == "adapter" and args.merge_adapter:

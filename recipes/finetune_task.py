@@ -170,11 +170,12 @@ def main(args: FinetuneTaskArguments, training_args: TrainingArguments, model_ar
     from llm_recipes.manifest import StageRun
     from llm_recipes.reporting import format_summary
     from llm_recipes.tasks.summary import training_summary
-    from llm_recipes.training import checkpoint_to_resume
+    from llm_recipes.training import resume_point
 
     if args.search:
         return run_search(args, training_args, model_args)
-    run = StageRun(STAGE, training_args.output_dir)
+    configs = {"script": args, "training": training_args, "model": model_args}
+    run = StageRun.begin(STAGE, training_args.output_dir, configs, training=True)
     push = take_over_trainer_push(training_args)  # pushed once at the end, with our model card
     trainer, facts = build_trainer(args, training_args, model_args)
     run.inputs = {
@@ -183,9 +184,7 @@ def main(args: FinetuneTaskArguments, training_args: TrainingArguments, model_ar
         "datasets": facts["data"].sources,
     }
 
-    last_checkpoint = checkpoint_to_resume(training_args)
-    if last_checkpoint:
-        trainer.accelerator.print(f"resuming from {last_checkpoint}")
+    last_checkpoint = resume_point(trainer, run)
     train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
     eval_metrics = trainer.evaluate() if facts["features"].eval is not None else {}
 
@@ -193,7 +192,7 @@ def main(args: FinetuneTaskArguments, training_args: TrainingArguments, model_ar
     trainer.save_state()  # trainer_state.json beside the model: the evaluate stage plots its curves
     summary = training_summary(args, model_args, trainer, facts, train_result, eval_metrics, run.seconds)
     if trainer.accelerator.is_main_process:
-        run.write({"script": args, "training": training_args, "model": model_args}, summary)
+        run.write(configs, summary)
         print(format_summary(f"{args.task} fine-tuning finished: {training_args.output_dir}", summary))
     if push and trainer.accelerator.is_main_process:
         push_trained_output(training_args, STAGE)
@@ -242,8 +241,8 @@ def run_search(args: FinetuneTaskArguments, training_args: TrainingArguments, mo
     push = take_over_trainer_push(training_args)  # no trial pushes; the run from the best config does, once
     final_output_dir = training_args.output_dir
     search_dir = Path(final_output_dir) / SEARCH_DIR_NAME
-    training_args.output_dir = str(search_dir)
-    run = StageRun(STAGE, search_dir)
+    run = StageRun.begin(STAGE, final_output_dir, {"script": args, "training": training_args, "model": model_args})
+    run.output_dir, training_args.output_dir = search_dir, str(search_dir)  # the trials and the search's manifest
     objective = BestObjective(spec.metric, maximize=spec.direction == "maximize")
     trainer, facts = build_trainer(args, training_args, model_args, search=spec, objective=objective)
     run.inputs = {"model": model_args.model_name_or_path or args.preset, "datasets": facts["data"].sources}

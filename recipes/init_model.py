@@ -38,7 +38,8 @@ def main(args: InitModelArguments) -> dict:
     from llm_recipes.reporting import format_summary
     from llm_recipes.tokenizer import train_bpe_tokenizer
 
-    run = StageRun("init-model", args.output_dir)
+    run = StageRun.begin("init-model", args.output_dir, {"script": args})
+    run.mark_started()
     if args.tokenizer_name_or_path:
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name_or_path)
     else:

@@ -222,9 +222,10 @@ def main(script_args: PretrainScriptArguments, training_args: TrainingArguments,
     from llm_recipes.hub import push_trained_output, take_over_trainer_push
     from llm_recipes.manifest import StageRun
     from llm_recipes.reporting import format_summary
-    from llm_recipes.training import checkpoint_to_resume
+    from llm_recipes.training import resume_point
 
-    run = StageRun("pretrain", training_args.output_dir)
+    configs = {"script": script_args, "training": training_args}
+    run = StageRun.begin("pretrain", training_args.output_dir, configs, training=True)
     push = take_over_trainer_push(training_args)  # pushed once at the end, with our model card
     trainer, blocks, facts = build_trainer(script_args, training_args, callbacks)
     run.inputs = {
@@ -234,9 +235,7 @@ def main(script_args: PretrainScriptArguments, training_args: TrainingArguments,
     }
 
     before = trainer.evaluate() if blocks.eval is not None and script_args.eval_before_training else {}
-    last_checkpoint = checkpoint_to_resume(training_args)
-    if last_checkpoint:
-        trainer.accelerator.print(f"resuming from {last_checkpoint}")
+    last_checkpoint = resume_point(trainer, run)
     train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
     if trainer.loss_guard.failure:
         raise UserError(trainer.loss_guard.failure)
@@ -246,7 +245,7 @@ def main(script_args: PretrainScriptArguments, training_args: TrainingArguments,
     trainer.save_state()  # trainer_state.json beside the model: the evaluate stage plots its curves
     summary = _summary(script_args, trainer, blocks, facts, train_result, before, eval_metrics, last_checkpoint, run)
     if trainer.accelerator.is_main_process:
-        run.write({"script": script_args, "training": training_args}, summary)
+        run.write(configs, summary)
         print(format_summary(f"pretraining finished: {training_args.output_dir}", summary))
     if push and trainer.accelerator.is_main_process:
         push_trained_output(training_args, "pretrain")

@@ -149,7 +149,11 @@ def main(script_args: PruneArguments, training_args: TrainingArguments) -> dict:
 
     state = PartialState()
     output = Path(training_args.output_dir).expanduser()
-    run = StageRun("prune", output)
+    configs = {"script": script_args, "training": training_args}
+    run = StageRun.begin("prune", output, configs, training=True)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        run.mark_started()
     run.inputs = {"model": script_args.model_name_or_path}
     push = take_over_trainer_push(training_args)  # pushed once at the end, with our model card (recovery or not)
     source = inspect_source(script_args.model_name_or_path, script_args.base_model_name_or_path)
@@ -175,7 +179,7 @@ def main(script_args: PruneArguments, training_args: TrainingArguments) -> dict:
 
     final, recovery = pruned, None
     if recovering:
-        final, recovery = recover(script_args, training_args, pruned_dir)
+        final, recovery = recover(script_args, training_args, pruned_dir, run)
         run.inputs["recovery dataset"] = script_args.recovery_dataset_path
     if not state.is_main_process:
         return {}
@@ -199,7 +203,7 @@ def main(script_args: PruneArguments, training_args: TrainingArguments) -> dict:
     write_json_atomically(output / COMPRESSION_REPORT, report)
     summary = _summary(script_args, report, sparsity)
     summary["seconds"] = round(run.seconds, 1)
-    run.write({"script": script_args, "training": training_args}, summary)
+    run.write(configs, summary)
 
     print(format_summary(f"pruning finished: {output}", summary))
     if script_args.method != "structured":
@@ -264,13 +268,15 @@ def prune(script_args: PruneArguments, model, calibration):
     return model
 
 
-def recover(script_args: PruneArguments, training_args: TrainingArguments, pruned_dir: Path) -> tuple[Any, dict]:
+def recover(
+    script_args: PruneArguments, training_args: TrainingArguments, pruned_dir: Path, run: Any
+) -> tuple[Any, dict]:
     """Fine-tune the saved pruned model with the pretrain stage's trainer (packed text blocks, NaN guard, resume
     from checkpoints in output_dir); pruned weights are kept at zero. Saves into output_dir."""
     from llm_recipes.cli import load_recipe
     from llm_recipes.configs import PretrainScriptArguments
     from llm_recipes.pruning import MaskKeeper
-    from llm_recipes.training import checkpoint_to_resume, last_logged
+    from llm_recipes.training import last_logged, resume_point
 
     pretrain = load_recipe("pretrain")
     pretrain_args = PretrainScriptArguments(
@@ -285,9 +291,7 @@ def recover(script_args: PruneArguments, training_args: TrainingArguments, prune
     )
     callbacks = [MaskKeeper()] if script_args.method != "structured" else []
     trainer, blocks, _ = pretrain.build_trainer(pretrain_args, training_args, callbacks)
-    last_checkpoint = checkpoint_to_resume(training_args)
-    if last_checkpoint:
-        trainer.accelerator.print(f"resuming from {last_checkpoint}")
+    last_checkpoint = resume_point(trainer, run)
     result = trainer.train(resume_from_checkpoint=last_checkpoint)
     if trainer.loss_guard.failure:
         raise UserError(trainer.loss_guard.failure)

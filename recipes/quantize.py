@@ -110,8 +110,9 @@ def main(args: QuantizeArguments) -> dict:
     source = inspect_source(args.model_name_or_path, args.base_model_name_or_path)
     spec = quantization_spec(args)
     # written beside the output and renamed into place at the end: a crash never leaves a folder that looks whole
+    run = StageRun.begin("quantize", output, {"script": args})
     with written_in_place(output) as staging:
-        run = StageRun("quantize", staging)
+        run.output_dir = staging
         run.inputs = {"model": args.model_name_or_path}
         tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code)
         data = load_report_data(args)

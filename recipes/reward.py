@@ -153,16 +153,15 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_
     from llm_recipes.modeling import count_parameters
     from llm_recipes.reporting import format_summary
     from llm_recipes.rewards import save_reward_input
-    from llm_recipes.training import checkpoint_to_resume, last_logged
+    from llm_recipes.training import last_logged, resume_point
 
-    run = StageRun("reward", training_args.output_dir)
+    configs = {"script": script_args, "training": training_args, "model": model_args}
+    run = StageRun.begin("reward", training_args.output_dir, configs, training=True)
     push = take_over_trainer_push(training_args)  # pushed once at the end, with our model card
     trainer, data = build_trainer(script_args, training_args, model_args)
     run.inputs = {"model": model_args.model_name_or_path, "datasets": [path for path, _ in data.reports]}
 
-    last_checkpoint = checkpoint_to_resume(training_args)
-    if last_checkpoint:
-        trainer.accelerator.print(f"resuming from {last_checkpoint}")
+    last_checkpoint = resume_point(trainer, run)
     train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
     eval_metrics = trainer.evaluate() if data.eval is not None else {}
 
@@ -197,7 +196,7 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_
         trainer.processing_class.save_pretrained(training_args.output_dir)
         if model_args.use_peft:
             save_reward_input(training_args.output_dir, data.conversational)  # the config.json of a full model
-        run.write({"script": script_args, "training": training_args, "model": model_args}, summary)
+        run.write(configs, summary)
         print(format_summary(f"Reward model finished: {training_args.output_dir}", summary))
     if push and trainer.accelerator.is_main_process:
         push_trained_output(training_args, "reward")

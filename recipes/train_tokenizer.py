@@ -57,8 +57,9 @@ def main(args: TrainTokenizerArguments) -> dict:
     from llm_recipes.tokenizer import measure_fertility
 
     # written beside the output and renamed into place at the end: a crash never leaves a half-written tokenizer
+    run = StageRun.begin("train-tokenizer", args.output_dir, {"script": args})
     with written_in_place(args.output_dir) as staging:
-        run = StageRun("train-tokenizer", staging)
+        run.output_dir = staging
         spec = DatasetSpec(
             path=args.dataset_path, format=args.data_format, split=args.dataset_split, text_field=args.text_field
         )

@@ -238,7 +238,7 @@ def test_a_rerun_refuses_checkpoints_it_did_not_write(tmp_path, monkeypatch):
 
     ran = []
     original = runner.run_stage
-    runner.run_stage = lambda step, config_path: ran.append(step.stage)
+    runner.run_stage = lambda step, config_path, **_: ran.append(step.stage)
     try:
         with pytest.raises(UserError, match="stage pretrain: output_dir .* holds checkpoints this pipeline did not"):
             run_plan(plan, settings, {step.stage: tmp_path / "x.yaml" for step in plan})

@@ -310,7 +310,7 @@ def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_pa
     with pytest.raises(Interrupted):
         run(tmp_path, config(resumed), callbacks=[InterruptAfterFirstSave()])
     assert sorted(p.name for p in resumed.glob("checkpoint-*")) == ["checkpoint-3"]
-    assert read_manifest(resumed) is None and not (resumed / "model.safetensors").exists()
+    assert not read_manifest(resumed)["complete"] and not (resumed / "model.safetensors").exists()
 
     summary = run(tmp_path, config(resumed))
     assert f"resuming from {resumed / 'checkpoint-3'}" in capsys.readouterr().out
@@ -350,6 +350,6 @@ def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, base_m
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]  # nothing saved after the NaN
     good = load_file(out / "checkpoint-2" / "model.safetensors")
     assert all(torch.isfinite(tensor).all() for tensor in good.values())
-    assert read_manifest(out) is None and not (out / "model.safetensors").exists()
+    assert not read_manifest(out)["complete"] and not (out / "model.safetensors").exists()
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2

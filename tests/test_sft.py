@@ -295,19 +295,23 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path, base_model_dir):
     first.wait()
     checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     assert checkpoints, "the first run wrote no checkpoint before it was killed"
-    assert read_manifest(out) is None  # killed: no manifest, so the stage does not look complete
+    assert not read_manifest(out)["complete"]  # killed: the manifest says the run is unfinished
     # the kill may land while a checkpoint is being written: the rerun resumes from the last complete one
     complete = [folder for folder in checkpoints if (folder / "trainer_state.json").is_file()]
     resumed_from = int(complete[-1].name.split("-")[1])
     assert resumed_from < 400
 
     second = subprocess.run(
-        command + ["--max_steps", str(resumed_from + 5)], capture_output=True, text=True, timeout=300
+        command + ["--max_steps", str(resumed_from + 5), "--resume_with_changes", "true"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert second.returncode == 0, second.stderr[-2000:]
     assert f"resuming from {out / f'checkpoint-{resumed_from}'}" in second.stdout
     manifest = read_manifest(out)
     assert manifest["metrics"]["optimizer steps"] == resumed_from + 5
+    assert manifest["resumed_with_changes"] == {"max_steps": {"before": 400, "after": resumed_from + 5}}
     state = json.loads((out / f"checkpoint-{resumed_from + 5}" / "trainer_state.json").read_text())
     assert state["global_step"] == resumed_from + 5
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from llm_recipes.configs.options import OutputOptions, ResumeOptions
 from llm_recipes.configs.parsing import (
     DATA_FORMATS,
     RANGE_CHECKS,
@@ -139,7 +140,7 @@ RANGE_CHECKS["report_max_new_tokens"] = (lambda v: v >= 1, "must be >= 1")
 
 
 @dataclass
-class CompressionEvalArguments:
+class CompressionEvalArguments(OutputOptions):
     """How the quantize and prune stages compare the compressed model with its source."""
 
     eval_dataset_path: str | None = field(
@@ -240,7 +241,7 @@ PRUNE_METHODS = ("magnitude", "wanda", "structured")
 
 
 @dataclass
-class PruneArguments(CompressionEvalArguments):
+class PruneArguments(CompressionEvalArguments, ResumeOptions):
     """A model pruned (unstructured, N:M or structured), optionally fine-tuned to recover, with a report. Parsed
     with `TrainingArguments`, which set output_dir, seed and the recovery fine-tune."""
 

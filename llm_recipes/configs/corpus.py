@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from llm_recipes.configs.options import OutputOptions
 from llm_recipes.configs.parsing import (
     DATA_FORMATS,
     RANGE_CHECKS,
@@ -15,7 +16,7 @@ CORPUS_OUTPUT_FORMATS = ("arrow", "parquet")
 
 
 @dataclass
-class CleanCorpusArguments:
+class CleanCorpusArguments(OutputOptions):
     """Raw text in, a cleaned, deduplicated, split `datasets` dataset out (see llm_recipes/data/corpus_steps.py)."""
 
     input_paths: list[str] | None = field(
@@ -87,7 +88,7 @@ RANGE_CHECKS["max_documents"] = (lambda v: v is None or v >= 1, "must be >= 1")
 
 
 @dataclass
-class InitModelArguments:
+class InitModelArguments(OutputOptions):
     """A fresh model to start from: a tokenizer (trained here or taken from a folder) and a preset architecture."""
 
     output_dir: str = field(default="outputs/base", metadata={"help": "Where the model and tokenizer are written."})
@@ -107,7 +108,7 @@ class InitModelArguments:
 
 
 @dataclass
-class TrainTokenizerArguments:
+class TrainTokenizerArguments(OutputOptions):
     """A tokenizer trained from a dataset's text (or an existing tokenizer retrained on it), with a fertility report."""
 
     output_dir: str = field(default="outputs/tokenizer", metadata={"help": "Where the tokenizer is written."})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from llm_recipes.configs.options import OutputOptions
 from llm_recipes.configs.parsing import (
     DATA_FORMATS,
     RANGE_CHECKS,
@@ -16,7 +17,7 @@ GGUF_TYPES = ("none", "f32", "f16", "q8_0")
 
 
 @dataclass
-class ExportArguments:
+class ExportArguments(OutputOptions):
     """A trained model (or adapter) made deployable: merged, sharded, carded, optionally GGUF, optionally pushed."""
 
     model_name_or_path: str | None = field(
@@ -80,7 +81,7 @@ EVAL_METRICS = ("perplexity", "generation", "bleu", "chrf", "rouge", "exact_matc
 
 
 @dataclass
-class EvaluateArguments:
+class EvaluateArguments(OutputOptions):
     """Evaluate one model, or compare several stages' models (base, SFT, RL, distilled, quantized, pruned) on the
     same data: perplexity, generation metrics, reward, classification, lm-evaluation-harness tasks, curves."""
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from llm_recipes.errors import UserError, did_you_mean
+from llm_recipes.errors import StageComplete, UserError, did_you_mean, report_user_error
 
 # What a local data file or a saved dataset may look like; anything else that does not exist is taken as a Hub id.
 DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt", ".gz", ".zst")
@@ -231,16 +231,21 @@ def run_recipe(main: Callable[..., Any], parse_args: Callable[[], tuple], *, fir
     """A recipe's `__main__`: parse, run, and turn a user error into one line on stderr with exit code 2.
 
     `first_process_only` is for data stages, which do their work on rank 0 (see `is_first_process`)."""
+    from llm_recipes.outputs import abandon_started_outputs
+
     if first_process_only and not is_first_process():
         sys.exit(0)
     try:
         main(*parse_args())
     except UserError as err:
+        abandon_started_outputs()
         exit_with_config_error(err)
+    except StageComplete as done:
+        if is_first_process():
+            print(done)
     sys.exit(0)
 
 
 def exit_with_config_error(err: UserError):
-    if is_first_process():
-        print(f"error: {err}", file=sys.stderr)
+    report_user_error(err)
     sys.exit(2)

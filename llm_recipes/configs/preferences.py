@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from llm_recipes.configs.options import ResumeOptions
 from llm_recipes.configs.parsing import (
     DATA_FORMATS,
     RANGE_CHECKS,
@@ -13,7 +14,7 @@ PREFERENCE_FORMATS = ("auto", "prompt_chosen_rejected", "implicit_prompt", "shar
 
 
 @dataclass
-class PreferenceDataArguments:
+class PreferenceDataArguments(ResumeOptions):
     """Pairwise preference data (see llm_recipes/data/preferences.py): one file or Hub id, an eval split."""
 
     dataset_path: str | None = field(
@@ -55,7 +56,7 @@ class DPOScriptArguments(PreferenceDataArguments):
 
 
 @dataclass
-class PromptRewardArguments:
+class PromptRewardArguments(ResumeOptions):
     """Prompts and exactly one reward (a reward model or a Python function): what GRPO, RLOO and PPO read."""
 
     dataset_path: str | None = field(

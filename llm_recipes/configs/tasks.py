@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from llm_recipes.configs.options import ResumeOptions
 from llm_recipes.configs.parsing import RANGE_CHECKS
 
 FINETUNE_TASKS = ("classification", "token-classification", "question-answering")
 
 
 @dataclass
-class FinetuneTaskArguments:
+class FinetuneTaskArguments(ResumeOptions):
     """What the task fine-tuning recipe needs beyond `TrainingArguments` and TRL's `ModelConfig` (model path, LoRA)."""
 
     task: str | None = field(

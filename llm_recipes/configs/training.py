@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from llm_recipes.configs.options import ResumeOptions
 from llm_recipes.configs.parsing import DATA_FORMATS, RANGE_CHECKS, ConfigError
 from llm_recipes.errors import did_you_mean
 
@@ -22,7 +23,7 @@ class DatasetSpec:
 
 
 @dataclass
-class DatasetArguments:
+class DatasetArguments(ResumeOptions):
     """The training data of the SFT, pretrain and distill stages: one dataset or a weighted mixture, and what is
     held out for evaluation. A stage redeclares a field to change its default or help (its place stays)."""
 

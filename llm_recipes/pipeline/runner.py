@@ -21,13 +21,12 @@ from pathlib import Path
 import yaml
 
 from llm_recipes.configs import planned_outputs
-from llm_recipes.errors import UserError
+from llm_recipes.errors import StageComplete, UserError
 from llm_recipes.pipeline.plan import PipelineSettings, StagePlan, planned_paths
 from llm_recipes.pipeline.report import StageResult, headline
 from llm_recipes.pipeline.state import (
     PipelineState,
     StageStatus,
-    clear_stale_checkpoints,
     fingerprint,
     has_checkpoints,
     output_mark,
@@ -145,20 +144,21 @@ def run_plan(
             seconds = state.stages[step.stage].get("seconds")
             results.append(StageResult(step.stage, "done earlier", step.output, seconds, text, metrics))
             continue
-        if status.kind == "changed" and step.is_training:
-            removed = clear_stale_checkpoints(step)
-            if removed:
-                log(f"== {step.stage}: {status.reason}; removed checkpoints of the earlier run: {', '.join(removed)}")
         if status.kind == "new" and step.is_training and has_checkpoints(step):
             raise UserError(
                 f"stage {step.stage}: output_dir {step.output} holds checkpoints this pipeline did not write; "
                 "remove them, choose another output_dir, or pass --restart to start that stage afresh"
             )
-        log(f"== {step.stage} ({'resuming' if status.kind == 'resume' else 'running'}): {config_paths[step.stage]}")
+        # a changed stage starts over: what its folder holds came from other settings or other inputs
+        start_over = status.kind == "changed"
+        how = "starting over: " + status.reason if start_over else "resuming" if status.kind == "resume" else "running"
+        log(f"== {step.stage} ({how}): {config_paths[step.stage]}")
         state.mark_started(step, stage_fingerprint)
         started = time.time()
         try:
-            run_stage(step, config_paths[step.stage])
+            run_stage(step, config_paths[step.stage], overwrite=start_over)
+        except StageComplete as done:
+            log(str(done))
         except UserError as err:
             raise UserError(f"stage {step.stage}: {err}") from None
         except (Exception, KeyboardInterrupt) as err:
@@ -174,17 +174,19 @@ def run_plan(
     return results
 
 
-def run_stage(step: StagePlan, config_path: Path) -> None:
-    """In this process, or through `accelerate launch` when the pipeline gives the stage launch flags."""
+def run_stage(step: StagePlan, config_path: Path, *, overwrite: bool = False) -> None:
+    """In this process, or through `accelerate launch` when the pipeline gives the stage launch flags; a user error
+    comes back as a UserError either way."""
     from llm_recipes import cli
 
+    args = ["--config", str(config_path)] + (["--overwrite_output_dir", "true"] if overwrite else [])
     if step.launch_args:
-        code = cli.main([step.stage, "--config", str(config_path), *step.launch_args])
+        code = cli.launch_stage(step.stage, [*args, *step.launch_args])
         if code != 0:
             raise RuntimeError(f"llm-recipes {step.stage} exited with code {code}")
         return
     recipe = cli.load_recipe(step.stage)
-    recipe.main(*recipe.parse_args(["--config", str(config_path)]))
+    recipe.main(*recipe.parse_args(args))
     del recipe
     gc.collect()  # the stage's model and data go before the next stage loads its own
     import torch

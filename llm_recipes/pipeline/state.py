@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,19 +100,6 @@ class PipelineState:
         entry = self.stages[step.stage]
         entry.update(status="complete", seconds=round(seconds, 1), manifest_started_at=manifest.get("started_at"))
         self.save()
-
-
-def clear_stale_checkpoints(step: StagePlan) -> list[str]:
-    """A training stage whose config changed must not resume from checkpoints of the old config.
-
-    (clean-corpus needs no clearing: its step checkpoints are keyed by each step's own settings.)"""
-    output = Path(step.output).expanduser()
-    removed = []
-    if output.is_dir():
-        for checkpoint in sorted(output.glob("checkpoint-*")):
-            shutil.rmtree(checkpoint, ignore_errors=True)
-            removed.append(checkpoint.name)
-    return removed
 
 
 def has_checkpoints(step: StagePlan) -> bool:
