@@ -28,12 +28,6 @@ ALPACA = [json.loads(line) for line in (DEMO_DATA / "arithmetic_alpaca.jsonl").r
 PAIR = {"prompt": "Name an animal.", "chosen": "A lion.", "rejected": "A rock."}
 
 
-def recipe_command(stage: str) -> list[str]:
-    """Errors found only after the data is read: run the recipe script itself, whose contract already holds.
-    TODO(lead): switch to CLI + [stage] once a UserError raised under `accelerate launch` exits 2 in one line."""
-    return [sys.executable, str(PROJECT / "recipes" / f"{stage.replace('-', '_')}.py")]
-
-
 def run_command(command: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=PROJECT)
 
@@ -120,7 +114,7 @@ def test_sft_on_data_that_is_not_utf8_stops_in_one_line(tmp_path, base_model_dir
         "use_cpu": True,
         "report_to": "none",
     }
-    completed = run_command([*recipe_command("sft"), "--config", str(write_yaml(tmp_path / "sft.yaml", config))])
+    completed = run_command([*CLI, "sft", "--config", str(write_yaml(tmp_path / "sft.yaml", config))])
     column = column_of_bad_byte(alpaca_bytes(bad_line=12).splitlines()[11])
     assert_one_error_line(
         completed,
@@ -219,7 +213,8 @@ def test_reward_on_one_object_stops_in_one_line(tmp_path, base_model_dir):
     data.write_text(json.dumps(PAIR))
     completed = run_command(
         [
-            *recipe_command("reward"),
+            *CLI,
+            "reward",
             "--dataset_path",
             str(data),
             "--model_name_or_path",
