@@ -52,12 +52,13 @@ the worst case without packing; reward and DPO run chosen and rejected together,
 gradient_accumulation_steps x (max_prompt_length + response_length); GRPO/RLOO: completions only, as TRL bounds no
 prompt length -- noted).
 
-Per stage: PPO (our trainer) trains policy + value model and holds a frozen reference and reward model, which it
-does not hand to accelerate (they stay whole on every device even under ZeRO-3/FSDP); its rollout adds the KV cache
-and the logits of the scoring passes. GRPO/RLOO hold the policy, a reference when beta > 0 (none with LoRA: the
-adapter-disabled policy is the reference) and a reward model on every device; DPO the policy and a reference
-(none with LoRA); reward a sequence classifier; distill a trained student and a frozen teacher; evaluate, quantize,
-prune (without recovery fine-tune) and export their weights only.
+Per stage: PPO (our trainer) trains policy + value model and holds a frozen reference (prepared with them, so
+sharded under FSDP2) and a reward model (called through the reward function, whole on every device); under FSDP2
+generation keeps the whole policy gathered; its rollout adds the KV cache and the logits of the scoring passes. PPO
+under DeepSpeed or FSDP1 is refused (`check_ppo_launch`). GRPO/RLOO hold the policy, a reference when beta > 0
+(none with LoRA: the adapter-disabled policy is the reference) and a reward model on every device; DPO the policy
+and a reference (none with LoRA); reward a sequence classifier; distill a trained student and a frozen teacher;
+evaluate, quantize, prune (without recovery fine-tune) and export their weights only.
 
 Not counted: the CUDA context and kernels (~0.5-1 GiB), allocator fragmentation (often 5-15%), communication
 buffers, dataloader workers. These are estimates for planning, not measurements.
@@ -154,6 +155,7 @@ class LaunchPlan:
     shard_group: int = 1  # processes a shard is spread over
     gathers_whole_model: bool = False  # FSDP SHARD_GRAD_OP: parameters stay gathered from forward to backward
     fsdp: bool = False
+    fsdp_version: int | None = None
     offload_optimizer: bool = False
     offload_params: bool = False
     cpu: bool = False
@@ -255,6 +257,7 @@ def _fsdp_sharding(plan: LaunchPlan, fsdp: dict[str, Any]) -> None:
     """FSDP2 spells the strategy `fsdp_reshard_after_forward` (a bool, or FSDP1's names); FSDP1
     `fsdp_sharding_strategy`."""
     plan.fsdp = True
+    plan.fsdp_version = int(fsdp.get("fsdp_version") or 1)
     raw = fsdp.get("fsdp_reshard_after_forward", fsdp.get("fsdp_sharding_strategy", True))
     names = {"1": "FULL_SHARD", "2": "SHARD_GRAD_OP", "3": "NO_SHARD", "4": "HYBRID_SHARD", "5": "HYBRID_SHARD_ZERO2"}
     strategy = str(raw).upper()
@@ -329,6 +332,17 @@ def _training_config_sharding(plan: LaunchPlan, settings: dict[str, Any], notes:
     if plan.machines > 1:
         plan.strategy = f"multi-node {plan.strategy}"
     return plan
+
+
+def check_ppo_launch(launch: LaunchPlan, settings: dict[str, Any]) -> None:
+    """Our PPO trainer runs on one device, under DDP or under FSDP2: anything else is refused here (the dry run), as
+    the recipe refuses it when launched (llm_recipes.trainers.ppo_launch)."""
+    from llm_recipes.trainers.ppo_launch import unsupported_launch
+
+    quantized = bool(settings.get("load_in_4bit") or settings.get("load_in_8bit"))
+    reason = unsupported_launch(launch.zero_stage is not None, launch.fsdp_version if launch.fsdp else None, quantized)
+    if reason:
+        raise UserError(reason)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -934,6 +948,8 @@ def estimate_stage(
     settings = _settings(stage, section)
     training = stage in TRAINING_STAGES or (stage == "prune" and bool(settings.get("recovery_dataset_path")))
     launch = resolve_launch(launch_args) if training else LaunchPlan()
+    if stage == "ppo":
+        check_ppo_launch(launch, settings)
     if not training and launch_args:
         notes.append("launch flags ignored: the stage runs in one process")
     notes.extend(launch.notes)
@@ -1013,6 +1029,8 @@ def estimate_stage(
         compute_bytes = 2 if mixed != "no" else 4
         if launch.gathers_whole_model:
             breakdown["gathered parameters"] = compute_bytes * largest.parameters
+        elif stage == "ppo":  # generation keeps the policy's layers gathered from the first new token to the last
+            breakdown["gathered parameters"] = compute_bytes * shapes[0].parameters
         else:
             breakdown["gathered parameters"] = compute_bytes * max(largest.embedding, 2 * largest.largest_block)
 
@@ -1100,10 +1118,10 @@ def _roles(stage, settings, config, head, teacher_config, reward_config, value_c
         value_role = _Role("value", value, "sequence_classification", True, load)
         roles.append(value_role)
         if not peft:
-            roles.append(_Role("reference", config, "causal_lm", False, load, prepared=False))
+            roles.append(_Role("reference", config, "causal_lm", False, load))
         if reward_config is not None:
             roles.append(_Role("reward", reward_config, "sequence_classification", False, load, prepared=False))
-        notes.append("PPO: policy + value trained; reference and reward whole on every device (not sharded)")
+        notes.append("PPO: policy, value and reference prepared (sharded by FSDP); reward model whole on each device")
     if stage == "distill":
         if teacher_config is None:
             notes.append("teacher config not available offline: no estimate")

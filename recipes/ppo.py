@@ -43,8 +43,10 @@ PPO_DEFAULTS = dict(eval_split_size=0.1, max_eval_samples=256)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[PPOScriptArguments, PPOConfig, ModelConfig]:
-    """Parse and check the config: everything a user can get wrong fails here, before a model is loaded."""
+    """Parse and check the config: everything a user can get wrong fails here, before a model is loaded (a launch
+    PPO cannot run under, such as DeepSpeed, included)."""
     from llm_recipes.rewards import check_reward_function
+    from llm_recipes.trainers.ppo_launch import check_launch_environment
 
     script_args, config, model_args = parse_config((PPOScriptArguments, PPOConfig, ModelConfig), argv, **PPO_DEFAULTS)
     if not script_args.dataset_path:
@@ -71,6 +73,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PPOScriptArguments, P
             f"({config.mini_batch_size})"
         )
     check_quantized_training(model_args)
+    check_launch_environment(quantized=bool(model_args.load_in_4bit or model_args.load_in_8bit))
     if config.resume_from_checkpoint and not os.path.isdir(config.resume_from_checkpoint):
         raise UserError(f"resume_from_checkpoint: folder not found: {config.resume_from_checkpoint}")
     return script_args, config, model_args

@@ -229,16 +229,21 @@ def test_dpo_holds_a_reference_only_without_lora():
     assert "reference model" not in lora.breakdown
 
 
-def test_ppo_reference_and_reward_stay_whole_under_zero3():
+def test_ppo_shards_its_reference_under_fsdp_keeps_the_reward_model_whole_and_refuses_zero3():
     config = small_llama()
     section = {"model_name_or_path": "p", "reward_model_path": "r", "dataset_path": "d.jsonl", "dtype": "bfloat16"}
     ddp = estimate_stage("ppo", section, model_config=config, launch_args=launch("ddp.yaml"), reward_config=config)
-    zero3 = estimate_stage(
-        "ppo", section, model_config=config, launch_args=launch("deepspeed_zero3.yaml"), reward_config=config
-    )
-    assert ddp.breakdown["reference model"] == zero3.breakdown["reference model"] > 0
-    assert ddp.breakdown["reward model"] == zero3.breakdown["reward model"] > 0
-    assert zero3.breakdown["weights"] < ddp.breakdown["weights"]  # policy + value are prepared, hence sharded
+    fsdp = estimate_stage("ppo", section, model_config=config, launch_args=launch("fsdp.yaml"), reward_config=config)
+    assert fsdp.breakdown["reference model"] == ddp.breakdown["reference model"] / 8 > 0  # prepared with the policy
+    assert ddp.breakdown["reward model"] == fsdp.breakdown["reward model"] > 0  # only called: whole on every device
+    assert fsdp.breakdown["weights"] < ddp.breakdown["weights"]  # policy + value sharded
+    # generation keeps the whole policy gathered (fp32: this section has no bf16, which PPO's precision follows)
+    assert fsdp.breakdown["gathered parameters"] == 4 * parameter_count(config)
+    for file in ("deepspeed_zero3.yaml", "deepspeed_zero2.yaml"):
+        with pytest.raises(UserError, match="not under DeepSpeed"):
+            estimate_stage("ppo", section, model_config=config, launch_args=launch(file), reward_config=config)
+    with pytest.raises(UserError, match="FSDP2 only, not fsdp_version 1"):
+        estimate_stage("ppo", section, model_config=config, launch_args=[*launch("fsdp.yaml"), "--fsdp_version", "1"])
 
 
 def test_unknowns_give_none_and_a_note():

@@ -91,6 +91,35 @@ def log_history(output_dir: Path) -> list[dict]:
     return json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
 
 
+INTERRUPTING_REWARD = """
+import os
+import signal
+
+from llm_recipes.data.synthetic import synthetic_reward
+
+calls = 0
+
+
+def reward(prompts, completions, **kwargs):
+    global calls
+    calls += 1
+    if calls == int(os.environ.get("KILL_AT_REWARD_CALL", "0")) and os.environ.get("RANK") == "0":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if calls == int(os.environ.get("STOP_AT_REWARD_CALL", "0")):
+        raise SystemExit(f"stopped at reward call {calls}")
+    return synthetic_reward(prompts, completions)
+"""
+
+
+def interrupting_reward(folder: Path) -> str:
+    """The synthetic reward, which ends its run at call N (held-out evaluations count too): STOP_AT_REWARD_CALL
+    raises SystemExit in this process; KILL_AT_REWARD_CALL kills rank 0 of a torchrun launch (SIGKILL) -- a run
+    killed half way, whose rerun resumes from its last checkpoint."""
+    path = folder / "interrupting_reward.py"
+    path.write_text(INTERRUPTING_REWARD)
+    return f"{path}:reward"
+
+
 # ---------------------------------------------------------------------------------------------- config checks
 
 
@@ -152,12 +181,12 @@ def test_ppo_raises_the_held_out_reward_with_bounded_kl(tmp_path, colour_model_d
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "ppo"
-    summary = run_ppo(
-        tmp_path,
-        ppo_config(
-            colour_model_dir, out, prompt_files, num_ppo_steps=15, learning_rate=1e-2, save_steps=5, save_total_limit=2
-        ),
+    # the colour task scores a colour anywhere in an 8-token answer, and a tiny random policy never ends one by
+    # itself: the default missing-EOS penalty would cost every episode the same 1 and hide the colour signal
+    config = ppo_config(
+        colour_model_dir, out, prompt_files, num_ppo_steps=15, learning_rate=1e-2, save_steps=5, save_total_limit=2
     )
+    summary = run_ppo(tmp_path, {**config, "missing_eos_penalty": 0})
 
     # a random policy names a colour in ~6% of its 8-token answers; 15 PPO steps make it most of them (0.06 -> 0.83
     # here; seeds 1-3: gains 0.69, 0.77, 0.67), while the KL penalty keeps it within ~10 nats of the start
@@ -191,11 +220,19 @@ def test_ppo_raises_the_held_out_reward_with_bounded_kl(tmp_path, colour_model_d
 
 
 @pytest.mark.slow
-def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, colour_model_dir, prompt_files):
-    common = dict(lr_scheduler_type="constant", save_steps=2, eval_split_size=0)
+def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(
+    tmp_path, colour_model_dir, prompt_files, monkeypatch
+):
+    common = dict(lr_scheduler_type="constant", save_steps=2, reward_function=interrupting_reward(tmp_path))
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run_ppo(tmp_path, ppo_config(colour_model_dir, straight, prompt_files, num_ppo_steps=4, **common))
-    run_ppo(tmp_path, ppo_config(colour_model_dir, resumed, prompt_files, num_ppo_steps=2, **common))
+    # reward calls: 1 the held-out evaluation, 2-5 the rollouts of steps 1-4; checkpoint-2 is written once step 3's
+    # rollout has passed, so a run stopped in step 4's rollout resumes from it
+    monkeypatch.setenv("STOP_AT_REWARD_CALL", "5")
+    with pytest.raises(SystemExit):
+        run_ppo(tmp_path, ppo_config(colour_model_dir, resumed, prompt_files, num_ppo_steps=4, **common))
+    assert [p.name for p in resumed.glob("checkpoint-*")] == ["checkpoint-2"]
+    monkeypatch.delenv("STOP_AT_REWARD_CALL")
     summary = run_ppo(tmp_path, ppo_config(colour_model_dir, resumed, prompt_files, num_ppo_steps=4, **common))
 
     assert summary["PPO steps"] == 4
@@ -273,18 +310,30 @@ def test_a_nan_reward_stops_the_run(tmp_path, colour_model_dir, prompt_files):
 
 @pytest.mark.slow
 def test_lora_policy_trains_against_its_adapter_free_self_and_saves_a_merged_model(
-    tmp_path, colour_model_dir, prompt_files
+    tmp_path, colour_model_dir, prompt_files, monkeypatch
 ):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "ppo-lora"
     config = ppo_config(
-        colour_model_dir, out, prompt_files, use_peft=True, lora_r=8, lora_alpha=16, learning_rate=1e-2, save_steps=1
+        colour_model_dir,
+        out,
+        prompt_files,
+        use_peft=True,
+        lora_r=8,
+        lora_alpha=16,
+        learning_rate=1e-2,
+        save_steps=1,
+        num_ppo_steps=3,
+        reward_function=interrupting_reward(tmp_path),
     )
-    run_ppo(tmp_path, {**config, "num_ppo_steps": 2})
+    monkeypatch.setenv("STOP_AT_REWARD_CALL", "5")  # the held-out evaluation after step 3, before checkpoint-3
+    with pytest.raises(SystemExit):
+        run_ppo(tmp_path, config)
     checkpoint_policy = out / "checkpoint-2" / "policy"
     assert (checkpoint_policy / "adapter_model.safetensors").is_file()  # checkpoints keep the adapter
-    summary = run_ppo(tmp_path, {**config, "num_ppo_steps": 3})  # resumes from checkpoint-2: adapter reloaded
+    monkeypatch.delenv("STOP_AT_REWARD_CALL")
+    summary = run_ppo(tmp_path, config)  # resumes from checkpoint-2: adapter reloaded
     assert summary["PPO steps"] == 3
 
     steps = [entry for entry in log_history(out) if "policy_loss" in entry]
@@ -381,5 +430,5 @@ def test_two_processes_train_one_policy(tmp_path, colour_model_dir, prompt_files
     assert result.stdout.count("PPO finished") == 1  # one report, from the main process
     steps = [entry for entry in log_history(out) if "policy_loss" in entry]
     assert [entry["episodes"] for entry in steps] == [32, 64, 96]  # 16 prompts per process per step, gathered
-    assert (out / "checkpoint-2" / "rng_state_0.pt").is_file() and (out / "checkpoint-2" / "rng_state_1.pt").is_file()
+    assert {p.name for p in (out / "checkpoint-2").glob("rng_state_*")} == {"rng_state_0.json", "rng_state_1.json"}
     AutoModelForCausalLM.from_pretrained(out)

@@ -18,15 +18,19 @@ One PPO step, as `PPOTrainer.train` runs it:
    `TrainingDiverged` error naming the last good checkpoint: a checkpoint of step N is written only after step
    N+1's rollout (or, for the last step, the held-out evaluation) has sampled from its weights and passed.
 
-The policy and the value model are separate models trained by one optimizer, wrapped in one module so DDP sees a
-single model. The reference is a frozen copy of the starting policy, or -- with a PEFT (LoRA) policy -- the same
-model with its adapter disabled. TRL utilities do what they already do: `selective_log_softmax`,
+The policy, the value model and (unless the policy is PEFT: then the reference is the policy with its adapter
+disabled) the frozen reference are one module, `ppo_rollout.PolicyAndValue`, prepared once by accelerate; one
+optimizer trains policy and value model. TRL utilities do what they already do: `selective_log_softmax`,
 `entropy_from_logits`, `disable_dropout_in_model`, `unwrap_model_for_generation`. The mathematics is in
-`ppo_core`, unit-tested on hand-computed values.
+`ppo_core` (unit-tested on hand-computed values), sampling in `ppo_rollout`, checkpoints in `ppo_checkpoint`.
 
-Multi-process: every process generates, scores and trains on its own prompts; gradients are averaged by DDP and
-statistics by `gather`. Whitening is per process. Checkpoints hold full optimizer state and suit DDP or a single
-device (not FSDP/DeepSpeed sharding).
+Processes: every process generates, scores and trains on its own prompts; statistics are averaged by `gather`
+and whitening is per process. Under DDP each process holds whole models and gradients are averaged. Under FSDP2
+(accelerate's plugin, `fsdp_version: 2`: each decoder layer its own shard unit) the policy, value model and
+reference are sharded; generation gathers the policy's layers once per batch and the processes generate in step;
+checkpoints gather full weights and a full optimizer state on the main process. The reward model stays whole on
+every process (it is only called, through the reward function). DeepSpeed is refused: accelerate can prepare a
+DeepSpeed model only with a dataloader to read its batch size from, and this loop has none.
 """
 
 from __future__ import annotations
@@ -35,21 +39,33 @@ import contextlib
 import copy
 import json
 import math
-import os
-import random
-import re
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from llm_recipes.errors import UserError
+from llm_recipes.trainers import ppo_checkpoint, ppo_launch, ppo_rollout
+from llm_recipes.trainers.ppo_checkpoint import (
+    OPTIMIZER,
+    SCHEDULER,
+    TRAINER_STATE,
+    checkpoints_in,
+    full_state,
+    load_optimizer_state,
+    load_weights,
+    merged_policy,
+    read_rng_state,
+    read_tensors,
+    rng_state,
+    set_rng_state,
+    write_checkpoint,
+)
 from llm_recipes.trainers.ppo_core import (
     AdaptiveKLController,
     FixedKLController,
@@ -60,371 +76,35 @@ from llm_recipes.trainers.ppo_core import (
     masked_mean,
     missing_eos_penalty,
     token_rewards,
-    truncate_at_eos,
     whiten,
 )
+from llm_recipes.trainers.ppo_launch import make_accelerator
+from llm_recipes.trainers.ppo_rollout import (
+    PolicyAndValue,
+    Prompt,
+    RewardFunction,
+    SampleBatch,
+    SamplingSettings,
+    evaluation_sums,
+    is_peft_model,
+    is_sharded,
+    means_from_sums,
+    register_forward_methods,
+    sample_and_score,
+)
 
-Prompt = str | list[dict[str, str]]
-RewardFunction = Callable[..., Sequence[float]]
 
-TRAINER_STATE = "trainer_state.json"
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+def __getattr__(name: str) -> Any:
+    """Names that moved to `ppo_rollout` (sampling, evaluation), `ppo_checkpoint` and `ppo_launch` stay importable
+    from here."""
+    for module in (ppo_rollout, ppo_checkpoint, ppo_launch):
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class TrainingDiverged(UserError):
     """PPO stopped on a NaN or a KL blow-up; the message names the last good checkpoint."""
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Models: policy and value in one module, values from a sequence classifier's backbone
-
-
-def is_peft_model(model: nn.Module) -> bool:
-    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
-
-
-def value_head_forward(
-    value_model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
-) -> torch.Tensor:
-    """A value for every position, (batch, length): a sequence classifier's scalar head applied to every hidden
-    state of its backbone instead of only the last one (a reward model reads the last; a value model needs all)."""
-    model = value_model.get_base_model() if is_peft_model(value_model) else value_model
-    backbone = getattr(model, model.base_model_prefix)
-    hidden = backbone(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-    ).last_hidden_state
-    head = getattr(model, "score", None) or getattr(model, "classifier", None)
-    if head is None:
-        raise UserError(f"the value model ({type(model).__name__}) has no `score` head: use a decoder classifier")
-    return head(hidden).squeeze(-1).float()
-
-
-def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions counted over real tokens only, as `generate` counts them with left padding."""
-    return (attention_mask.long().cumsum(1) - 1).clamp(min=0)
-
-
-def policy_logits(
-    policy: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, context_length: int
-) -> torch.Tensor:
-    """The logits that predict each response token (positions context_length - 1 ... -2)."""
-    output = policy(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_for(attention_mask),
-        use_cache=False,
-    )
-    return output.logits[:, context_length - 1 : -1]
-
-
-class PolicyAndValue(nn.Module):
-    """The two trained models as one module: one `accelerator.prepare`, one DDP gradient sync."""
-
-    def __init__(self, policy: nn.Module, value_model: nn.Module):
-        super().__init__()
-        self.policy = policy
-        self.value_model = value_model
-
-    # TRL's unwrap_model_for_generation switches gradient checkpointing off for generation and back on after
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # renamed in transformers 5
-            if hasattr(type(self.policy), name) or hasattr(self.policy, name):
-                return bool(getattr(self.policy, name))
-        return False
-
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        # non-reentrant checkpointing also works when the inputs need no gradient (a frozen LoRA base)
-        kwargs = gradient_checkpointing_kwargs or {"use_reentrant": False}
-        for model in (self.policy, self.value_model):
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-
-    def gradient_checkpointing_disable(self) -> None:
-        for model in (self.policy, self.value_model):
-            model.gradient_checkpointing_disable()
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, context_length: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = policy_logits(self.policy, input_ids, attention_mask, context_length)
-        values = value_head_forward(self.value_model, input_ids, attention_mask, position_ids_for(attention_mask))
-        return logits, values[:, context_length - 1 : -1]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Sampling and scoring, shared by training rollouts and evaluation
-
-
-def encode_prompts(
-    tokenizer: Any, prompts: Sequence[Prompt], max_prompt_length: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompts as left-padded ids and attention mask: every prompt ends where its response begins. Message lists
-    go through the chat template with the generation prompt; strings are continued as they are."""
-    from llm_recipes.evaluation.generation import render_prompt
-
-    encoded = []
-    for prompt in prompts:
-        text, templated = render_prompt(tokenizer, prompt)
-        ids = tokenizer(text, add_special_tokens=not templated)["input_ids"][-max_prompt_length:]
-        encoded.append(ids or [tokenizer.eos_token_id])
-    width = max(len(ids) for ids in encoded)
-    pad_id = tokenizer.pad_token_id
-    input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in encoded], device=device)
-    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=device)
-    return input_ids, attention_mask
-
-
-def stop_token_ids(policy: nn.Module, tokenizer: Any) -> list[int]:
-    """Every id that ends a response: the tokenizer's EOS and those of the model's generation config (the SFT
-    stage adds the end-of-turn token there)."""
-    ids = [tokenizer.eos_token_id]
-    generation_config = getattr(policy, "generation_config", None)
-    configured = getattr(generation_config, "eos_token_id", None)
-    ids += configured if isinstance(configured, list) else [configured]
-    return sorted({i for i in ids if i is not None})
-
-
-@dataclass
-class SamplingSettings:
-    response_length: int
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float = 1.0
-    stop_at_eos: bool = True
-    max_prompt_length: int = 512
-    batch_size: int = 32
-    use_cache: bool = True  # the KV cache; off only to measure what it saves
-
-    def generation_config(self, eos_ids: list[int], pad_id: int) -> Any:
-        from transformers import GenerationConfig
-
-        return GenerationConfig(
-            max_new_tokens=self.response_length,
-            do_sample=True,
-            temperature=self.temperature,
-            # 0, not None: a None is filled with transformers' global default (top-k 50), silently changing the
-            # distribution the policy's log-probabilities describe
-            top_k=self.top_k or 0,
-            top_p=self.top_p,
-            # [] rather than None: generate fills a None from the model's own config and would stop anyway
-            eos_token_id=eos_ids if self.stop_at_eos else [],
-            pad_token_id=pad_id,
-            use_cache=self.use_cache,
-        )
-
-
-@torch.no_grad()
-def sample_responses(
-    policy: nn.Module,
-    query_ids: torch.Tensor,
-    query_mask: torch.Tensor,
-    generation_config: Any,
-    batch_size: int,
-    pad_id: int,
-) -> torch.Tensor:
-    """Sampled response ids, (batch, response_length), right-padded with `pad_id` after a stop."""
-    width = query_ids.shape[1]
-    length = generation_config.max_new_tokens
-    chunks = []
-    for begin in range(0, len(query_ids), batch_size):
-        output = policy.generate(
-            input_ids=query_ids[begin : begin + batch_size],
-            attention_mask=query_mask[begin : begin + batch_size],
-            generation_config=generation_config,
-        )
-        responses = output[:, width:]
-        if responses.shape[1] < length:  # every row stopped early
-            padding = responses.new_full((responses.shape[0], length - responses.shape[1]), pad_id)
-            responses = torch.cat([responses, padding], dim=1)
-        chunks.append(responses)
-    return torch.cat(chunks)
-
-
-def completions_for(prompts: Sequence[Prompt], texts: Sequence[str]) -> list[Any]:
-    """Completions as TRL reward functions receive them: text for text prompts, an assistant message for chats."""
-    return [
-        text if isinstance(prompt, str) else [{"role": "assistant", "content": text}]
-        for prompt, text in zip(prompts, texts, strict=True)
-    ]
-
-
-def call_reward(reward_function: RewardFunction, prompts: Sequence[Prompt], texts: Sequence[str]) -> list[float]:
-    scores = reward_function(prompts=list(prompts), completions=completions_for(prompts, texts))
-    scores = [float("nan") if score is None else float(score) for score in scores]
-    if len(scores) != len(prompts):
-        raise UserError(f"the reward function returned {len(scores)} scores for {len(prompts)} completions")
-    return scores
-
-
-@torch.no_grad()
-def response_logprobs(
-    model: nn.Module,
-    query_responses: torch.Tensor,
-    attention_mask: torch.Tensor,
-    context_length: int,
-    response_ids: torch.Tensor,
-    temperature: float,
-    batch_size: int,
-) -> torch.Tensor:
-    """Log-probabilities of the response tokens under `model`, at the sampling temperature."""
-    from trl.trainer.utils import selective_log_softmax
-
-    chunks = []
-    for begin in range(0, len(query_responses), batch_size):
-        rows = slice(begin, begin + batch_size)
-        logits = policy_logits(model, query_responses[rows], attention_mask[rows], context_length)
-        chunks.append(selective_log_softmax(logits.float(), response_ids[rows], temperature=temperature))
-    return torch.cat(chunks)
-
-
-@contextlib.contextmanager
-def reference_policy(policy: nn.Module, ref_model: nn.Module | None):
-    """The reference model: the frozen copy, or a PEFT policy with its adapter switched off."""
-    if ref_model is not None:
-        yield ref_model
-    elif is_peft_model(policy):
-        with policy.disable_adapter():
-            yield policy
-    else:
-        raise UserError("a reference model is needed: pass ref_model, or a PEFT (LoRA) policy")
-
-
-@dataclass
-class SampleBatch:
-    """Prompts with sampled responses, scored: what a rollout and an evaluation share."""
-
-    prompts: list[Prompt]
-    texts: list[str]
-    query_ids: torch.Tensor
-    query_mask: torch.Tensor
-    response_ids: torch.Tensor  # truncated after the first EOS, padded
-    response_mask: torch.Tensor
-    contains_eos: torch.Tensor
-    scores: torch.Tensor  # the reward as returned, before the missing-EOS penalty
-
-    @property
-    def query_responses(self) -> torch.Tensor:
-        return torch.cat([self.query_ids, self.response_ids], dim=1)
-
-    @property
-    def attention_mask(self) -> torch.Tensor:
-        return torch.cat([self.query_mask, self.response_mask], dim=1)
-
-
-@torch.no_grad()
-def sample_and_score(
-    policy: nn.Module,
-    tokenizer: Any,
-    prompts: Sequence[Prompt],
-    reward_function: RewardFunction,
-    settings: SamplingSettings,
-    device: torch.device,
-) -> SampleBatch:
-    """Sample one response per prompt (batched, KV cache on), cut it at EOS, decode it and score it."""
-    pad_id = tokenizer.pad_token_id
-    eos_ids = stop_token_ids(policy, tokenizer)
-    query_ids, query_mask = encode_prompts(tokenizer, prompts, settings.max_prompt_length, device)
-    generation_config = settings.generation_config(eos_ids, pad_id)
-    responses = sample_responses(policy, query_ids, query_mask, generation_config, settings.batch_size, pad_id)
-    if settings.stop_at_eos:
-        cut = truncate_at_eos(responses, eos_ids, pad_id)
-        response_ids, response_mask, contains_eos = cut.ids, cut.mask, cut.contains_eos
-    else:
-        response_ids, response_mask = responses, torch.ones_like(responses)
-        contains_eos = torch.isin(responses, torch.tensor(eos_ids, device=device)).any(dim=1)
-    width = max(int(response_mask.sum(dim=1).max()), 1)  # drop columns that are padding in every row
-    response_ids, response_mask = response_ids[:, :width], response_mask[:, :width]
-    texts = tokenizer.batch_decode(response_ids.masked_fill(response_mask == 0, pad_id), skip_special_tokens=True)
-    scores = torch.tensor(call_reward(reward_function, prompts, texts), device=device, dtype=torch.float32)
-    return SampleBatch(
-        prompts=list(prompts),
-        texts=texts,
-        query_ids=query_ids,
-        query_mask=query_mask,
-        response_ids=response_ids,
-        response_mask=response_mask,
-        contains_eos=contains_eos,
-        scores=scores,
-    )
-
-
-@torch.no_grad()
-def sequence_kl(
-    policy: nn.Module, ref_model: nn.Module | None, batch: SampleBatch, settings: SamplingSettings, estimator: str
-) -> torch.Tensor:
-    """KL(policy || reference) of each sampled response: the per-token estimates summed over its tokens."""
-    args = (batch.query_responses, batch.attention_mask, batch.query_ids.shape[1], batch.response_ids)
-    logprobs = response_logprobs(policy, *args, settings.temperature, settings.batch_size)
-    with reference_policy(policy, ref_model) as reference:
-        ref_logprobs = response_logprobs(reference, *args, settings.temperature, settings.batch_size)
-    return (kl_penalty(logprobs, ref_logprobs, estimator) * batch.response_mask).sum(dim=1)
-
-
-def evaluation_sums(
-    policy: nn.Module,
-    ref_model: nn.Module | None,
-    tokenizer: Any,
-    prompts: Sequence[Prompt],
-    reward_function: RewardFunction,
-    settings: SamplingSettings,
-    *,
-    seed: int,
-    kl_estimator: str = "k1",
-    device: torch.device | None = None,
-) -> tuple[torch.Tensor, SampleBatch | None]:
-    """(sums of score, KL, response length and missing EOS, and the count, as one tensor; the samples). Sampling
-    is seeded and leaves the caller's random state alone, so evaluations compare like with like."""
-    device = device or next(policy.parameters()).device
-    if not prompts:
-        return torch.zeros(5, device=device), None
-    was_training = policy.training
-    policy.eval()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        batch = sample_and_score(policy, tokenizer, prompts, reward_function, settings, device)
-        kl = sequence_kl(policy, ref_model, batch, settings, kl_estimator)
-    policy.train(was_training)
-    sums = torch.stack(
-        [
-            batch.scores.sum(),
-            kl.sum(),
-            batch.response_mask.sum().float(),
-            (~batch.contains_eos).sum().float(),
-            torch.tensor(float(len(prompts)), device=device),
-        ]
-    )
-    return sums, batch
-
-
-def means_from_sums(sums: torch.Tensor, prefix: str = "eval_") -> dict[str, float]:
-    count = max(float(sums[4]), 1.0)
-    names = ("score", "kl", "response_length", "missing_eos")
-    return {f"{prefix}{name}": float(value) / count for name, value in zip(names, sums[:4].tolist(), strict=True)}
-
-
-def evaluate_policy(
-    policy: nn.Module,
-    tokenizer: Any,
-    prompts: Sequence[Prompt],
-    reward_function: RewardFunction,
-    *,
-    ref_model: nn.Module | None = None,
-    response_length: int = 64,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float = 1.0,
-    stop_at_eos: bool = True,
-    batch_size: int = 32,
-    seed: int = 0,
-    kl_estimator: str = "k1",
-) -> dict[str, float]:
-    """Mean reward, KL to the reference (nats per response), response length and missing-EOS share of a policy's
-    sampled answers to `prompts` -- the same measurement for any RL or preference method's output."""
-    settings = SamplingSettings(response_length, temperature, top_k, top_p, stop_at_eos, batch_size=batch_size)
-    sums, _ = evaluation_sums(
-        policy, ref_model, tokenizer, prompts, reward_function, settings, seed=seed, kl_estimator=kl_estimator
-    )
-    return means_from_sums(sums, prefix="")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -441,24 +121,14 @@ class Rollout:
     stats: dict[str, torch.Tensor]
 
 
-def make_accelerator(config: Any) -> Any:
-    """The Accelerator of a PPO run (CPU or not, bf16 or not). A Trainer that ran earlier in this process (a
-    pipeline, a notebook) may have fixed other settings in accelerate's process-wide state; they are reset first,
-    as `transformers.TrainingArguments` does, keeping the process group."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state()
-    return Accelerator(cpu=config.use_cpu, mixed_precision="bf16" if config.bf16 else "no")
-
-
 class PPOTrainer:
     """PPO on a causal LM policy with a learned value model.
 
     `config` is `llm_recipes.configs.PPOConfig`. `value_model` is a sequence classifier with one output (its head
-    gives a value per token). `ref_model` is a frozen copy of the starting policy; leave it None for a PEFT policy
-    (the adapter-disabled policy is then the reference). `reward_function` takes (prompts=, completions=) and
-    returns one float per completion; `llm_recipes.rewards.reward_model_function` makes one from a reward model.
+    gives a value per token). `ref_model` is a frozen copy of the starting policy (prepared and, under FSDP2,
+    sharded with the policy); leave it None for a PEFT policy (the adapter-disabled policy is then the
+    reference). `reward_function` takes (prompts=, completions=) and returns one float per completion;
+    `llm_recipes.rewards.reward_model_function` makes one from a reward model.
     """
 
     def __init__(
@@ -493,17 +163,21 @@ class PPOTrainer:
         for model in (policy, value_model, ref_model):
             if model is not None:
                 disable_dropout_in_model(model)  # dropout would make the rollout's log-probs disagree with training
-        wrapper = PolicyAndValue(policy, value_model)
+        if ref_model is not None:
+            ref_model.requires_grad_(False).eval()
+        wrapper = PolicyAndValue(policy, value_model, ref_model)
         if config.gradient_checkpointing:
             wrapper.gradient_checkpointing_enable()
-        if ref_model is not None:
-            ref_model.requires_grad_(False).eval().to(self.accelerator.device)
-        self.ref_model = ref_model
 
         trainable = [p for p in wrapper.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay, eps=1e-5)
         self.model, self.optimizer = self.accelerator.prepare(wrapper, optimizer)
+        register_forward_methods(self.model)
+        self.sharded = is_sharded(self.model)
+        if self.sharded:
+            self.unwrapped.reshard_layers_after_forward = bool(self.accelerator.state.fsdp_plugin.reshard_after_forward)
         self.scheduler = self.build_scheduler()
+        self.learning_rate_factor = 1.0  # a rate changed on resume (resume_with_changes): new / restored
         self.kl_controller = (
             AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
             if config.adaptive_kl
@@ -522,7 +196,7 @@ class PPOTrainer:
         self._orders: dict[int, list[int]] = {}  # the prompt order of the current pass over the prompts
         self.log_history: list[dict[str, Any]] = []
         self.last_checkpoint: str | None = None
-        # every process samples differently; DDP already made the weights identical
+        # every process samples differently; DDP and FSDP already made the weights identical
         from accelerate.utils import set_seed
 
         set_seed(config.seed, device_specific=True)
@@ -599,9 +273,7 @@ class PPOTrainer:
         config, device = self.config, self.accelerator.device
         self.model.eval()
         with unwrap_model_for_generation(self.model, self.accelerator) as unwrapped, self.accelerator.autocast():
-            batch = sample_and_score(
-                unwrapped.policy, self.tokenizer, prompts, self.reward_function, self.settings, device
-            )
+            batch = sample_and_score(unwrapped, self.tokenizer, prompts, self.reward_function, self.settings, device)
             context = batch.query_ids.shape[1]
             logprobs, ref_logprobs, values, entropies = [], [], [], []
             size = self.settings.batch_size
@@ -613,8 +285,7 @@ class PPOTrainer:
                 logprobs.append(selective_log_softmax(logits, batch.response_ids[rows], config.temperature))
                 entropies.append(entropy_from_logits(logits / config.temperature))
                 values.append(value)
-                with reference_policy(unwrapped.policy, self.ref_model) as reference:
-                    ref_logits = policy_logits(reference, *inputs, context).float()
+                ref_logits = unwrapped.logits(*inputs, context, reference=True).float()
                 ref_logprobs.append(selective_log_softmax(ref_logits, batch.response_ids[rows], config.temperature))
         logprobs, ref_logprobs = torch.cat(logprobs), torch.cat(ref_logprobs)
         values, entropy = torch.cat(values).float(), torch.cat(entropies)
@@ -807,21 +478,26 @@ class PPOTrainer:
     def evaluate(self, prompts: Sequence[Prompt] | None = None) -> dict[str, float]:
         """Mean score, KL, response length and missing-EOS share on held-out prompts (sampled with a fixed seed),
         over all processes."""
-        prompts = list(self.eval_prompts if prompts is None else prompts)
-        rank, world = self.accelerator.process_index, self.num_processes
         from trl.models.utils import unwrap_model_for_generation
 
+        prompts = list(self.eval_prompts if prompts is None else prompts)
+        rank, world = self.accelerator.process_index, self.num_processes
+        share = prompts[rank::world]
+        counted = len(share)
+        if self.sharded and prompts:  # every forward is a collective: each process runs as many as the busiest
+            share += prompts[:1] * (math.ceil(len(prompts) / world) - counted)
         with unwrap_model_for_generation(self.model, self.accelerator) as unwrapped, self.accelerator.autocast():
             sums, _ = evaluation_sums(
-                unwrapped.policy,
-                self.ref_model,
+                unwrapped,
+                None,
                 self.tokenizer,
-                prompts[rank::world],
+                share,
                 self.reward_function,
                 self.settings,
                 seed=self.config.seed + 1000 + rank,
                 kl_estimator=self.config.kl_estimator,
                 device=self.accelerator.device,
+                counted=counted,
             )
         total = self.accelerator.reduce(sums, reduction="sum")
         return means_from_sums(total)
@@ -867,117 +543,57 @@ class PPOTrainer:
 
     def save_model(self, output_dir: str | None = None) -> None:
         """The policy, loadable by `AutoModelForCausalLM`: full weights, or with a PEFT policy the base with the
-        adapter merged in (`merge_adapter`, default) or the adapter alone. With the tokenizer."""
+        adapter merged in (`merge_adapter`, default) or the adapter alone. With the tokenizer. Sharded, the
+        weights are gathered on the main process first."""
         output_dir = output_dir or self.config.output_dir
+        policy = self.policy
+        merge = is_peft_model(policy) and self.config.merge_adapter
+        state = full_state(policy, trainable_only=not merge) if self.sharded else None
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            policy = self.policy
-            if is_peft_model(policy) and self.config.merge_adapter:
-                policy = copy.deepcopy(policy).merge_and_unload()
-            policy.save_pretrained(output_dir)
+            if merge:
+                merged = merged_policy(policy, state) if state is not None else copy.deepcopy(policy).merge_and_unload()
+                merged.save_pretrained(output_dir)
+            else:
+                policy.save_pretrained(output_dir, state_dict=state)
             self.tokenizer.save_pretrained(output_dir)
         self.accelerator.wait_for_everyone()
 
     def save_checkpoint(self, random_state: dict[str, Any] | None = None) -> str:
-        """checkpoint-N/: policy/ and value_model/ (save_pretrained), optimizer, scheduler, each process's RNG
-        (`random_state`, default: now) and trainer_state.json. Written under a temporary name, renamed when
-        complete."""
-        name = f"checkpoint-{self.global_step}"
-        final = Path(self.config.output_dir) / name
-        partial = Path(self.config.output_dir) / f".{name}.partial"
-        accelerator = self.accelerator
-        if accelerator.is_main_process:
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir(parents=True)
-        accelerator.wait_for_everyone()
-        torch.save(random_state or rng_state(), partial / f"rng_state_{accelerator.process_index}.pt")
-        if accelerator.is_main_process:
-            self.unwrapped.policy.save_pretrained(partial / "policy")
-            self.tokenizer.save_pretrained(partial / "policy")
-            self.unwrapped.value_model.save_pretrained(partial / "value_model")
-            torch.save(self.optimizer.state_dict(), partial / "optimizer.pt")
-            torch.save(self.scheduler.state_dict(), partial / "scheduler.pt")
-            self.save_state(str(partial))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(partial, final)
-            self.rotate_checkpoints()
-        accelerator.wait_for_everyone()
-        self.last_checkpoint = str(final)
-        return str(final)
-
-    def rotate_checkpoints(self) -> None:
-        limit = self.config.save_total_limit
-        if not limit:
-            return
-        for folder in checkpoints_in(self.config.output_dir)[:-limit]:
-            shutil.rmtree(folder, ignore_errors=True)
+        """checkpoint-N/ (see `ppo_checkpoint`), with each process's random state `random_state` (default: now);
+        the oldest checkpoints beyond `save_total_limit` are removed."""
+        self.last_checkpoint = str(write_checkpoint(self, random_state or rng_state()))
+        if self.accelerator.is_main_process and self.config.save_total_limit:
+            for folder in checkpoints_in(self.config.output_dir)[: -self.config.save_total_limit]:
+                shutil.rmtree(folder, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        return self.last_checkpoint
 
     def load_checkpoint(self, checkpoint: str) -> None:
-        """Continue where `checkpoint` stopped: weights, optimizer, scheduler, KL coefficient, step, log history
-        and this process's random state."""
+        """Continue where `checkpoint` stopped: weights, optimizer, scheduler (then a learning rate changed on
+        resume, `learning_rate_factor`), KL coefficient, step, log history and this process's random state. Every
+        file is read as data (`ppo_checkpoint`); the small ones first, so a refused file changes nothing."""
         folder = Path(checkpoint)
         state_path = folder / TRAINER_STATE
         if not state_path.is_file():
             raise UserError(f"resume_from_checkpoint: {checkpoint} is not a PPO checkpoint (no {TRAINER_STATE})")
         state = json.loads(state_path.read_text(encoding="utf-8"))
-        load_weights(self.unwrapped.policy, folder / "policy")
-        load_weights(self.unwrapped.value_model, folder / "value_model")
-        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True))
-        self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+        random_state = read_rng_state(folder, self.accelerator.process_index)
+        scheduler = read_tensors(folder / SCHEDULER)
+        models = self.unwrapped
+        load_weights(models.policy, folder / "policy")
+        load_weights(models.value_model, folder / "value_model")
+        load_optimizer_state(models, self.optimizer.optimizer, folder / OPTIMIZER, self.sharded)
+        self.scheduler.load_state_dict(scheduler)
+        if self.learning_rate_factor != 1.0:
+            from llm_recipes.callbacks import rescale_learning_rate
+
+            rescale_learning_rate(self.optimizer, self.scheduler, self.learning_rate_factor)
         self.kl_controller.load_state_dict(state["kl_controller"])
         self.global_step = int(state["global_step"])
         self.log_history = list(state["log_history"])
-        rng_path = folder / f"rng_state_{self.accelerator.process_index}.pt"
-        if rng_path.is_file():
-            set_rng_state(torch.load(rng_path, weights_only=False))
+        if random_state is not None:
+            set_rng_state(random_state)
         self.last_checkpoint = str(folder)
         if self.accelerator.is_main_process:
             print(f"[ppo] resumed from {folder} at step {self.global_step}", flush=True)
-
-
-def checkpoints_in(output_dir: str | Path) -> list[Path]:
-    """The complete checkpoint-N folders of a run, oldest first."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := CHECKPOINT_PATTERN.match(p.name))]
-    return [path for _, path in sorted(found)]
-
-
-def load_weights(model: nn.Module, folder: Path) -> None:
-    """Load what `save_pretrained` wrote into an existing model: an adapter into a PEFT model, else the full
-    weights (shards included; tied weights follow the tensor they share)."""
-    from safetensors.torch import load_file
-
-    if is_peft_model(model):
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
-        return
-    index = folder / "model.safetensors.index.json"
-    files = (
-        sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
-    )
-    unexpected: list[str] = []
-    for name in files:
-        result = model.load_state_dict(load_file(folder / name), strict=False)
-        unexpected += result.unexpected_keys
-    if unexpected:
-        raise UserError(f"checkpoint {folder} does not fit the model: unexpected weights {unexpected[:3]}")
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
