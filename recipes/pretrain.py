@@ -236,6 +236,7 @@ def main(script_args: PretrainScriptArguments, training_args: TrainingArguments,
 
     before = trainer.evaluate() if blocks.eval is not None and script_args.eval_before_training else {}
     last_checkpoint = resume_point(trainer, run)
+    facts["epoch before"] = resumed_epoch(last_checkpoint)  # read now: save_total_limit may rotate it away
     train_result = trainer.train(resume_from_checkpoint=last_checkpoint)
     if trainer.loss_guard.failure:
         raise UserError(trainer.loss_guard.failure)
@@ -243,7 +244,7 @@ def main(script_args: PretrainScriptArguments, training_args: TrainingArguments,
 
     trainer.save_model(training_args.output_dir)
     trainer.save_state()  # trainer_state.json beside the model: the evaluate stage plots its curves
-    summary = _summary(script_args, trainer, blocks, facts, train_result, before, eval_metrics, last_checkpoint, run)
+    summary = _summary(script_args, trainer, blocks, facts, train_result, before, eval_metrics, run)
     if trainer.accelerator.is_main_process:
         run.write(configs, summary)
         print(format_summary(f"pretraining finished: {training_args.output_dir}", summary))
@@ -267,21 +268,23 @@ def _final_evaluation(trainer) -> dict[str, float]:
 PACKING_DESCRIPTIONS = {"cross": "on, attention across documents", "separate": "on, attention within each document"}
 
 
-def _summary(script_args, trainer, blocks, facts, train_result, before, eval_metrics, last_checkpoint, run) -> dict:
+def resumed_epoch(checkpoint: str | None) -> float:
+    """How far the checkpoint a run resumes from had trained, in epochs (0 for a fresh start)."""
     from transformers import TrainerState
 
+    if not checkpoint:
+        return 0.0
+    return TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json")).epoch or 0.0
+
+
+def _summary(script_args, trainer, blocks, facts, train_result, before, eval_metrics, run) -> dict:
     from llm_recipes.data.packing import non_padding_share, row_lengths
     from llm_recipes.modeling import count_parameters
     from llm_recipes.training import last_logged
 
     state = trainer.state
     args = trainer.args
-    epoch_before = (
-        TrainerState.load_from_json(os.path.join(last_checkpoint, "trainer_state.json")).epoch or 0.0
-        if last_checkpoint
-        else 0.0
-    )
-    session_tokens = (state.epoch - epoch_before) * blocks.tokens_per_epoch
+    session_tokens = (state.epoch - facts["epoch before"]) * blocks.tokens_per_epoch
     runtime = train_result.metrics.get("train_runtime") or 0.0
     _, parameters = count_parameters(trainer.accelerator.unwrap_model(trainer.model))
     share = non_padding_share(
