@@ -63,14 +63,15 @@ def load_source_texts(
 ) -> tuple[Dataset, FormatReport]:
     """One dataset as `text` (+ `score_column`, carried through the format conversion row for row)."""
     from llm_recipes.data.curriculum import column_scores
-    from llm_recipes.data.formats import to_standard_columns
+    from llm_recipes.data.formats import naming_dataset, to_standard_columns
     from llm_recipes.data.io import load_dataset_source
 
     raw = load_dataset_source(spec.path, split=spec.split, name=spec.name)
     if len(raw) == 0:
         raise UserError(f"dataset '{spec.path}' is empty")
     scores = column_scores(raw, score_column) if score_column else None
-    converted, report = to_standard_columns(raw, spec.format, text_field=spec.text_field, num_proc=num_proc)
+    with naming_dataset(spec.path):
+        converted, report = to_standard_columns(raw, spec.format, text_field=spec.text_field, num_proc=num_proc)
     if len(converted) == 0:
         raise UserError(f"dataset '{spec.path}': no usable rows after conversion ({report.dropped})")
     if scores is not None:

@@ -397,7 +397,7 @@ def _summary(script_args, trainer, facts, train_result, eval_metrics, run) -> di
         "seconds": round(run.seconds, 1),
     }
     for source, report in facts["data"].reports:
-        summary[f"rows kept from {source}"] = f"{report.rows_out}/{report.rows_in} ({report.source_format})"
+        summary[f"rows kept from {source}"] = report.describe()
     return {key: value for key, value in summary.items() if value is not None}
 
 

@@ -141,6 +141,7 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: 
         "eval reward accuracy": eval_metrics.get("eval_rewards/accuracies"),
         "eval reward margin": eval_metrics.get("eval_rewards/margins"),
         "seconds": round(run.seconds, 1),
+        **{f"rows kept from {source}": report.describe() for source, report in data.reports},
     }
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(training_args.output_dir)

@@ -71,7 +71,7 @@ def main(args: argparse.Namespace) -> list:
         with checks_as_on_a_gpu_machine() as relaxed, code_not_imported():  # runs nothing: code is only found
             check_plan(plan, config_paths)
         statuses = stage_statuses(plan, PipelineState(settings.run_dir), restart=args.restart, rerun=args.rerun)
-        print(describe_plan(plan, settings, statuses, str(config_dir)))
+        print(describe_plan(plan, settings, statuses))
         if relaxed:
             print("no GPU here: bf16 settings were checked as a GPU machine would accept them")
         return []

@@ -59,9 +59,7 @@ def estimate_plan(plan: list[StagePlan], settings: PipelineSettings) -> dict[str
     return estimates
 
 
-def describe_plan(
-    plan: list[StagePlan], settings: PipelineSettings, statuses: list[StageStatus | None], config_dir: str
-) -> str:
+def describe_plan(plan: list[StagePlan], settings: PipelineSettings, statuses: list[StageStatus | None]) -> str:
     from llm_recipes.planning import format_bytes, format_count
 
     estimates = estimate_plan(plan, settings)
@@ -97,7 +95,8 @@ def describe_plan(
         "",
         table,
         "",
-        f"every stage config checked; resolved stage configs written to {config_dir}",
+        "every stage config checked (a real run writes each stage's resolved config to "
+        f"{settings.run_dir / 'configs'})",
     ]
     if notes:
         lines += ["", "estimates assume:", *(f"  {note}" for note in notes)]
