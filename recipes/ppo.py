@@ -177,6 +177,8 @@ def ppo_summary(trainer: Any, data: Any, train_stats: dict[str, Any], seconds: f
         "episodes": trainer.global_step * trainer.config.rollout_batch_size * trainer.num_processes,
         "train prompts": len(data.train),
         "eval prompts": len(data.eval) if data.eval is not None else 0,
+        "processes": trainer.num_processes,
+        "sharding": "FSDP2" if trainer.sharded else "none",
     }
     if evals:
         first, last = evals[0], evals[-1]

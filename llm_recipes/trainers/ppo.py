@@ -29,8 +29,7 @@ and whitening is per process. Under DDP each process holds whole models and grad
 (accelerate's plugin, `fsdp_version: 2`: each decoder layer its own shard unit) the policy, value model and
 reference are sharded; generation gathers the policy's layers once per batch and the processes generate in step;
 checkpoints gather full weights and a full optimizer state on the main process. The reward model stays whole on
-every process (it is only called, through the reward function). DeepSpeed is refused: accelerate can prepare a
-DeepSpeed model only with a dataloader to read its batch size from, and this loop has none.
+every process (it is only called, through the reward function). DeepSpeed is refused (`ppo_launch` says why).
 """
 
 from __future__ import annotations
@@ -176,6 +175,8 @@ class PPOTrainer:
         self.sharded = is_sharded(self.model)
         if self.sharded:
             self.unwrapped.reshard_layers_after_forward = bool(self.accelerator.state.fsdp_plugin.reshard_after_forward)
+            shared = "policy, value model" + (" and reference" if ref_model is not None else "")
+            self.accelerator.print(f"[ppo] FSDP2: {shared} sharded over {self.num_processes} processes")
         self.scheduler = self.build_scheduler()
         self.learning_rate_factor = 1.0  # a rate changed on resume (resume_with_changes): new / restored
         self.kl_controller = (
