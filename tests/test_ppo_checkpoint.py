@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -39,13 +40,18 @@ class Payload:
         return os.system, (f"touch {self.marker}",)
 
 
-def planted_checkpoint(finished_run: Path, tmp_path: Path, file: str) -> tuple[Path, Path]:
-    """A copy of checkpoint-1 whose `file` is a pickle that creates a marker file when loaded unsafely."""
+def planted_checkpoint(finished_run: Path, tmp_path: Path, file: str, bare: bool = False) -> tuple[Path, Path]:
+    """A copy of checkpoint-1 whose `file` is a pickle (in torch.save's archive, or `bare`) that creates a marker
+    file when loaded unsafely."""
     checkpoint, marker = tmp_path / "checkpoint-1", tmp_path / "MARKER"
     shutil.copytree(finished_run / "checkpoint-1", checkpoint)
     if file == "rng_state_0.pt":  # the previous format's name: a checkpoint written before random states were JSON
         (checkpoint / "rng_state_0.json").unlink(missing_ok=True)
-    torch.save({"python": Payload(marker), "torch": torch.get_rng_state()}, checkpoint / file)
+    payload = {"python": Payload(marker), "torch": torch.get_rng_state()}
+    if bare:
+        (checkpoint / file).write_bytes(pickle.dumps(payload))
+    else:
+        torch.save(payload, checkpoint / file)
     return checkpoint, marker
 
 
@@ -81,9 +87,16 @@ def test_a_pickle_in_a_checkpoints_random_state_is_refused_and_never_runs(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("file", ["optimizer.pt", "scheduler.pt"])
-def test_a_pickle_in_any_checkpoint_file_is_refused(finished_run, colour_model_dir, prompt_files, tmp_path, file):  # noqa: F811
-    checkpoint, marker = planted_checkpoint(finished_run, tmp_path, file)
+@pytest.mark.parametrize(("file", "bare"), [("optimizer.pt", False), ("optimizer.pt", True), ("scheduler.pt", False)])
+def test_a_pickle_in_any_checkpoint_file_is_refused(
+    finished_run,
+    colour_model_dir,  # noqa: F811
+    prompt_files,  # noqa: F811
+    tmp_path,
+    file,
+    bare,
+):
+    checkpoint, marker = planted_checkpoint(finished_run, tmp_path, file, bare)
     config = resume_config(colour_model_dir, prompt_files, tmp_path, checkpoint)
     with pytest.raises(UserError) as error:
         PPO.main(*PPO.parse_args(["--config", str(config)]))

@@ -27,6 +27,7 @@ import pickle
 import random
 import re
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,8 @@ def read_tensors(path: Path, **kwargs: Any) -> Any:
             f"{path} is not plain data{what}: checkpoint files are read as data only -- delete that checkpoint "
             "folder, or resume from one you wrote yourself"
         ) from None
+    except RuntimeError as error:  # not a torch.save archive (a bare pickle, a truncated file)
+        raise UserError(f"{path} cannot be read as saved tensors: {str(error).splitlines()[0]}") from None
 
 
 def rng_file(folder: Path, rank: int) -> Path:
@@ -194,7 +197,8 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, pat
     file, keyed by parameter number, loads into a model that is not sharded."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    state = read_tensors(path, map_location="cpu", mmap=True)
+    # mapped, not read: every process takes its shard from the one full state, through the page cache
+    state = read_tensors(path, map_location="cpu", mmap=zipfile.is_zipfile(path))
     by_number = any(isinstance(p, int) for group in state.get("param_groups", []) for p in group["params"])
     if by_number and sharded:
         raise UserError(
