@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from conftest import PROJECT, write_yaml
 from safetensors.torch import load_file
 from test_ppo import PPO, colour_model_dir, interrupting_reward, log_history, ppo_config  # noqa: F401  (a fixture)
@@ -206,11 +205,16 @@ def test_a_launch_ppo_cannot_run_under_is_refused_before_anything_loads(
 
 
 @pytest.mark.slow
-def test_a_dry_run_refuses_ppo_under_zero3(tmp_path):
-    text = (PROJECT / "configs" / "demo" / "pipeline.yaml").read_text().replace("outputs/demo", str(tmp_path / "out"))
-    sections = yaml.safe_load(text)
-    sections["pipeline"]["launch"] = {"ppo": ["--config_file", "configs/accelerate/deepspeed_zero3.yaml"]}
-    config = write_yaml(tmp_path / "pipeline.yaml", sections)
+def test_a_dry_run_refuses_ppo_under_zero3(tmp_path, colour_model_dir, small_prompts):  # noqa: F811
+    zero3 = ["--config_file", "configs/accelerate/deepspeed_zero3.yaml"]
+    ppo = {
+        "model_name_or_path": str(colour_model_dir),
+        "dataset_path": str(small_prompts[0]),
+        "reward_function": "llm_recipes.data.synthetic:synthetic_reward",
+        "output_dir": str(tmp_path / "out" / "ppo"),
+    }
+    pipeline = {"output_root": str(tmp_path / "out"), "rl_algorithm": "ppo", "launch": {"ppo": zero3}}
+    config = write_yaml(tmp_path / "pipeline.yaml", {"pipeline": pipeline, "ppo": ppo})
     done = subprocess.run(
         [sys.executable, "-m", "llm_recipes.cli", "pipeline", "--config", str(config), "--dry_run"],
         cwd=PROJECT,
