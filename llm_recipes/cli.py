@@ -146,6 +146,9 @@ def cpu_data_parallel(launcher_args: list[str]) -> tuple[list[str], dict[str, st
     """
     if "--cpu" not in launcher_args:
         return launcher_args, {}
+    if any(token.split("=", 1)[0] in ("--config_file", "--config-file") for token in launcher_args):
+        # the file says how to distribute (an FSDP file, say); --multi_gpu would replace that with plain DDP
+        return [t for t in launcher_args if t != "--cpu"], {"ACCELERATE_USE_CPU": "true"}
     processes = 1
     for index, token in enumerate(launcher_args):
         option, _, value = token.partition("=")
@@ -193,7 +196,7 @@ def secret_arguments(recipe_args: list[str]) -> tuple[list[str], dict[str, str]]
     index = 0
     while index < len(recipe_args):
         option, has_value, value = recipe_args[index].partition("=")
-        if option.replace("-", "_") in TOKEN_OPTIONS:
+        if "--" + option.lstrip("-").replace("-", "_") in TOKEN_OPTIONS:
             if not has_value and index + 1 < len(recipe_args):
                 value = recipe_args[index + 1]
                 index += 1
@@ -208,7 +211,10 @@ def launch_stage(stage: str, rest: list[str]) -> int:
     """Check the stage's config here, then run it through `accelerate launch`; a user error found by any rank
     comes back as a UserError (said once), anything else as the launch's exit code."""
     launcher_args, recipe_args = split_arguments(rest)
-    load_recipe(stage).parse_args(recipe_args)
+    recipe = load_recipe(stage)
+    parsed = recipe.parse_args(recipe_args)
+    if hasattr(recipe, "check_launch"):  # a stage that runs only under some launches says so before any starts
+        recipe.check_launch(launcher_args, parsed)
     launcher_args, extra_env = cpu_data_parallel(launcher_args)
     recipe_args, secret_env = secret_arguments(recipe_args)
     secrets = [value for key in SECRET_ENV for value in [secret_env.get(key) or os.environ.get(key)] if value]

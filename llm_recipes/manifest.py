@@ -109,7 +109,9 @@ IGNORED_SETTINGS = frozenset(
     }
 )
 # What may change when a run resumes (`resume_with_changes: true`): the rate after a NaN, a longer schedule
-CHANGEABLE_ON_RESUME = frozenset({"learning_rate", "max_steps", "num_train_epochs", "max_grad_norm", "total_episodes"})
+CHANGEABLE_ON_RESUME = frozenset(
+    {"learning_rate", "max_steps", "num_train_epochs", "num_ppo_steps", "total_episodes", "max_grad_norm"}
+)
 
 
 def stage_settings(configs: dict[str, Any]) -> dict[str, Any]:

@@ -42,6 +42,16 @@ from llm_recipes.errors import UserError
 PPO_DEFAULTS = dict(eval_split_size=0.1, max_eval_samples=256)
 
 
+def check_launch(launcher_args: list[str], parsed: tuple) -> None:
+    """Before `accelerate launch` starts anything: our trainer runs on one device, under DDP or under FSDP2 (not
+    DeepSpeed, FSDP1, or FSDP2 over a 4-/8-bit base)."""
+    from llm_recipes.planning import check_ppo_launch, resolve_launch
+
+    model_args = parsed[2]
+    quantized = {"load_in_4bit": model_args.load_in_4bit, "load_in_8bit": model_args.load_in_8bit}
+    check_ppo_launch(resolve_launch(launcher_args), quantized)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> tuple[PPOScriptArguments, PPOConfig, ModelConfig]:
     """Parse and check the config: everything a user can get wrong fails here, before a model is loaded (a launch
     PPO cannot run under, such as DeepSpeed, included)."""
@@ -202,9 +212,10 @@ def main(script_args: PPOScriptArguments, config: PPOConfig, model_args: ModelCo
     from llm_recipes.hub import push_trained_output, take_over_trainer_push
     from llm_recipes.manifest import StageRun
     from llm_recipes.reporting import format_summary
-    from llm_recipes.training import checkpoint_to_resume
+    from llm_recipes.training import resume_point
 
-    run = StageRun("ppo", config.output_dir)
+    configs = {"script": script_args, "ppo": config, "model": model_args}
+    run = StageRun.begin("ppo", config.output_dir, configs, training=True)
     push = take_over_trainer_push(config)  # pushed once at the end, with our model card
     trainer, data = build_trainer(script_args, config, model_args)
     run.inputs = {
@@ -214,13 +225,13 @@ def main(script_args: PPOScriptArguments, config: PPOConfig, model_args: ModelCo
         "reward_function": script_args.reward_function,
     }
 
-    last_checkpoint = checkpoint_to_resume(config)
+    last_checkpoint = resume_point(trainer, run)
     train_stats = trainer.train(last_checkpoint, eval_before_training=script_args.eval_before_training)
     trainer.save_model(config.output_dir)
     trainer.save_state()  # trainer_state.json beside the model: the evaluate stage plots its curves
     summary = ppo_summary(trainer, data, train_stats, run.seconds)
     if trainer.accelerator.is_main_process:
-        run.write({"script": script_args, "ppo": config, "model": model_args}, summary)
+        run.write(configs, summary)
         print(format_summary(f"PPO finished: {config.output_dir}", summary))
     if push and trainer.accelerator.is_main_process:
         push_trained_output(config, "ppo")

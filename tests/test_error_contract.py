@@ -134,6 +134,22 @@ def test_a_data_error_under_two_cpu_processes_is_one_line(tmp_path, base_model_d
     assert not output.exists()
 
 
+def test_a_launch_ppo_cannot_run_under_is_one_line_before_it_starts(tmp_path, chat_model_dir):
+    config = stage_config("ppo", chat_model_dir, chat_model_dir, DEMO / "data" / "rl_prompts.jsonl", tmp_path / "out")
+    path = write_yaml(tmp_path / "ppo.yaml", config)
+    result = run_cli(
+        "ppo", "--config", path, "--config_file", PROJECT / "configs" / "accelerate" / "deepspeed_zero3.yaml"
+    )
+    assert_one_error_line(result, contains="not under DeepSpeed (ZeRO)")
+
+
+def test_cpu_with_an_accelerate_config_file_keeps_the_files_distribution():
+    from llm_recipes.cli import cpu_data_parallel
+
+    launcher, env = cpu_data_parallel(["--cpu", "--config_file", "configs/accelerate/fsdp_cpu.yaml"])
+    assert launcher == ["--config_file", "configs/accelerate/fsdp_cpu.yaml"] and env == {"ACCELERATE_USE_CPU": "true"}
+
+
 def test_the_token_never_reaches_the_launched_command_line():
     from llm_recipes.cli import secret_arguments
 

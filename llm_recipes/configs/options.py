@@ -22,7 +22,8 @@ class ResumeOptions(OutputOptions):
         default=False,
         metadata={
             "help": "Continue the interrupted or finished run in output_dir although learning_rate, max_steps, "
-            "num_train_epochs or max_grad_norm changed (e.g. a lower rate after a NaN); the manifest records both "
-            "values. Any other change needs a new output_dir or overwrite_output_dir."
+            "num_train_epochs (PPO: num_ppo_steps, total_episodes) or max_grad_norm changed (e.g. a lower rate "
+            "after a NaN); the manifest records both values. Any other change needs a new output_dir or "
+            "overwrite_output_dir."
         },
     )
