@@ -247,6 +247,26 @@ def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(
     assert resumed_stats == stats
 
 
+@pytest.mark.slow
+def test_a_resume_with_another_rate_is_refused_or_trains_at_it(tmp_path, colour_model_dir, prompt_files, monkeypatch):
+    """PPO resumed with --learning_rate 1e30 used to train on the old schedule while its manifest said 1e30."""
+    output = tmp_path / "ppo"
+    common = dict(lr_scheduler_type="constant", save_steps=2, reward_function=interrupting_reward(tmp_path))
+    monkeypatch.setenv("STOP_AT_REWARD_CALL", "5")
+    with pytest.raises(SystemExit):
+        run_ppo(tmp_path, ppo_config(colour_model_dir, output, prompt_files, **common))
+    monkeypatch.delenv("STOP_AT_REWARD_CALL")
+    with pytest.raises(UserError, match=r"other settings \(learning_rate 0\.003 -> 1e\+30\)"):
+        run_ppo(tmp_path, ppo_config(colour_model_dir, output, prompt_files, learning_rate=1e30, **common))
+
+    lower = ppo_config(colour_model_dir, output, prompt_files, learning_rate=1e-3, resume_with_changes=True, **common)
+    run_ppo(tmp_path, lower)
+    rates = {entry["step"]: entry["learning_rate"] for entry in log_history(output) if "learning_rate" in entry}
+    assert rates[2] == pytest.approx(3e-3) and rates[3] == pytest.approx(1e-3) and rates[4] == pytest.approx(1e-3)
+    manifest = read_manifest(output)
+    assert manifest["resumed_with_changes"] == {"learning_rate": {"before": 0.003, "after": 0.001}}
+
+
 # ---------------------------------------------------------------------------------------------- guards
 
 
