@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PROJECT
+from conftest import DEMO_DATA, PROJECT
 
 from llm_recipes.configs.code import check_code_exists, code_not_imported, imports_code
 from llm_recipes.errors import UserError
@@ -30,20 +30,28 @@ REWARD = "def score(prompts, completions, **kwargs):\n    return [0.0 for _ in c
 KEEP = "def keep(text):\n    return True\n"
 
 
-def code_pipeline(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """The demo pipeline under tmp_path, with GRPO rewarded by a file and a callable filter from a module on the
-    import path; both write a marker when imported. Returns (config, reward marker, filter marker)."""
+def code_pipeline(tmp_path: Path, model_dir: Path) -> tuple[Path, Path, Path]:
+    """clean-corpus then GRPO, GRPO rewarded by a file and the corpus filtered by a module on the import path; both
+    write a marker when imported. Returns (config, reward marker, filter marker)."""
     reward_marker, filter_marker = tmp_path / "reward-imported", tmp_path / "filter-imported"
     reward_file = marking_code(tmp_path / "rewards" / "my_reward.py", reward_marker, REWARD)
     marking_code(tmp_path / "importable" / "my_filters.py", filter_marker, KEEP)
-    text = DEMO_PIPELINE.read_text(encoding="utf-8").replace("outputs/demo", str(tmp_path / "out"))
-    config = yaml.safe_load(text)
-    config["pipeline"]["rl_algorithm"] = "grpo"
-    config["grpo"]["reward_function"] = f"{reward_file}:score"
-    config["grpo"].pop("reward_model_path", None)
-    config["clean-corpus"]["steps"].append({"callable": {"fn": "my_filters:keep"}})
+    demo = yaml.safe_load(DEMO_PIPELINE.read_text(encoding="utf-8").replace("outputs/demo", str(tmp_path / "out")))
+    corpus = {
+        **demo["clean-corpus"],
+        "steps": [*demo["clean-corpus"]["steps"], {"callable": {"fn": "my_filters:keep"}}],
+    }
+    grpo = {
+        "model_name_or_path": str(model_dir),
+        "dataset_path": str(DEMO_DATA / "rl_prompts.jsonl"),
+        "reward_function": f"{reward_file}:score",
+        "output_dir": str(tmp_path / "out" / "grpo"),
+        "use_cpu": True,
+    }
+    pipeline = {"output_root": str(tmp_path / "out"), "rl_algorithm": "grpo"}
     path = tmp_path / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    sections = {"pipeline": pipeline, "clean-corpus": corpus, "grpo": grpo}
+    path.write_text(yaml.safe_dump(sections, sort_keys=False), encoding="utf-8")
     return path, reward_marker, filter_marker
 
 
@@ -60,8 +68,8 @@ def dry_run(tmp_path: Path, config: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_a_dry_run_imports_no_code_and_names_what_a_real_run_will(tmp_path):
-    config, reward_marker, filter_marker = code_pipeline(tmp_path)
+def test_a_dry_run_imports_no_code_and_names_what_a_real_run_will(tmp_path, base_model_dir):
+    config, reward_marker, filter_marker = code_pipeline(tmp_path, base_model_dir)
     done = dry_run(tmp_path, config)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not reward_marker.exists() and not filter_marker.exists()
@@ -73,8 +81,8 @@ def test_a_dry_run_imports_no_code_and_names_what_a_real_run_will(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_dry_run_still_fails_on_code_that_is_not_there(tmp_path):
-    config, _, _ = code_pipeline(tmp_path)
+def test_a_dry_run_still_fails_on_code_that_is_not_there(tmp_path, base_model_dir):
+    config, _, _ = code_pipeline(tmp_path, base_model_dir)
     sections = yaml.safe_load(config.read_text())
     sections["grpo"]["reward_function"] = f"{tmp_path / 'rewards' / 'typo.py'}:score"
     config.write_text(yaml.safe_dump(sections, sort_keys=False))
