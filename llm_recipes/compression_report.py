@@ -1,166 +1,132 @@
-"""How a compressed model (distilled, quantized, pruned) compares with the model it came from.
+"""How a compressed model (distilled, quantized, pruned) compares with the model it came from, on the evaluation
+protocol (`llm_recipes.evaluation.protocol`): the same measures, by the same definitions, as the evaluate stage and
+the pipeline table, for both models in the same run -- so "perplexity" or "latency" in a compression report is the
+figure the evaluate stage would print for that model.
 
-The distill, quantize and prune stages all answer the same question -- what did we give up for what we saved? --
-so they share one measurement: parameters, size on disk (bytes of the folder's *.safetensors), eval perplexity
-(`llm_recipes.evaluation.perplexity`, so the numbers match the evaluate stage's), and generation latency (median
-milliseconds per generated token for a fixed prompt, greedy, a few repeats after one warm-up run).
+A stage's `protocol:` field names the protocol YAML. Without one, the stage's own report fields describe a small
+protocol in the same terms (`protocol_from_fields`: its eval data as the corpus, exact match and the reward model on
+its prompts, its latency settings), so the names and definitions stay the protocol's and the report says which
+data they were measured on.
 
-Latency is measured where the model is: a model given as a path is loaded on the CPU, which is the issue's
-"latency on CPU" and the place where a smaller model pays off most visibly; a model already on a GPU (a 4-bit
-bitsandbytes model cannot leave it) is timed there, and each entry records its device so the table says which.
+compression_report.json:
+
+    {"stage": ..., "method": ...,
+     "comparison": {"protocol": {"source", "fingerprint", "measures", "definitions", "spec"},
+                    "source": <ProtocolResult>, "compressed": <ProtocolResult>},
+     ... stage extras (layer sparsity, logit difference, recovery ...)}
 """
 
 from __future__ import annotations
 
 import os
-import statistics
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import torch
-
 from llm_recipes.errors import UserError
+from llm_recipes.evaluation.footprint import (  # noqa: F401  (the compression stages' names for them)
+    LATENCY_PROMPT,
+    in_memory_bytes,
+    safetensors_bytes,
+    size_on_disk,
+    weight_sparsity,
+)
+from llm_recipes.evaluation.protocol import (
+    CorpusSpec,
+    LatencySpec,
+    Protocol,
+    ProtocolSpec,
+    RewardModelSpec,
+    TaskSpec,
+    format_measure,
+    measure_title,
+    protocol_header,
+    read_protocol,
+)
 
-# a fixed prompt so every model's latency is timed on the same input
-LATENCY_PROMPT = "The history of the city begins in the early middle ages, when"
-
-# the table's rows: report key, label
-ROWS: list[tuple[str, str]] = [
-    ("parameters", "parameters"),
-    ("size_bytes", "size (bytes)"),
-    ("perplexity", "eval perplexity"),
-    # present when a training stage also scored the tokens it trained on (distill: assistant turns, completions)
-    ("labelled_perplexity", "perplexity, trained tokens"),
-    ("ms_per_token", "latency (ms/token)"),
-    ("sparsity", "zero weights (fraction)"),
-    # present when a stage also scored answers with a reward model (distill's report_reward_model)
-    ("mean_reward", "mean reward"),
-    ("win_rate", "win rate vs source"),
-]
-
-
-def safetensors_bytes(folder: str | os.PathLike[str]) -> int:
-    """Total bytes of the *.safetensors files in `folder` (sharded checkpoints included)."""
-    path = Path(os.path.expanduser(folder))
-    if not path.is_dir():
-        raise UserError(f"model folder not found: {folder}")
-    files = list(path.glob("*.safetensors"))
-    if not files:
-        raise UserError(f"{folder} has no .safetensors file to measure")
-    return sum(file.stat().st_size for file in files)
+# the report fields a protocol replaces: set with `protocol`, they would say a second thing about the same figures
+REPORT_DATA_FIELDS = ("eval_dataset_path", "reward_model_path", "eval_accuracy")
 
 
-def in_memory_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the model's parameters and buffers as held now (tied weights once) -- the size when no folder is
-    given. Packed k-bit weights count at their packed size."""
-    seen: set[int] = set()
-    total = 0
-    for tensor in [*model.parameters(), *model.buffers()]:
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        total += tensor.numel() * tensor.element_size()
-    return total
-
-
-def weight_sparsity(model: torch.nn.Module) -> float:
-    """Fraction of exactly-zero entries in the floating-point weight matrices (what pruning produces)."""
-    zeros = total = 0
-    for param in model.parameters():
-        if param.dim() < 2 or not param.is_floating_point() or type(param.data) is not torch.Tensor:
-            continue  # quantized tensor subclasses (torchao's Int8Tensor) are not pruned and cannot be compared
-        zeros += int((param == 0).sum())
-        total += param.numel()
-    return zeros / total if total else 0.0
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.no_grad()
-def generation_ms_per_token(
-    model: Any, tokenizer: Any, *, prompt: str = LATENCY_PROMPT, max_new_tokens: int = 16, repeats: int = 3
-) -> float:
-    """Median milliseconds per generated token: greedy, exactly `max_new_tokens` tokens (end-of-text does not stop
-    it early, so every model generates the same amount), one untimed warm-up run first."""
-    if max_new_tokens < 1 or repeats < 1:
-        raise UserError("latency: max_new_tokens and repeats must be >= 1")
-    device = _device(model)
-    inputs = tokenizer(prompt, return_tensors="pt").to(device)
-    prompt_length = inputs["input_ids"].shape[1]
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    kwargs = dict(
-        do_sample=False,
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=max_new_tokens,
-        pad_token_id=pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        # sampling settings a saved generation config may carry mean nothing for greedy search
-        temperature=None,
-        top_p=None,
-        top_k=None,
+def protocol_from_fields(args: Any) -> ProtocolSpec:
+    """The protocol of a quantize or prune config (`CompressionEvalArguments`): the `protocol` file, or the report
+    fields as a protocol -- eval_dataset_path's texts as the corpus; with eval_accuracy or reward_model_path, an
+    exact-match task 'eval' on its prompts, scored by the reward model."""
+    if args.protocol:
+        given = [name for name in REPORT_DATA_FIELDS if getattr(args, name)]
+        if given:
+            raise UserError(f"set protocol or {given[0]}, not both: the protocol file names the report's data")
+        return read_protocol(args.protocol)
+    if (args.eval_accuracy or args.reward_model_path) and not args.eval_dataset_path:
+        raise UserError("reward_model_path and eval_accuracy answer the eval prompts: set eval_dataset_path")
+    spec = ProtocolSpec(
+        latency=LatencySpec(max_new_tokens=args.latency_new_tokens, repeats=args.latency_repeats),
+        max_new_tokens=args.max_new_tokens,
+        device="cpu",  # the report's promise: latency on the CPU, where a smaller model pays off most visibly
     )
-    was_training = model.training
-    model.eval()
-    model.generate(**inputs, **kwargs)  # warm-up: first-call allocations and kernel selection
-    timings = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        output = model.generate(**inputs, **kwargs)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        generated = output.shape[1] - prompt_length
-        timings.append((time.perf_counter() - start) * 1000 / max(generated, 1))
-    model.train(was_training)
-    return statistics.median(timings)
+    if args.eval_dataset_path:
+        spec.corpus = CorpusSpec(
+            path=args.eval_dataset_path,
+            split=args.eval_dataset_split,
+            data_format=args.data_format,
+            text_field=args.text_field,
+            max_texts=args.max_eval_samples,
+        )
+        if args.eval_accuracy or args.reward_model_path:
+            task = TaskSpec(
+                name="eval",
+                kind="exact_match",
+                path=args.eval_dataset_path,
+                split=args.eval_dataset_split,
+                data_format=args.data_format,
+                max_rows=args.max_eval_samples,
+            )
+            spec.tasks = [task]
+    if args.reward_model_path:
+        spec.reward_model = RewardModelSpec(path=args.reward_model_path, task="eval")
+    return spec
 
 
-def measure_model(
-    model: Any,
+def compare_on_protocol(
+    protocol: Protocol,
+    source: Any,
+    compressed: Any,
     tokenizer: Any,
-    eval_texts: Sequence[str],
     *,
-    model_dir: str | os.PathLike[str] | None = None,
-    max_new_tokens: int = 16,
-    repeats: int = 3,
-    context_length: int | None = None,
+    source_dir: str | os.PathLike[str] | None,
+    compressed_dir: str | os.PathLike[str] | None,
+    source_name: str | None = None,
+    compressed_name: str | None = None,
+    compressed_cannot_run: str | None = None,
 ) -> dict[str, Any]:
-    """One column of the comparison: parameters, size, perplexity on `eval_texts` (windows of `context_length`
-    tokens, default the model's maximum positions), latency, sparsity."""
-    from llm_recipes.evaluation.perplexity import perplexity
-    from llm_recipes.modeling import count_parameters
+    """{"protocol": header, "source": result, "compressed": result}: both models measured on the protocol, in
+    this run (latency side by side). Models are measured where they are; `*_dir` are their folders (size on disk)."""
 
-    texts = [text for text in eval_texts if text]
-    was_training = model.training
-    model.eval()
-    result = perplexity(model, tokenizer, texts, context_length=context_length) if texts else None
-    model.train(was_training)
+    def name(given: str | None, folder: Any) -> str | None:
+        return given or (os.fspath(folder) if folder is not None else None)
+
     return {
-        "parameters": count_parameters(model)[1],
-        "size_bytes": safetensors_bytes(model_dir) if model_dir is not None else in_memory_bytes(model),
-        "size_measured": "safetensors" if model_dir is not None else "in_memory",
-        "perplexity": result.perplexity if result else None,
-        "bits_per_byte": result.bits_per_byte if result else None,
-        "eval_tokens": result.tokens if result else 0,
-        "ms_per_token": generation_ms_per_token(model, tokenizer, max_new_tokens=max_new_tokens, repeats=repeats),
-        "latency_device": str(_device(model)),
-        "sparsity": weight_sparsity(model),
+        "protocol": protocol_header(protocol.spec),
+        "source": protocol.measure(
+            source, tokenizer, model_dir=source_dir, name=name(source_name, source_dir)
+        ).as_dict(),
+        "compressed": protocol.measure(
+            compressed,
+            tokenizer,
+            model_dir=compressed_dir,
+            name=name(compressed_name, compressed_dir),
+            cannot_run=compressed_cannot_run,
+        ).as_dict(),
     }
 
 
-def _as_model(model_or_path: Any) -> tuple[Any, str | None]:
-    """(model, its folder): a path is loaded on the CPU; a model is used as is."""
+def _as_model(model_or_path: Any, device: str) -> tuple[Any, str | None]:
+    """(model, its folder): a path is loaded on `device`; a model is used as is."""
     if isinstance(model_or_path, str | os.PathLike):
         from llm_recipes.evaluation.loading import load_model
 
         path = os.fspath(model_or_path)
         folder = path if os.path.isdir(os.path.expanduser(path)) else None  # a Hub id has no folder to measure
-        return load_model(path, device="cpu"), folder
+        return load_model(path, device=device), folder
     return model_or_path, None
 
 
@@ -175,62 +141,83 @@ def compare_models(
     max_new_tokens: int = 16,
     repeats: int = 3,
     context_length: int | None = None,
-) -> dict[str, dict[str, Any]]:
-    """{"source": {...}, "compressed": {...}}, each with parameters, size_bytes, perplexity, ms_per_token (and
-    size_measured, bits_per_byte, eval_tokens, latency_device, sparsity).
+    protocol: ProtocolSpec | None = None,
+) -> dict[str, Any]:
+    """`compare_on_protocol` for Python users: models or saved folders (a folder loads on the CPU and is where its
+    size is measured), on `protocol` or, without one, on a protocol of `eval_texts` as the corpus (windows of
+    `context_length` tokens; pass the length the compressed model was trained on) and these latency settings."""
+    if protocol is None:
+        protocol = ProtocolSpec(
+            corpus=CorpusSpec(texts=list(eval_texts), label=f"{len(eval_texts)} eval texts", max_texts=None)
+            if eval_texts
+            else None,
+            latency=LatencySpec(max_new_tokens=max_new_tokens, repeats=repeats),
+            device="cpu",
+        )
+        if protocol.corpus is not None:
+            protocol.corpus.context_length = context_length
+    device = protocol.device or "cpu"
+    source_model, source_path = _as_model(source, device)
+    compressed_model, compressed_path = _as_model(compressed, device)
+    return compare_on_protocol(
+        Protocol(protocol),
+        source_model,
+        compressed_model,
+        tokenizer,
+        source_dir=source_dir if source_dir is not None else source_path,
+        compressed_dir=compressed_dir if compressed_dir is not None else compressed_path,
+    )
 
-    `source` and `compressed` are models or saved model folders (a folder is loaded on the CPU and is also where
-    its size is measured). Size comes from `*_dir`'s safetensors files when given (or the path), else from the
-    tensors in memory -- give the folders for the on-disk figure the issue asks for. `context_length` is the
-    perplexity window for both (default: each model's maximum positions; pass the length the compressed model was
-    trained on, so neither is scored beyond it).
-    """
-    source_model, source_path = _as_model(source)
-    compressed_model, compressed_path = _as_model(compressed)
-    source_dir = source_dir if source_dir is not None else source_path
-    compressed_dir = compressed_dir if compressed_dir is not None else compressed_path
-    settings = dict(max_new_tokens=max_new_tokens, repeats=repeats, context_length=context_length)
-    return {
-        "source": measure_model(source_model, tokenizer, eval_texts, model_dir=source_dir, **settings),
-        "compressed": measure_model(compressed_model, tokenizer, eval_texts, model_dir=compressed_dir, **settings),
+
+def comparison_summary(comparison: dict[str, Any], between: tuple[str, dict[str, Any]] | None = None) -> dict[str, str]:
+    """The manifest's record of the comparison: {"models": "source -> compressed", <measure>: "a -> b", ...}
+    (`between`: (label, result) of a model measured between the two, e.g. a pruned model before recovery)."""
+    sides = [comparison["source"], *([between[1]] if between else []), comparison["compressed"]]
+    labels = " -> ".join(["source", *([between[0]] if between else []), "compressed"])
+    measures = {
+        name: " -> ".join(format_measure(name, side["measures"].get(name)) for side in sides)
+        for name in comparison["protocol"]["measures"]
     }
+    return {"models": labels, **measures}
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
-    return str(value)
-
-
-def _ratio(key: str, compressed: Any, source: Any) -> str:
-    if (
-        key == "sparsity"
-        or not isinstance(compressed, int | float)
-        or not isinstance(source, int | float)
-        or not source
-    ):
+def _ratio(compressed: Any, source: Any) -> str:
+    if not isinstance(compressed, int | float) or not isinstance(source, int | float) or not source:
         return "-"
     return f"{compressed / source:.3g}x"
 
 
-def format_comparison(report: dict[str, dict[str, Any]], title: str) -> str:
-    """The report as an aligned table: metric, source, compressed, compressed/source."""
+def format_comparison(
+    comparison: dict[str, Any],
+    title: str,
+    extras: dict[str, tuple[Any, Any]] | None = None,
+    between: tuple[str, dict[str, Any]] | None = None,
+) -> str:
+    """The comparison as an aligned table (measure, source, [between,] compressed, compressed/source),
+    stage-specific rows (`extras`: label -> (source, compressed)) after the protocol's, then each measure's
+    definition once. `between` is (label, result) of a model measured between the two (pruned, before recovery)."""
     from llm_recipes.evaluation.report import text_table
+    from llm_recipes.reporting import format_number
 
-    source, compressed = report["source"], report["compressed"]
-    rows = [
-        [label, _cell(source.get(key)), _cell(compressed.get(key)), _ratio(key, compressed.get(key), source.get(key))]
-        for key, label in ROWS
-        if source.get(key) is not None or compressed.get(key) is not None
-    ]
-    sides = {"source": source, "compressed": compressed}
-    in_memory = [name for name, entry in sides.items() if entry.get("size_measured") == "in_memory"]
-    devices = {source.get("latency_device"), compressed.get("latency_device")} - {None}
-    table = text_table(["", "source", "compressed", "compressed/source"], rows)
-    notes = [f"latency: greedy generation on {', '.join(sorted(devices))}" if devices else ""]
-    notes.append(f"size of {' and '.join(in_memory)}: tensors in memory (no folder given)" if in_memory else "")
-    return "\n".join(line for line in [title, "=" * max(len(title), 20), table, *notes] if line)
+    header = comparison["protocol"]
+    source, compressed = comparison["source"], comparison["compressed"]
+    middle = [between[1]] if between else []
+    rows = []
+    for name in header["measures"]:
+        before, after = source["measures"].get(name), compressed["measures"].get(name)
+        cells = [format_measure(name, side["measures"].get(name)) for side in (source, *middle, compressed)]
+        rows.append([measure_title(name), *cells, _ratio(after, before)])
+    for label, (before, after) in (extras or {}).items():
+        rows.append([label, format_number(before), *(["-"] if middle else []), format_number(after), "-"])
+    columns = ["", "source", *([between[0]] if between else []), "compressed", "compressed/source"]
+    lines = [title, "=" * max(len(title), 20), text_table(columns, rows)]
+    named = [("source", source), *([between] if between else []), ("compressed", compressed)]
+    devices = {entry["details"].get("latency_device") for _, entry in named} - {None}
+    if devices:
+        lines.append(f"latency measured on {', '.join(sorted(devices))}")
+    for side, entry in named:
+        lines += [f"{side}: {note}" for note in entry["details"].get("notes", [])]
+    where = f" ({header['source']})" if header.get("source") else ""
+    lines.append(f"protocol{where}:")
+    lines += [f"  {measure_title(name)}: {text}" for name, text in header["definitions"].items()]
+    return "\n".join(lines)

@@ -5,7 +5,7 @@ folder with a `quantization_config` in its config.json: bitsandbytes (8-bit LLM.
 double quantization and a chosen compute dtype), torchao (int8 weight-only, and dynamic int8 activations with int8
 weights, the CPU deployment choices) and GPTQ (through optimum + gptqmodel, calibrated on text, CUDA only). Loading
 and saving go through `llm_recipes.export.save_quantized`, the export stage's path. What is ours is choosing and
-checking the backend before any weights load, and the measurements beside the shared comparison report
+checking the backend before any weights load, and the measurements beside the evaluation protocol's comparison
 (`llm_recipes.compression_report`): the logit difference against the source on sample inputs and the check that
 the folder, reloaded, gives the outputs the quantized model gave before saving.
 
@@ -274,44 +274,40 @@ def sample_inputs(tokenizer: Any, texts: Sequence[str], *, count: int, length: i
 
 
 def compare_with_source(
+    protocol: Any,
     source: Any,
     quantized: Any,
     tokenizer: Any,
-    eval_texts: Sequence[str],
     samples: torch.Tensor,
     *,
     source_dir: str | Path,
     quantized_dir: str | Path,
-    latency_new_tokens: int = 16,
-    latency_repeats: int = 3,
+    source_name: str | None = None,
 ) -> dict[str, Any]:
-    """The shared comparison (`compression_report.measure_model`: parameters, size on disk, perplexity, latency)
-    plus the logit difference against the source on `samples` and the reload check of `quantized_dir`. Where the
-    quantized model cannot run on this machine, only what needs no forward pass is measured, and a note says why.
+    """Both models on the evaluation protocol (`compression_report.compare_on_protocol`: the evaluate stage's
+    measures), plus the logit difference against the source on `samples` and the reload check of `quantized_dir`.
+    Where the quantized model cannot run on this machine, only what needs no forward pass is measured, and a note
+    says why.
 
-    Returns {"comparison": {"source": ..., "compressed": ...}, "logit_difference": ..., "reload": ..., "notes"}.
+    Returns {"comparison": {"protocol", "source", "compressed"}, "logit_difference", "reload", "notes"}.
     """
-    from llm_recipes.compression_report import measure_model, safetensors_bytes
-    from llm_recipes.modeling import count_parameters
+    from llm_recipes.compression_report import compare_on_protocol
 
-    settings = dict(max_new_tokens=latency_new_tokens, repeats=latency_repeats)
-    texts = list(eval_texts)
-    report: dict[str, Any] = {
-        "comparison": {"source": measure_model(source, tokenizer, texts, model_dir=source_dir, **settings)},
-        "notes": [],
-    }
     reason = cannot_run_reason(quantized, samples)
-    if reason:
-        report["notes"].append(reason)
-        report["comparison"]["compressed"] = {
-            "parameters": count_parameters(quantized)[1],
-            "size_bytes": safetensors_bytes(quantized_dir),
-            "size_measured": "safetensors",
-        }
-        return report
     with quiet_backend_warnings():
-        compressed = measure_model(quantized, tokenizer, texts, model_dir=quantized_dir, **settings)
-    report["comparison"]["compressed"] = compressed
+        comparison = compare_on_protocol(
+            protocol,
+            source,
+            quantized,
+            tokenizer,
+            source_dir=source_dir,
+            compressed_dir=quantized_dir,
+            source_name=source_name,
+            compressed_cannot_run=reason,
+        )
+    report: dict[str, Any] = {"comparison": comparison, "notes": [reason] if reason else []}
+    if reason:
+        return report
     report["logit_difference"] = logit_difference(source, quantized, samples).as_dict()
     report["reload"] = reload_check(quantized, quantized_dir, samples)
     if not report["reload"]["identical_outputs"] and quantization_method_of(quantized) == "gptq":
@@ -342,72 +338,16 @@ def report_rows(report: dict[str, Any]) -> dict[str, Any]:
             if reload["identical_outputs"]
             else f"outputs differ by up to {reload['max_logit_difference']:.3g}"
         )
-    for metric, values in report.get("tasks", {}).items():
-        rows[metric.replace("_", " ")] = " -> ".join(
-            f"{values[name]:.4g}" for name in ("source", "compressed") if name in values
-        )
     return rows
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Reward and accuracy on the eval prompts (shared with the prune stage)
+def check_report_fields(args: Any) -> None:
+    """The config check of a quantize or prune report (`CompressionEvalArguments`): its protocol, or the report fields
+    read as one, with their data and reward model there (or made by a pipeline stage before)."""
+    from llm_recipes.compression_report import protocol_from_fields
+    from llm_recipes.evaluation.protocol import check_protocol_paths
 
-
-def check_task_evaluation(args: Any) -> None:
-    """Reward and accuracy compare answers to the eval data's prompts (a `CompressionEvalArguments` config): both
-    need eval data, the reward a reward model folder."""
-    if not (args.reward_model_path or args.eval_accuracy):
-        return
-    if not args.eval_dataset_path:
-        raise UserError("reward_model_path and eval_accuracy answer the eval prompts: set eval_dataset_path")
-    if args.reward_model_path:
-        from llm_recipes.evaluation.loading import check_model_folder
-
-        check_model_folder(args.reward_model_path, "reward_model_path")
-
-
-def task_comparison(
-    source: Any,
-    compressed: Any,
-    tokenizer: Any,
-    prompts: Sequence[Any],
-    references: Sequence[str] = (),
-    *,
-    reward_model_path: str | None = None,
-    accuracy: bool = False,
-    max_new_tokens: int = 64,
-) -> dict[str, dict[str, float]]:
-    """Greedy answers of both models to the same prompts, compared by exact-match accuracy against `references`
-    and/or mean reward under a reward model (with the compressed model's win rate over the source)."""
-    from llm_recipes.evaluation.generation import build_generation_config, generate_responses, generation_metrics
-
-    if not prompts:
-        raise UserError("reward and accuracy need prompts: eval data with chats or prompt/completion pairs")
-    answers = {}
-    with quiet_backend_warnings():
-        for name, model in (("source", source), ("compressed", compressed)):
-            config = build_generation_config(model, tokenizer, max_new_tokens=max_new_tokens)
-            answers[name] = generate_responses(model, tokenizer, list(prompts), generation_config=config)
-    results: dict[str, dict[str, float]] = {}
-    if accuracy:
-        if len(references) != len(prompts):
-            raise UserError("eval_accuracy needs an answer for every eval prompt (prompt/completion or chat data)")
-        results["exact_match"] = {
-            name: generation_metrics(texts, list(references), ["exact_match"])["exact_match"]
-            for name, texts in answers.items()
-        }
-    if reward_model_path:
-        from llm_recipes.evaluation.loading import load_reward_model, load_tokenizer_for
-        from llm_recipes.evaluation.reward import reward_scores, win_rate
-
-        reward_model = load_reward_model(reward_model_path, device=str(_device(compressed)))
-        reward_tokenizer = load_tokenizer_for(reward_model_path)
-        scores = {
-            name: reward_scores(reward_model, reward_tokenizer, list(prompts), texts) for name, texts in answers.items()
-        }
-        results["mean_reward"] = {name: sum(values) / len(values) for name, values in scores.items()}
-        results["win_rate"] = {"compressed": win_rate(scores["compressed"], scores["source"])}
-    return results
+    check_protocol_paths(protocol_from_fields(args))
 
 
 def format_extras(rows: dict[str, Any]) -> str:

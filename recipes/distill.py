@@ -8,9 +8,10 @@ The student is the teacher with every other decoder layer (or the layers you lis
 model with the teacher's tokenizer. `method: logits` (default) trains it with our DistillationTrainer on text
 (packed like pretraining) or chats (assistant turns): `alpha * T^2 * KL + (1 - alpha) * CE`, forward/reverse KL or
 JSD. `method: gkd` uses TRL's experimental on-policy GKDTrainer on chats. Writes a model that loads with
-`from_pretrained`, its tokenizer, a manifest, and compression_report.json: student vs teacher parameters, size on
-disk, eval perplexity and CPU generation latency, also printed as a table. A rerun into the same output_dir
-resumes from the last checkpoint.
+`from_pretrained`, its tokenizer, a manifest, and compression_report.json: student vs teacher on the evaluation
+protocol (`protocol`: the evaluate stage's measures -- held-out perplexity, task scores, reward, latency, size;
+without one: perplexity of the eval rows, size, CPU latency), also printed as a table. A rerun into the same
+output_dir resumes from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -51,8 +52,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[DistillArguments, Tra
     if script_args.eval_dataset_path:
         check_dataset_path(script_args.eval_dataset_path, "eval dataset")
     check_model_path(script_args.teacher_name_or_path, "teacher_name_or_path")
-    if script_args.report_reward_model:
-        check_model_path(script_args.report_reward_model, "report_reward_model")
+    _check_report_fields(script_args)
     _check_student_source(script_args)
     check_eval_data(script_args, training_args)
     if script_args.method == "gkd":
@@ -72,6 +72,20 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[DistillArguments, Tra
     if script_args.student_layers is not None:
         check_student_layers(script_args.student_layers, teacher_config.num_hidden_layers)
     return script_args, training_args
+
+
+def _check_report_fields(script_args: DistillArguments) -> None:
+    from llm_recipes.evaluation.protocol import check_protocol_paths, read_protocol
+
+    if script_args.report_reward_model:
+        raise UserError(
+            "report_reward_model: replaced by protocol (a protocol YAML whose reward_model scores both models' "
+            "answers, e.g. configs/demo/protocol.yaml)"
+        )
+    if script_args.report_max_new_tokens != 64:
+        raise UserError("report_max_new_tokens: replaced by protocol (its max_new_tokens)")
+    if script_args.protocol:
+        check_protocol_paths(read_protocol(script_args.protocol))
 
 
 def _check_student_source(script_args: DistillArguments) -> None:
@@ -166,8 +180,6 @@ def load_data(script_args: DistillArguments, training_args: TrainingArguments, t
                 f"{data.shape} data needs a chat template, and the teacher's tokenizer has none: distill from a "
                 "chat model (the SFT stage's output), or use text data"
             )
-        if script_args.report_reward_model and data.shape == "text":
-            raise UserError("report_reward_model needs chat or prompt/completion data (prompts to answer), not text")
         if script_args.method == "gkd":
             if data.shape != "messages":
                 raise UserError(f"method: gkd needs conversations (messages, alpaca, sharegpt), not {data.shape} data")
@@ -253,9 +265,10 @@ def _gkd_trainer(script_args, training_args, teacher, student, tokenizer, data, 
 def compression_report(
     script_args: DistillArguments, output_dir: str, tokenizer, eval_texts: list[str], max_length: int
 ) -> dict:
-    """The saved student vs the teacher, both loaded on the CPU (latency on CPU is what the report promises);
-    perplexity in windows of the length the student trained on."""
+    """The saved student vs the teacher on the protocol, both loaded afresh on its device; without a protocol, on
+    the eval rows' texts (windows of the length the student trained on), size, CPU latency."""
     from llm_recipes.compression_report import compare_models
+    from llm_recipes.evaluation.protocol import read_protocol
 
     return compare_models(
         script_args.teacher_name_or_path,
@@ -265,40 +278,12 @@ def compression_report(
         max_new_tokens=script_args.latency_new_tokens,
         repeats=script_args.latency_repeats,
         context_length=max_length,
+        protocol=read_protocol(script_args.protocol) if script_args.protocol else None,
     )
-
-
-def reward_comparison(script_args: DistillArguments, output_dir: str, tokenizer, prompts: list) -> dict[str, dict]:
-    """Greedy answers of the teacher and the saved student to the eval prompts, scored by the reward model:
-    {"source": {"mean_reward"}, "compressed": {"mean_reward", "win_rate"}} (the student's win rate over the teacher)."""
-    from llm_recipes.evaluation import (
-        build_generation_config,
-        compare_by_reward,
-        load_model,
-        load_reward_model,
-        load_tokenizer_for,
-    )
-
-    teacher = load_model(script_args.teacher_name_or_path, trust_remote_code=script_args.trust_remote_code)
-    student = load_model(output_dir, trust_remote_code=script_args.trust_remote_code)
-    reward = (load_reward_model(script_args.report_reward_model), load_tokenizer_for(script_args.report_reward_model))
-    settings = dict(max_new_tokens=script_args.report_max_new_tokens)
-    comparison = compare_by_reward(
-        (student, tokenizer),
-        (teacher, tokenizer),
-        reward,
-        prompts,
-        generation_config_a=build_generation_config(student, tokenizer, **settings),
-        generation_config_b=build_generation_config(teacher, tokenizer, **settings),
-    )
-    return {
-        "source": {"mean_reward": comparison.mean_reward_b},
-        "compressed": {"mean_reward": comparison.mean_reward_a, "win_rate": comparison.win_rate},
-    }
 
 
 def main(script_args: DistillArguments, training_args: TrainingArguments) -> dict:
-    from llm_recipes.compression_report import format_comparison
+    from llm_recipes.compression_report import comparison_summary, format_comparison
     from llm_recipes.hub import push_trained_output, take_over_trainer_push
     from llm_recipes.manifest import StageRun, write_json_atomically
     from llm_recipes.reporting import format_summary
@@ -330,40 +315,28 @@ def main(script_args: DistillArguments, training_args: TrainingArguments) -> dic
         trainer.accelerator.unwrap_model(trainer.model).generation_config.save_pretrained(training_args.output_dir)
         del teacher
         trainer.teacher_model = None  # the report loads both models afresh on the CPU
-        if script_args.compare_with_teacher and facts["eval_texts"]:
-            report = compression_report(
+        reporting = script_args.compare_with_teacher and (script_args.protocol or facts["eval_texts"])
+        if reporting:
+            comparison = compression_report(
                 script_args, training_args.output_dir, tokenizer, facts["eval_texts"], facts["max_length"]
             )
+            report = {"stage": "distill", "method": summary["loss"], "comparison": comparison}
             if eval_metrics.get("teacher_perplexity") is not None:
-                report["source"]["labelled_perplexity"] = eval_metrics["teacher_perplexity"]
-                report["compressed"]["labelled_perplexity"] = eval_metrics.get("eval_perplexity")
-            if script_args.report_reward_model and facts["eval_prompts"]:
-                rewards = reward_comparison(script_args, training_args.output_dir, tokenizer, facts["eval_prompts"])
-                for side in ("source", "compressed"):
-                    report[side].update(rewards[side])
-                report["reward_prompts"] = len(facts["eval_prompts"])
+                # the trainer's own figure on its eval split (labelled tokens only), kept apart from the protocol's
+                report["trainer_eval"] = {
+                    "teacher perplexity (labelled tokens)": eval_metrics["teacher_perplexity"],
+                    "student perplexity (labelled tokens)": eval_metrics.get("eval_perplexity"),
+                }
             write_json_atomically(Path(training_args.output_dir) / COMPRESSION_REPORT, report)
-            summary.update(_report_summary(report))
-        run.write(configs, summary)
+        measures = {"protocol measures": comparison_summary(comparison)} if reporting else {}
+        run.write(configs, {**summary, **measures})
         print(format_summary(f"distillation finished: {training_args.output_dir}", summary))
-        if script_args.compare_with_teacher and facts["eval_texts"]:
-            print(format_comparison(report, "student (compressed) vs teacher (source)"))
+        if reporting:
+            print(format_comparison(comparison, "student (compressed) vs teacher (source)"))
     if push and trainer.accelerator.is_main_process:
         push_trained_output(training_args, "distill")
     trainer.accelerator.wait_for_everyone()
     return summary
-
-
-def _report_summary(report: dict) -> dict:
-    teacher, student = report["source"], report["compressed"]
-    return {
-        "teacher parameters": teacher["parameters"],
-        "student parameters": student["parameters"],
-        "size ratio (student/teacher)": round(student["size_bytes"] / teacher["size_bytes"], 4),
-        "teacher perplexity (report, whole rows)": teacher["perplexity"],
-        "student perplexity (report, whole rows)": student["perplexity"],
-        "CPU ms/token (teacher -> student)": f"{teacher['ms_per_token']:.2f} -> {student['ms_per_token']:.2f}",
-    }
 
 
 def _summary(script_args, trainer, facts, train_result, eval_metrics, run) -> dict:

@@ -4,7 +4,10 @@
     python recipes/evaluate.py --config configs/demo/evaluate.yaml --models outputs/base outputs/sft
 
 Any folder a stage wrote works: base, SFT, RL, distilled, quantized, pruned, a PEFT adapter, a classifier.
-Measures perplexity and bits per byte (sliding window), BLEU / chrF / ROUGE / exact match of greedy generations
+With `protocol` (configs/demo/protocol.yaml), every model is measured on the evaluation protocol: held-out corpus
+perplexity and bits per byte, each task's held-out score, the reward model's score and the true reward, answers to
+fixed prompts, latency and size -- the measures the compression stages and the pipeline table use. Beside them:
+perplexity and bits per byte (sliding window), BLEU / chrF / ROUGE / exact match of greedy generations
 against reference answers, mean reward and win rate over the first model under a reward model, classification
 accuracy / precision / recall / F1, and lm-evaluation-harness tasks; plots each trainer stage's curves. Writes
 eval_results.json (read by the export stage's model card), eval_report.md with the comparison table, generations/
@@ -75,8 +78,9 @@ def main(args: EvaluateArguments) -> dict:
     add_win_rates(results)
 
     # Outputs: results for the model card, the Markdown report, the table on the terminal, the manifest
-    results_path = report.write_eval_results(results, args.output_dir)
-    report_path = report.write_markdown_report(results, args.output_dir, report_settings(args))
+    settings = report_settings(args, inputs)
+    results_path = report.write_eval_results(results, args.output_dir, settings.get("protocol"))
+    report_path = report.write_markdown_report(results, args.output_dir, settings)
     header, rows = report.comparison_rows(results)
     summary = {
         "models": len(results),
@@ -87,8 +91,13 @@ def main(args: EvaluateArguments) -> dict:
     for data in {id(d): d for d in (inputs.data, inputs.perplexity_data) if d is not None and d.report}.values():
         summary[f"rows kept from {data.path}"] = data.report.describe()
     run.inputs = {"models": paths, "dataset": args.dataset_path, "reward_model": args.reward_model}
+    if inputs.protocol is not None:
+        run.inputs["protocol"] = args.protocol
+        summary["protocol"] = f"{args.protocol} (fingerprint {inputs.protocol.spec.fingerprint()})"
     run.write({"script": args}, {"models": {r.path: r.all_metrics() for r in results}, **summary})
     print(report.text_table(header, rows))
+    if "protocol" in settings:
+        print(report.protocol_notes(settings["protocol"]))
     print()
     print(format_summary(f"evaluation finished: {args.output_dir}", summary))
     return {r.path: r.all_metrics() for r in results}

@@ -10,8 +10,10 @@ output row from a few calibration windows) to a target sparsity, N:M semi-struct
 whole attention heads (GQA-aware) and MLP channels removed, the config rewritten, so the model really shrinks.
 Pruned weights are stored as zeros, so the folder loads with `AutoModelForCausalLM.from_pretrained` anywhere.
 Optionally the pruned model is fine-tuned briefly to recover (the pretrain stage's trainer on your text; pruned
-weights are kept at zero). The report (printed, and compression_report.json) gives the achieved sparsity per layer,
-parameters, size on disk, eval perplexity before/after pruning and after recovery, and CPU generation latency.
+weights are kept at zero). The report (printed, and compression_report.json) gives the achieved sparsity per layer
+and compares the source, the pruned model and the recovered one on the evaluation protocol (`protocol`: the
+evaluate stage's measures -- held-out perplexity, task scores, reward, latency, size; without one, the report fields
+make a small protocol of eval_dataset_path).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PruneArguments, Train
     """Parse and check the config: everything a user can get wrong fails here, before a model is loaded."""
     from llm_recipes.export import inspect_source
     from llm_recipes.pruning import parse_pattern
-    from llm_recipes.quantization import check_task_evaluation
+    from llm_recipes.quantization import check_report_fields
 
     script_args, training_args = parse_config((PruneArguments, TrainingArguments), argv, **PRUNE_DEFAULTS)
     check_model_path(script_args.model_name_or_path)
@@ -77,7 +79,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PruneArguments, Train
         _check_source(script_args, source)
 
     for path, what in (
-        (script_args.eval_dataset_path, "eval dataset"),
         (script_args.calibration_dataset_path, "calibration"),
         (script_args.recovery_dataset_path, "recovery dataset"),
     ):
@@ -92,9 +93,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PruneArguments, Train
             raise UserError("heads_to_prune and mlp_channels_to_prune are for method: structured")
         if script_args.method == "wanda" and not script_args.calibration_dataset_path:
             raise UserError("method wanda weighs weights by input activations: set calibration_dataset_path")
-    check_task_evaluation(script_args)
+    check_report_fields(script_args)
     if training_args.eval_strategy != "no":
-        raise UserError("eval_strategy: the recovery fine-tune is evaluated by the report (eval_dataset_path)")
+        raise UserError("eval_strategy: the recovery fine-tune is evaluated by the report (its protocol)")
     return script_args, training_args
 
 
@@ -139,7 +140,9 @@ def structured_plan(script_args: PruneArguments):
 def main(script_args: PruneArguments, training_args: TrainingArguments) -> dict:
     from accelerate import PartialState
 
-    from llm_recipes.compression_report import format_comparison, measure_model
+    from llm_recipes.compression_report import comparison_summary, format_comparison, protocol_from_fields
+    from llm_recipes.evaluation.footprint import weight_sparsity
+    from llm_recipes.evaluation.protocol import Protocol, protocol_header
     from llm_recipes.export import inspect_source, load_tokenizer, parse_shard_size, save_model_folder
     from llm_recipes.hub import push_trained_output, take_over_trainer_push
     from llm_recipes.manifest import StageRun, write_json_atomically
@@ -158,24 +161,28 @@ def main(script_args: PruneArguments, training_args: TrainingArguments) -> dict:
     push = take_over_trainer_push(training_args)  # pushed once at the end, with our model card (recovery or not)
     source = inspect_source(script_args.model_name_or_path, script_args.base_model_name_or_path)
     tokenizer = load_tokenizer(script_args.model_name_or_path, script_args.trust_remote_code)
+    # the protocol's data is read before any model loads; it measures on the main process only (the others just
+    # prune and train)
+    protocol = Protocol(protocol_from_fields(script_args)).load() if state.is_main_process else None
     model, source_dir = load_source_model(script_args, source, tokenizer)
-    eval_data, calibration = load_report_data(script_args, tokenizer, model, training_args.seed)
-    texts = eval_data.texts if eval_data is not None else []
-    settings = dict(max_new_tokens=script_args.latency_new_tokens, repeats=script_args.latency_repeats)
+    calibration = load_calibration(script_args, tokenizer, model, training_args.seed)
 
-    def measure(model, folder):  # on the main process only; the others just prune and train
-        return measure_model(model, tokenizer, texts, model_dir=folder, **settings) if state.is_main_process else {}
+    def measure(model, folder, name):
+        if protocol is None:
+            return {}
+        measured = protocol.measure(model, tokenizer, model_dir=folder, name=name).as_dict()
+        measured["details"]["weight_sparsity"] = weight_sparsity(model)
+        return measured
 
     # The source is measured first: unstructured pruning changes the model in place
-    source_measure = measure(model, source_dir)
-    source_model = _copy_for_tasks(script_args, model)
+    source_measure = measure(model, source_dir or script_args.model_name_or_path, script_args.model_name_or_path)
     pruned = prune(script_args, model, calibration)
     recovering = bool(script_args.recovery_dataset_path)
     pruned_dir = output / UNRECOVERED if recovering else output
     if state.is_main_process:
         save_model_folder(pruned, tokenizer, pruned_dir, parse_shard_size("5GB"))
     state.wait_for_everyone()
-    pruned_measure = measure(pruned, pruned_dir)
+    pruned_measure = measure(pruned, pruned_dir, f"{output} (before recovery)" if recovering else str(output))
 
     final, recovery = pruned, None
     if recovering:
@@ -183,7 +190,7 @@ def main(script_args: PruneArguments, training_args: TrainingArguments) -> dict:
         run.inputs["recovery dataset"] = script_args.recovery_dataset_path
     if not state.is_main_process:
         return {}
-    final_measure = measure(final, output) if recovering else None
+    final_measure = measure(final, output, str(output)) if recovering else None
     if recovering:
         shutil.rmtree(pruned_dir, ignore_errors=True)
     sparsity = layer_sparsity(final)  # after recovery too: the pruned weights must still be zero
@@ -191,24 +198,30 @@ def main(script_args: PruneArguments, training_args: TrainingArguments) -> dict:
     report = {
         "stage": "prune",
         "method": describe(script_args),
-        "comparison": {"source": source_measure, "compressed": final_measure or pruned_measure},
+        "comparison": {
+            "protocol": protocol_header(protocol.spec),
+            "source": source_measure,
+            "compressed": final_measure or pruned_measure,
+        },
         "layer_sparsity": [{"layer": r.name, "weights": r.total, "sparsity": r.sparsity} for r in sparsity],
         "config": _shape(final.config),
     }
     if recovery is not None:
         report["pruned_before_recovery"] = pruned_measure
         report["recovery"] = recovery
-    if script_args.reward_model_path or script_args.eval_accuracy:
-        report["tasks"] = _task_comparison(script_args, source_model, final, tokenizer, eval_data)
+    protocol.close()
     write_json_atomically(output / COMPRESSION_REPORT, report)
+    before = ("before recovery", pruned_measure) if recovery is not None else None
     summary = _summary(script_args, report, sparsity)
     summary["seconds"] = round(run.seconds, 1)
-    run.write(configs, summary)
+    run.write(configs, {**summary, "protocol measures": comparison_summary(report["comparison"], before)})
 
     print(format_summary(f"pruning finished: {output}", summary))
     if script_args.method != "structured":
         print(format_layer_sparsity(sparsity))
-    print(format_comparison(report["comparison"], f"{describe(script_args)} vs source"))
+    sparsities = {side: report["comparison"][side]["details"]["weight_sparsity"] for side in ("source", "compressed")}
+    extras = {"zero weights (share)": (sparsities["source"], sparsities["compressed"])}
+    print(format_comparison(report["comparison"], f"{describe(script_args)} vs source", extras, before))
     if rows := _report_rows(report):
         print(format_extras(rows))
     if push:
@@ -225,30 +238,24 @@ def load_source_model(script_args: PruneArguments, source, tokenizer) -> tuple[A
     return load_full_model(source, "auto", script_args.trust_remote_code), script_args.model_name_or_path
 
 
-def load_report_data(script_args: PruneArguments, tokenizer, model, seed: int):
-    """(eval data for the report or None, calibration windows [samples, length] or None)."""
+def load_calibration(script_args: PruneArguments, tokenizer, model, seed: int):
+    """Calibration windows [samples, length], or None."""
     from llm_recipes.evaluation.data import load_eval_data
     from llm_recipes.pruning import token_windows
 
-    def read(path: str, limit: int | None, split: str = "train"):
-        return load_eval_data(
-            path, data_format=script_args.data_format, split=split, text_field=script_args.text_field, max_samples=limit
-        )
-
-    eval_data = None
-    if script_args.eval_dataset_path:
-        eval_data = read(script_args.eval_dataset_path, script_args.max_eval_samples, script_args.eval_dataset_split)
-    calibration = None
-    if script_args.calibration_dataset_path:
-        positions = getattr(model.config, "max_position_embeddings", None) or script_args.calibration_length
-        calibration = token_windows(
-            tokenizer,
-            read(script_args.calibration_dataset_path, None).texts,
-            count=script_args.calibration_samples,
-            length=min(script_args.calibration_length, positions),
-            seed=seed,
-        )
-    return eval_data, calibration
+    if not script_args.calibration_dataset_path:
+        return None
+    texts = load_eval_data(
+        script_args.calibration_dataset_path, data_format=script_args.data_format, text_field=script_args.text_field
+    ).texts
+    positions = getattr(model.config, "max_position_embeddings", None) or script_args.calibration_length
+    return token_windows(
+        tokenizer,
+        texts,
+        count=script_args.calibration_samples,
+        length=min(script_args.calibration_length, positions),
+        seed=seed,
+    )
 
 
 def prune(script_args: PruneArguments, model, calibration):
@@ -322,30 +329,6 @@ def describe(script_args: PruneArguments) -> str:
     return f"{script_args.method} {script_args.sparsity:.0%} unstructured{group}"
 
 
-def _copy_for_tasks(script_args: PruneArguments, model):
-    """Reward/accuracy compare the source's answers too; unstructured pruning works in place, so keep a copy."""
-    import copy
-
-    if not (script_args.reward_model_path or script_args.eval_accuracy) or script_args.method == "structured":
-        return model
-    return copy.deepcopy(model)
-
-
-def _task_comparison(script_args: PruneArguments, source_model, final, tokenizer, eval_data) -> dict:
-    from llm_recipes.quantization import task_comparison
-
-    return task_comparison(
-        source_model,
-        final,
-        tokenizer,
-        eval_data.prompts,
-        eval_data.references,
-        reward_model_path=script_args.reward_model_path,
-        accuracy=script_args.eval_accuracy,
-        max_new_tokens=script_args.max_new_tokens,
-    )
-
-
 def _shape(config) -> dict[str, Any]:
     fields = ("num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size", "hidden_size")
     return {name: getattr(config, name, None) for name in fields}
@@ -353,32 +336,17 @@ def _shape(config) -> dict[str, Any]:
 
 def _report_rows(report: dict[str, Any]) -> dict[str, Any]:
     rows: dict[str, Any] = {}
-    if "pruned_before_recovery" in report:
-        rows["eval perplexity after pruning, before recovery"] = report["pruned_before_recovery"]["perplexity"]
+    if "recovery" in report:
         rows["recovery optimizer steps"] = report["recovery"]["optimizer steps"]
-    for metric, values in report.get("tasks", {}).items():
-        rows[metric.replace("_", " ")] = " -> ".join(
-            f"{values[name]:.4g}" for name in ("source", "compressed") if name in values
-        )
     return rows
 
 
 def _summary(script_args: PruneArguments, report: dict[str, Any], sparsity) -> dict[str, Any]:
     from llm_recipes.pruning import overall_sparsity
 
-    source, final = report["comparison"]["source"], report["comparison"]["compressed"]
-    summary: dict[str, Any] = {
-        "source": script_args.model_name_or_path,
-        "method": report["method"],
-        "parameters": f"{source['parameters']:,} -> {final['parameters']:,}",
-        "size on disk (bytes)": f"{source['size_bytes']:,} -> {final['size_bytes']:,}",
-    }
-    if source.get("perplexity") is not None:
-        before_recovery = report.get("pruned_before_recovery", final)["perplexity"]
-        summary["eval perplexity (source)"] = source["perplexity"]
-        summary["eval perplexity (pruned)"] = before_recovery
-        if "recovery" in report:
-            summary["eval perplexity (after recovery)"] = final["perplexity"]
+    summary: dict[str, Any] = {"source": script_args.model_name_or_path, "method": report["method"]}
+    if "recovery" in report:
+        summary["recovery optimizer steps"] = report["recovery"]["optimizer steps"]
     if script_args.method != "structured":
         summary["sparsity of pruned layers"] = round(overall_sparsity(sparsity), 4)
     else:

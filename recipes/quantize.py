@@ -6,10 +6,10 @@
 Reads a full-precision model folder (or a LoRA/DoRA adapter, merged into its full-precision base first), loads it
 quantized through transformers' integration of the chosen backend and saves it, with its tokenizer, as a folder
 `AutoModelForCausalLM.from_pretrained` loads. The report (printed, and written as compression_report.json) compares
-it with the source: parameters, size on disk, eval perplexity, CPU generation latency, the max/mean logit
-difference on sample inputs, and whether the folder reloaded gives the outputs the model gave before saving
-(plus reward and exact-match accuracy on the eval prompts when the config asks). See llm_recipes/quantization.py
-for which backend runs where.
+it with the source on the evaluation protocol (`protocol`: the evaluate stage's measures -- held-out perplexity,
+task scores, reward, latency, size; without one, the report fields make a small protocol of eval_dataset_path),
+plus the max/mean logit difference on sample inputs and whether the folder reloaded gives the outputs the model gave
+before saving. See llm_recipes/quantization.py for which backend runs where.
 """
 
 from __future__ import annotations
@@ -59,15 +59,14 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[QuantizeArguments]:
     if not is_planned(args.model_name_or_path):
         _check_source(args, inspect_source(args.model_name_or_path, args.base_model_name_or_path))
     spec = quantization_spec(args)
-    from llm_recipes.quantization import check_spec, check_task_evaluation
+    from llm_recipes.quantization import check_report_fields, check_spec
 
     check_spec(spec)
-    for path, what in ((args.eval_dataset_path, "eval dataset"), (args.calibration_dataset_path, "calibration")):
-        if path:
-            check_dataset_path(path, what)
+    if args.calibration_dataset_path:
+        check_dataset_path(args.calibration_dataset_path, "calibration")
     if spec.method == "gptq" and not args.calibration_dataset_path:
         raise UserError("method gptq calibrates on text: set calibration_dataset_path")
-    check_task_evaluation(args)
+    check_report_fields(args)
     return (args,)
 
 
@@ -99,7 +98,7 @@ def quantization_spec(args: QuantizeArguments):
 
 
 def main(args: QuantizeArguments) -> dict:
-    from llm_recipes.compression_report import format_comparison
+    from llm_recipes.compression_report import comparison_summary, format_comparison
     from llm_recipes.export import inspect_source, load_tokenizer
     from llm_recipes.manifest import StageRun, write_json_atomically
     from llm_recipes.outputs import written_in_place
@@ -115,7 +114,7 @@ def main(args: QuantizeArguments) -> dict:
         run.output_dir = staging
         run.inputs = {"model": args.model_name_or_path}
         tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code)
-        data = load_report_data(args)
+        data = load_report_data(args)  # the protocol's data and calibration text, before any model loads
 
         # Quantize: from the source folder itself, or from the adapter merged into its base and saved
         source_model, full_precision = load_full_precision(args, source, tokenizer, staging)
@@ -137,7 +136,7 @@ def main(args: QuantizeArguments) -> dict:
         write_json_atomically(staging / COMPRESSION_REPORT, report)
         summary = _summary(args, spec, report)
         summary["seconds"] = round(run.seconds, 1)
-        run.write({"script": args}, summary)
+        run.write({"script": args}, {**summary, "protocol measures": comparison_summary(report["comparison"])})
     print(format_summary(f"quantization finished: {output}", summary))
     print(format_comparison(report["comparison"], f"{spec.describe()} vs source"))
     if rows := report_rows(report):
@@ -148,18 +147,12 @@ def main(args: QuantizeArguments) -> dict:
 
 
 def load_report_data(args: QuantizeArguments) -> dict[str, Any]:
-    """Eval texts (and prompts/answers) for the report; calibration texts for GPTQ."""
+    """The evaluation protocol with its data read (the report's); calibration texts for GPTQ."""
+    from llm_recipes.compression_report import protocol_from_fields
     from llm_recipes.evaluation.data import load_eval_data
+    from llm_recipes.evaluation.protocol import Protocol
 
-    data: dict[str, Any] = {}
-    if args.eval_dataset_path:
-        data["eval"] = load_eval_data(
-            args.eval_dataset_path,
-            data_format=args.data_format,
-            split=args.eval_dataset_split,
-            text_field=args.text_field,
-            max_samples=args.max_eval_samples,
-        )
+    data: dict[str, Any] = {"protocol": Protocol(protocol_from_fields(args)).load()}
     if args.calibration_dataset_path and args.method == "gptq":
         calibration = load_eval_data(
             args.calibration_dataset_path,
@@ -187,12 +180,11 @@ def load_full_precision(args: QuantizeArguments, source, tokenizer, staging: Pat
 def quantization_report(
     args: QuantizeArguments, spec, source_model, quantized, tokenizer, data, source_dir: Path, quantized_dir: Path
 ) -> dict[str, Any]:
-    """The comparison with the source (sizes, perplexity, latency, logit difference, reload check), plus reward
-    and accuracy on the eval prompts when asked."""
-    from llm_recipes.quantization import compare_with_source, sample_inputs, task_comparison
+    """The comparison with the source on the protocol, the logit difference and the reload check."""
+    from llm_recipes.quantization import compare_with_source, sample_inputs
 
-    eval_data = data.get("eval")
-    texts = eval_data.texts if eval_data is not None else []
+    protocol = data["protocol"]
+    texts = protocol.corpus_texts or []
     positions = getattr(source_model.config, "max_position_embeddings", None) or args.compare_length
     samples = sample_inputs(
         tokenizer, texts, count=args.compare_samples, length=min(args.compare_length, positions), seed=args.seed
@@ -200,42 +192,22 @@ def quantization_report(
     report = {"stage": "quantize", "method": spec.describe()}
     report.update(
         compare_with_source(
+            protocol,
             source_model,
             quantized,
             tokenizer,
-            texts,
             samples,
             source_dir=source_dir,
             quantized_dir=quantized_dir,
-            latency_new_tokens=args.latency_new_tokens,
-            latency_repeats=args.latency_repeats,
+            source_name=args.model_name_or_path,
         )
     )
-    if (args.reward_model_path or args.eval_accuracy) and "logit_difference" in report:
-        report["tasks"] = task_comparison(
-            source_model,
-            quantized,
-            tokenizer,
-            eval_data.prompts,
-            eval_data.references,
-            reward_model_path=args.reward_model_path,
-            accuracy=args.eval_accuracy,
-            max_new_tokens=args.max_new_tokens,
-        )
+    protocol.close()
     return report
 
 
 def _summary(args: QuantizeArguments, spec, report: dict[str, Any]) -> dict[str, Any]:
-    source, compressed = report["comparison"]["source"], report["comparison"]["compressed"]
-    summary: dict[str, Any] = {
-        "source": args.model_name_or_path,
-        "method": spec.describe(),
-        "parameters": compressed["parameters"],
-        "size on disk (bytes)": f"{source['size_bytes']:,} -> {compressed['size_bytes']:,}",
-        "size ratio": round(compressed["size_bytes"] / source["size_bytes"], 4),
-    }
-    if source.get("perplexity") is not None and compressed.get("perplexity") is not None:
-        summary["eval perplexity"] = f"{source['perplexity']:.4g} -> {compressed['perplexity']:.4g}"
+    summary: dict[str, Any] = {"source": args.model_name_or_path, "method": spec.describe()}
     if "logit_difference" in report:
         summary["max |logit difference|"] = report["logit_difference"]["max"]
         summary["reload gives same outputs"] = report["reload"]["identical_outputs"]

@@ -317,19 +317,22 @@ def test_compare_models_reports_both_models(small_teacher, base_model_dir, tmp_p
     report = compare_models(
         base_model_dir, student, tokenizer, texts, compressed_dir=tmp_path / "student", max_new_tokens=3, repeats=1
     )
-    source, compressed = report["source"], report["compressed"]
+    source, compressed = report["source"]["measures"], report["compressed"]["measures"]
+    assert list(source) == list(compressed) == report["protocol"]["measures"]
     assert compressed["size_bytes"] == (tmp_path / "student" / "model.safetensors").stat().st_size
     assert source["size_bytes"] == safetensors_bytes(base_model_dir)
     assert compressed["parameters"] == sum(p.numel() for p in student.parameters())
     assert source["parameters"] == sum(
         p.numel() for p in AutoModelForCausalLM.from_pretrained(base_model_dir).parameters()
     )
-    for entry in (source, compressed):
-        assert entry["perplexity"] > 1 and entry["ms_per_token"] > 0 and entry["eval_tokens"] > 0
-        assert entry["latency_device"] == "cpu"
+    for side in ("source", "compressed"):
+        entry = report[side]
+        assert entry["measures"]["corpus_perplexity"] > 1 and entry["measures"]["ms_per_token"] > 0
+        assert entry["details"]["corpus"]["tokens"] > 0 and entry["details"]["latency_device"] == "cpu"
     table = format_comparison(report, "student vs teacher")
     assert table.splitlines()[0] == "student vs teacher"
-    assert "parameters" in table and "latency (ms/token)" in table and "x" in table
+    assert "parameters" in table and "ms/token" in table and "x" in table
+    assert table.count("ms/token: median wall-clock milliseconds per generated token") == 1
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -378,7 +381,8 @@ def test_config_mistakes_fail_before_loading(tmp_path, base_model_dir, chat_mode
     fails("temperature: 0.0 must be > 0", temperature=0.0)
     fails("divergence: invalid choice", divergence="kl")
     fails("teacher_name_or_path: model folder not found", teacher_name_or_path=str(tmp_path / "missing"))
-    fails("report_reward_model: model folder not found", report_reward_model=str(tmp_path / "no-rm"))
+    fails("report_reward_model: replaced by protocol", report_reward_model=str(tmp_path / "no-rm"))
+    fails("protocol: file not found", protocol=str(tmp_path / "no-protocol.yaml"))
     monkeypatch.setitem(sys.modules, "trl.experimental.gkd", None)  # a TRL without the experimental GKD
     fails(GKD_MISSING, method="gkd")
 
@@ -405,10 +409,14 @@ def test_text_distillation_trains_and_saves_a_smaller_model(tmp_path, small_teac
     # the teacher scored on the same labelled eval tokens: exp of its mean cross-entropy there
     assert summary["teacher eval perplexity (labelled tokens)"] > 1
     report = json.loads((out / "compression_report.json").read_text())
-    assert report["compressed"]["parameters"] < report["source"]["parameters"]
-    assert report["compressed"]["size_bytes"] == (out / "model.safetensors").stat().st_size
-    assert report["source"]["size_bytes"] == (teacher_dir / "model.safetensors").stat().st_size
-    assert report["source"]["labelled_perplexity"] == summary["teacher eval perplexity (labelled tokens)"]
+    source, compressed = (report["comparison"][side]["measures"] for side in ("source", "compressed"))
+    assert compressed["parameters"] < source["parameters"]
+    assert compressed["size_bytes"] == (out / "model.safetensors").stat().st_size
+    assert source["size_bytes"] == (teacher_dir / "model.safetensors").stat().st_size
+    # the trainer's labelled-token figure is kept apart from the protocol's measures, under its own name
+    trainer_eval = report["trainer_eval"]
+    assert trainer_eval["teacher perplexity (labelled tokens)"] == summary["teacher eval perplexity (labelled tokens)"]
+    assert "corpus_perplexity" in compressed and compressed["corpus_perplexity"] > 1
     assert json.loads((out / "llm_recipes_manifest.json").read_text())["stage"] == "distill"
     logged = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert any("kd_loss" in entry and "ce_loss" in entry for entry in logged)
@@ -437,27 +445,35 @@ def save_reward_model(folder: Path, tokenizer_dir: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_chat_distillation_into_a_preset_student_with_a_reward_comparison(tmp_path, chat_model_dir):
+def test_chat_distillation_into_a_preset_student_compared_on_a_protocol(tmp_path, chat_model_dir):
     out = tmp_path / "student"
     reward_dir = save_reward_model(tmp_path / "reward", chat_model_dir)
+    protocol = {
+        "corpus": {"path": TEXT_DATA, "split": "train", "max_texts": 4},
+        "tasks": [{"name": "arithmetic", "kind": "exact_match", "path": CHAT_DATA, "max_rows": 4}],
+        "reward_model": str(reward_dir),
+        "latency": {"max_new_tokens": 4, "repeats": 1},
+        "max_new_tokens": 4,
+        "device": "cpu",
+    }
     config = distill_config(
         chat_model_dir,
         out,
         CHAT_DATA,
         student_preset="llama-tiny",
         student_config_overrides={"hidden_size": 32},
-        report_reward_model=str(reward_dir),
-        report_max_new_tokens=4,
+        protocol=str(write_yaml(tmp_path / "protocol.yaml", protocol)),
     )
     summary = DISTILL.main(*parse_distill(tmp_path, config))
     student = AutoModelForCausalLM.from_pretrained(out)
     assert student.config.hidden_size == 32
     assert summary["data shape"] == "messages" and math.isfinite(summary["eval loss"])
-    report = json.loads((out / "compression_report.json").read_text())
-    assert report["reward_prompts"] == 8  # report_eval_texts eval rows, each with a question
-    assert math.isfinite(report["source"]["mean_reward"]) and math.isfinite(report["compressed"]["mean_reward"])
-    assert 0.0 <= report["compressed"]["win_rate"] <= 1.0
-    assert "win rate vs source" in format_comparison(report, "t")
+    comparison = json.loads((out / "compression_report.json").read_text())["comparison"]
+    names = ["corpus_perplexity", "corpus_bits_per_byte", "arithmetic/exact_match", "reward_model_score"]
+    assert comparison["protocol"]["measures"][:4] == names
+    for side in ("source", "compressed"):
+        assert all(math.isfinite(comparison[side]["measures"][name]) for name in names)
+    assert "RM score" in format_comparison(comparison, "t")
 
 
 @pytest.mark.slow

@@ -266,7 +266,7 @@ def test_eval_results_schema_and_model_card_results(tmp_path):
     document = json.loads(path.read_text())
     assert set(document) == {"models", "model_index"}
     sft = document["models"]["outputs/sft"]
-    assert set(sft) == {"metrics", "dataset", "samples"}
+    assert set(sft) == {"metrics", "dataset", "samples", "stage"}
     assert sft["metrics"]["perplexity"] == 20.0 and sft["metrics"]["tiny_mc/acc"] == 0.6
     assert sft["dataset"] == {"name": "eval", "split": "test"}
     entries = {e["metric_type"]: e for e in document["model_index"]["outputs/sft"]}

@@ -205,7 +205,7 @@ def test_resume_between_and_inside_stages(tmp_path, monkeypatch, capsys):
     assert steps["n"] == 2  # steps 5 and 6 only
     state = json.loads((out / "pretrain" / "trainer_state.json").read_text())
     assert state["global_step"] == 6
-    assert "eval perplexity" in results["pretrain"].headline and "->" in results["pretrain"].headline
+    assert "loss on its eval blocks" in results["pretrain"].headline and "->" in results["pretrain"].headline
 
     # 3) nothing changed: nothing runs
     steps["n"] = 0

@@ -235,12 +235,16 @@ def test_structured_stage_writes_a_smaller_model_that_auto_loads(tmp_path, base_
     assert model.num_parameters() < 0.85 * source.num_parameters()
     assert (model.config.num_attention_heads, model.config.intermediate_size) == (2, 128)
     report = json.loads((out / "compression_report.json").read_text())
-    source_measure, pruned_measure = report["comparison"]["source"], report["comparison"]["compressed"]
+    source_measure, pruned_measure = (report["comparison"][side]["measures"] for side in ("source", "compressed"))
+    assert list(source_measure) == list(pruned_measure) == report["comparison"]["protocol"]["measures"]
     assert pruned_measure["parameters"] == model.num_parameters()
     assert pruned_measure["size_bytes"] < source_measure["size_bytes"]
-    assert pruned_measure["perplexity"] > 1 and source_measure["perplexity"] > 1
-    assert summary["parameters"] == f"{source.num_parameters():,} -> {model.num_parameters():,}"
-    assert read_manifest(out)["stage"] == "prune"
+    assert pruned_measure["corpus_perplexity"] > 1 and source_measure["corpus_perplexity"] > 1
+    manifest = read_manifest(out)
+    assert manifest["metrics"]["protocol measures"]["parameters"] == (
+        f"{source.num_parameters():,} -> {model.num_parameters():,}"
+    )
+    assert manifest["stage"] == "prune" and summary["method"].startswith("structured")
 
 
 @pytest.mark.slow
@@ -266,12 +270,15 @@ def test_wanda_stage_with_recovery_keeps_the_sparsity(tmp_path, base_model_dir):
     assert report["recovery"]["optimizer steps"] == 8
     assert all(row["sparsity"] == 0.5 for row in report["layer_sparsity"])
     source, pruned, recovered = (
-        report["comparison"]["source"],
-        report["pruned_before_recovery"],
-        report["comparison"]["compressed"],
+        report["comparison"]["source"]["measures"],
+        report["pruned_before_recovery"]["measures"],
+        report["comparison"]["compressed"]["measures"],
     )
-    assert pruned["perplexity"] != source["perplexity"] and recovered["perplexity"] != pruned["perplexity"]
-    assert recovered["sparsity"] > 0.25  # zeros of the pruned layers over all weight matrices, embeddings included
+    assert list(pruned) == list(recovered) == list(source)  # the three models on the same measures
+    ppl = "corpus_perplexity"
+    assert pruned[ppl] != source[ppl] and recovered[ppl] != pruned[ppl]
+    # zeros of the pruned layers over all weight matrices, embeddings included
+    assert report["comparison"]["compressed"]["details"]["weight_sparsity"] > 0.25
     reloaded = AutoModelForCausalLM.from_pretrained(out)  # the recovered weights still hold the zeros
     assert all(row.sparsity == 0.5 for row in pruning.layer_sparsity(reloaded))
     assert not (out / PRUNE.UNRECOVERED).exists()

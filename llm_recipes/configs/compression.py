@@ -107,21 +107,33 @@ class DistillArguments(DatasetArguments):
     compare_with_teacher: bool = field(
         default=True,
         metadata={
-            "help": "Write compression_report.json: student vs teacher parameters, size on disk, eval perplexity, "
-            "CPU generation latency."
+            "help": "Write compression_report.json: student vs teacher on the evaluation protocol (`protocol`; "
+            "without one: perplexity of the eval rows, size on disk, CPU latency, parameters)."
         },
     )
-    report_eval_texts: int = field(default=64, metadata={"help": "Eval rows scored for the report's perplexity."})
-    latency_new_tokens: int = field(default=16, metadata={"help": "Tokens generated per latency measurement."})
-    latency_repeats: int = field(default=3, metadata={"help": "Timed generations per model (the median is kept)."})
-    report_reward_model: str | None = field(
+    protocol: str | None = field(
         default=None,
         metadata={
-            "help": "A reward model folder (chat or prompt/completion data): the report adds the mean reward of the "
-            "teacher's and the student's greedy answers to the eval prompts and the student's win rate."
+            "help": "The evaluation protocol YAML (configs/demo/protocol.yaml) both models are measured on: the "
+            "same measures and data as the evaluate stage and the pipeline table."
         },
     )
-    report_max_new_tokens: int = field(default=64, metadata={"help": "Longest answer generated for the reward."})
+    report_eval_texts: int = field(
+        default=64, metadata={"help": "Without a protocol: eval rows scored for the report's perplexity."}
+    )
+    latency_new_tokens: int = field(
+        default=16, metadata={"help": "Without a protocol: tokens generated per latency measurement."}
+    )
+    latency_repeats: int = field(
+        default=3, metadata={"help": "Without a protocol: timed generations per model (the median is kept)."}
+    )
+    report_reward_model: str | None = field(
+        default=None,
+        metadata={"help": "Replaced by `protocol` (its reward_model scores both models' answers); refused if set."},
+    )
+    report_max_new_tokens: int = field(
+        default=64, metadata={"help": "Replaced by `protocol` (its max_new_tokens); refused if changed."}
+    )
 
 
 RANGE_CHECKS["temperature"] = (lambda v: v > 0, "must be > 0")
@@ -141,13 +153,22 @@ RANGE_CHECKS["report_max_new_tokens"] = (lambda v: v >= 1, "must be >= 1")
 
 @dataclass
 class CompressionEvalArguments(OutputOptions):
-    """How the quantize and prune stages compare the compressed model with its source."""
+    """How the quantize and prune stages compare the compressed model with its source: on the evaluation protocol
+    (`protocol`), or on a protocol made of the report fields below."""
 
+    protocol: str | None = field(
+        default=None,
+        metadata={
+            "help": "The evaluation protocol YAML (configs/demo/protocol.yaml) both models are measured on: the "
+            "same measures and data as the evaluate stage and the pipeline table. Replaces eval_dataset_path, "
+            "eval_accuracy and reward_model_path."
+        },
+    )
     eval_dataset_path: str | None = field(
         default=None,
         metadata={
-            "help": "Data for the report: perplexity of its texts (and reward/accuracy on its prompts when asked). "
-            "Any format SFT reads; without it the report has sizes and latency only."
+            "help": "Without a protocol: data for the report, perplexity of its texts (and reward/accuracy on its "
+            "prompts when asked). Any format SFT reads; without it the report has sizes and latency only."
         },
     )
     data_format: str = field(
@@ -165,9 +186,15 @@ class CompressionEvalArguments(OutputOptions):
         default=False,
         metadata={"help": "Also compare exact-match accuracy of greedy answers to the eval prompts (needs answers)."},
     )
-    max_new_tokens: int = field(default=64, metadata={"help": "Tokens generated per answer (reward, accuracy)."})
-    latency_new_tokens: int = field(default=16, metadata={"help": "Tokens generated per latency measurement."})
-    latency_repeats: int = field(default=3, metadata={"help": "Timed generations per model (the median is kept)."})
+    max_new_tokens: int = field(
+        default=64, metadata={"help": "Without a protocol: tokens generated per answer (reward, accuracy)."}
+    )
+    latency_new_tokens: int = field(
+        default=16, metadata={"help": "Without a protocol: tokens generated per latency measurement."}
+    )
+    latency_repeats: int = field(
+        default=3, metadata={"help": "Without a protocol: timed generations per model (the median is kept)."}
+    )
     calibration_dataset_path: str | None = field(
         default=None, metadata={"help": "Text the method calibrates on (Wanda, structured pruning, GPTQ)."}
     )

@@ -99,6 +99,14 @@ class EvaluateArguments(OutputOptions):
     output_dir: str = field(
         default="outputs/evaluate", metadata={"help": "Where eval_results.json, eval_report.md and plots go."}
     )
+    protocol: str | None = field(
+        default=None,
+        metadata={
+            "help": "The evaluation protocol YAML (configs/demo/protocol.yaml): every model measured on its held-out "
+            "corpus, tasks, reward model, fixed prompts, latency and size, by one definition each -- the measures "
+            "the compression stages and the pipeline table use. The fields below add other metrics beside them."
+        },
+    )
     # data
     dataset_path: str | None = field(
         default=None,

@@ -10,7 +10,10 @@ with the stage-over-stage comparison table, and the same table printed.
                                  "dataset_split": ..., "metric_type": "perplexity", "metric_name": "Perplexity",
                                  "metric_value": 12.3}, ...]}}
 
-Each `model_index` entry maps 1:1 onto `huggingface_hub.EvalResult` (see `eval_results_for_card`).
+Each `model_index` entry maps 1:1 onto `huggingface_hub.EvalResult` (see `eval_results_for_card`). With an
+evaluation protocol, the document also holds `"protocol"` (its source, fingerprint, measure names and definitions)
+and each model's full protocol result (measures, answers to the fixed prompts) under `models.<path>.protocol`; the
+protocol's measures are among the model's metrics under their protocol names.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_recipes.errors import UserError
+from llm_recipes.evaluation.protocol import MEASURES, measure_kind, measure_title
 from llm_recipes.manifest import write_json_atomically
 
 EVAL_RESULTS = "eval_results.json"
@@ -93,6 +97,8 @@ class ModelResult:
     reward_scores: list[float] | None = None
     lm_eval: dict[str, dict[str, float]] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)  # relative to the output folder
+    protocol: dict[str, Any] | None = None  # the model's ProtocolResult (as_dict), when evaluated on a protocol
+    metric_datasets: dict[str, DatasetRef] = field(default_factory=dict)  # data of metrics not on `dataset`
 
     def all_metrics(self) -> dict[str, float]:
         flat = dict(self.metrics)
@@ -127,6 +133,11 @@ def model_index_entries(result: ModelResult, baseline: str | None = None) -> lis
         )
 
     for key, value in result.metrics.items():
+        if key in result.metric_datasets:
+            add(key, value, result.metric_datasets[key], task_type(result.kind), measure_title(key))
+            continue
+        if measure_kind(key) in MEASURES:
+            continue  # a protocol measure without data (latency, size, parameters) is no eval result
         dataset = result.perplexity_dataset if key in PERPLEXITY_METRICS else result.dataset
         name = f"Win rate vs {baseline}" if key == "win_rate" and baseline else None
         add(key, value, dataset, task_type(result.kind), name)
@@ -136,24 +147,34 @@ def model_index_entries(result: ModelResult, baseline: str | None = None) -> lis
     return entries
 
 
-def results_document(results: Sequence[ModelResult]) -> dict[str, Any]:
+def results_document(results: Sequence[ModelResult], protocol: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The eval_results.json document; `protocol` is the protocol's header (`protocol.protocol_header`)."""
     baseline = results[0].path if len(results) > 1 else None
-    return {
-        "models": {
-            r.path: {
-                "metrics": r.all_metrics(),
-                "dataset": (r.dataset or r.perplexity_dataset or DatasetRef("", "", "")).as_dict(),
-                "samples": r.samples,
-            }
-            for r in results
-        },
+    models = {}
+    for r in results:
+        entry = {
+            "metrics": r.all_metrics(),
+            "dataset": (r.dataset or r.perplexity_dataset or DatasetRef("", "", "")).as_dict(),
+            "samples": r.samples,
+            "stage": r.stage,
+        }
+        if r.protocol is not None:
+            entry["protocol"] = r.protocol
+        models[r.path] = entry
+    document: dict[str, Any] = {
+        "models": models,
         "model_index": {r.path: model_index_entries(r, baseline) for r in results},
     }
+    if protocol is not None:
+        document["protocol"] = protocol
+    return document
 
 
-def write_eval_results(results: Sequence[ModelResult], output_dir: str | Path) -> Path:
+def write_eval_results(
+    results: Sequence[ModelResult], output_dir: str | Path, protocol: dict[str, Any] | None = None
+) -> Path:
     path = Path(output_dir) / EVAL_RESULTS
-    write_json_atomically(path, results_document(results))
+    write_json_atomically(path, results_document(results, protocol))
     return path
 
 
@@ -212,16 +233,25 @@ def format_value(value: Any) -> str:
 
 
 def comparison_rows(results: Sequence[ModelResult]) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the stage-over-stage table: one row per model, the columns some model has."""
-    extra = sorted({key for r in results for key in r.all_metrics() if "/" in key})
-    columns = [(key, title) for key, title in TABLE_COLUMNS if any(key in r.metrics for r in results)]
+    """(header, rows) of the stage-over-stage table: one row per model, the protocol's measures first (in the
+    protocol's order), then the other metrics some model has."""
+    protocol_names = list(dict.fromkeys(name for r in results if r.protocol for name in r.protocol["measures"]))
+    extra = sorted({key for r in results for key in r.all_metrics() if "/" in key} - set(protocol_names))
+    columns = [(key, measure_title(key)) for key in protocol_names]
+    columns += [(key, title) for key, title in TABLE_COLUMNS if any(key in r.metrics for r in results)]
     columns += [(key, key) for key in extra]
     header = ["model", "stage", *(title for _, title in columns)]
     rows = []
     for r in results:
         values = r.all_metrics()
-        rows.append([r.path, r.stage or "-", *(format_value(values.get(key)) for key, _ in columns)])
+        rows.append([r.path, r.stage or "-", *(_format(key, values.get(key)) for key, _ in columns)])
     return header, rows
+
+
+def _format(key: str, value: Any) -> str:
+    from llm_recipes.evaluation.protocol import format_measure
+
+    return format_measure(key, value) if measure_kind(key) in MEASURES else format_value(value)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -251,9 +281,19 @@ def _truncate(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def protocol_notes(protocol: dict[str, Any]) -> str:
+    """Each protocol measure's definition, once, for under a table (`protocol` is `protocol_header`'s)."""
+    lines = [f"protocol {protocol.get('source') or '(in code)'}, fingerprint {protocol['fingerprint']}:"]
+    return "\n".join(lines + [f"  {measure_title(name)}: {text}" for name, text in protocol["definitions"].items()])
+
+
 def _notes(results: Sequence[ModelResult], settings: dict[str, Any]) -> list[str]:
     notes = []
     first = results[0]
+    protocol = settings.get("protocol")
+    if protocol:
+        notes.append(f"Protocol `{protocol.get('source') or 'in code'}` (fingerprint {protocol['fingerprint']}):")
+        notes += [f"*{measure_title(name)}*: {text}" for name, text in protocol["definitions"].items()]
     if first.perplexity_dataset is not None and "perplexity" in first.details:
         details = first.details["perplexity"]
         notes.append(
@@ -312,6 +352,13 @@ def markdown_report(results: Sequence[ModelResult], settings: dict[str, Any] | N
                     row.append(format_value(sample.get("reward")))
                 sample_rows.append(row)
             lines += [markdown_table(sample_header, sample_rows), ""]
+        if result.protocol and result.protocol.get("samples"):
+            lines += ["### Answers to the protocol's fixed prompts", ""]
+            rows = [
+                [_truncate(sample["prompt"], 200), _truncate(sample["greedy"], 300), _truncate(sample["sampled"], 300)]
+                for sample in result.protocol["samples"]
+            ]
+            lines += [markdown_table(["prompt", "greedy", "sampled"], rows), ""]
         if result.plots:
             lines += ["### Training curves", ""]
             lines += [f"![{Path(plot).stem}]({plot})" for plot in result.plots]

@@ -1,5 +1,7 @@
 """The evaluation stage's steps, shared by `recipes/evaluate.py` and Python users: check the arguments, load the
-data once, evaluate each model on it, and compare them.
+data once, evaluate each model on it, and compare them. With `protocol`, every model is measured on the evaluation
+protocol (`llm_recipes.evaluation.protocol`), the measures the compression stages and the pipeline table use too;
+the other fields add metrics beside them.
 
     from llm_recipes.configs import EvaluateArguments
     from llm_recipes.evaluation import run_evaluation
@@ -33,6 +35,7 @@ from llm_recipes.evaluation.generation import (
     prompt_text,
 )
 from llm_recipes.evaluation.loading import check_model_folder, model_kind
+from llm_recipes.evaluation.protocol import Protocol, ProtocolSpec, check_protocol_paths, read_protocol
 from llm_recipes.evaluation.report import DatasetRef, ModelResult
 
 # per-model outputs inside the output folder
@@ -47,6 +50,7 @@ class EvalInputs:
     data: EvalData | None = None  # prompts/references (and texts) from dataset_path
     perplexity_data: EvalData | None = None
     classification: ClassificationData | None = None
+    protocol: Protocol | None = None  # the evaluation protocol, its data read
 
 
 def model_paths(args: EvaluateArguments) -> list[str]:
@@ -112,8 +116,12 @@ def check_arguments(args: EvaluateArguments) -> None:
         raise UserError("metrics: reward needs reward_model (a reward model folder)")
     if args.metrics and "classification" in wanted and not args.label_field:
         raise UserError("metrics: classification needs label_field (the label column) and a classifier model")
-    if not (args.dataset_path or args.perplexity_dataset_path or args.lm_eval_tasks):
-        raise UserError("nothing to evaluate on: set dataset_path (or perplexity_dataset_path, or lm_eval_tasks)")
+    if args.protocol:
+        check_protocol_paths(read_protocol(args.protocol))
+    if not (args.protocol or args.dataset_path or args.perplexity_dataset_path or args.lm_eval_tasks):
+        raise UserError(
+            "nothing to evaluate on: set protocol (or dataset_path, perplexity_dataset_path, lm_eval_tasks)"
+        )
     if args.label_field and not args.dataset_path:
         raise UserError("label_field needs dataset_path (the labelled data)")
     if args.context_length is not None and args.stride is not None and args.stride >= args.context_length:
@@ -135,6 +143,8 @@ def check_arguments(args: EvaluateArguments) -> None:
 def load_inputs(args: EvaluateArguments) -> EvalInputs:
     """Read the evaluation data once, before any model is loaded (a bad column fails here, in one line)."""
     inputs = EvalInputs()
+    if args.protocol:
+        inputs.protocol = Protocol(read_protocol(args.protocol)).load()
     if args.dataset_path and args.label_field:
         inputs.classification = load_classification_data(
             args.dataset_path,
@@ -169,8 +179,9 @@ def load_inputs(args: EvaluateArguments) -> EvalInputs:
 
 
 def load_reward(args: EvaluateArguments) -> tuple[Any, Any] | None:
-    """(reward model, its tokenizer), when the config names one and the reward is wanted."""
-    if not args.reward_model or "reward" not in wanted_metrics(args):
+    """(reward model, its tokenizer), when the config names one and the reward of dataset_path's answers is wanted
+    (a protocol's reward model is the protocol's)."""
+    if not args.reward_model or "reward" not in wanted_metrics(args) or not args.dataset_path:
         return None
     from llm_recipes.evaluation.loading import align_pad_token, load_reward_model, load_tokenizer_for
 
@@ -199,7 +210,7 @@ def evaluate_model(
 
     kind = model_kind(path) if looks_local(path) else "causal_lm"
     result = ModelResult(path=path, kind=kind, stage=model_stage(path))
-    if kind == "causal_lm" and inputs.data is None and inputs.perplexity_data is None:
+    if kind == "causal_lm" and inputs.data is None and inputs.perplexity_data is None and inputs.protocol is None:
         return result  # only lm-eval tasks to run, and the harness loads the model itself
     tokenizer = load_tokenizer_for(path, args.tokenizer_name_or_path, args.trust_remote_code)
     model = load_model(path, kind, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
@@ -207,6 +218,8 @@ def evaluate_model(
         align_pad_token(model, tokenizer)
     try:
         if kind == "causal_lm":
+            if inputs.protocol is not None:
+                add_protocol(result, model, tokenizer, inputs.protocol)
             _evaluate_causal_lm(model, tokenizer, result, args, inputs, reward)
         else:
             _evaluate_classifier(model, tokenizer, result, args, inputs)
@@ -216,6 +229,33 @@ def evaluate_model(
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return result
+
+
+def add_protocol(result: ModelResult, model: Any, tokenizer: Any, protocol: Protocol) -> None:
+    """The protocol's measures of one model, under their protocol names (a measure that could not run is left out
+    of the metrics and kept as None in `result.protocol`)."""
+    folder = result.path if looks_local(result.path) and Path(result.path).expanduser().is_dir() else None
+    measured = protocol.measure(model, tokenizer, model_dir=folder, name=result.path)
+    result.protocol = measured.as_dict()
+    result.metrics.update({name: value for name, value in measured.measures.items() if value is not None})
+    result.metric_datasets.update(protocol_datasets(protocol.spec))
+
+
+def protocol_datasets(spec: ProtocolSpec) -> dict[str, DatasetRef]:
+    """The data each protocol measure was taken on, for the model card (latency, size and parameters have none)."""
+    from llm_recipes.evaluation.data import dataset_display_name
+
+    refs: dict[str, DatasetRef] = {}
+    corpus = spec.corpus
+    if corpus is not None and corpus.path:
+        ref = DatasetRef(corpus.path, dataset_display_name(corpus.path), corpus.split)
+        refs.update(corpus_perplexity=ref, corpus_bits_per_byte=ref)
+    for task in spec.tasks:
+        refs[f"{task.name}/{task.kind}"] = DatasetRef(task.path, dataset_display_name(task.path), task.split)
+    reward_task = spec.reward_task()
+    if reward_task is not None:
+        refs["reward_model_score"] = refs[f"{reward_task.name}/{reward_task.kind}"]
+    return refs
 
 
 def _evaluate_causal_lm(
@@ -352,8 +392,27 @@ def add_plots(result: ModelResult, output_dir: str | Path) -> None:
     result.plots = [str(path.relative_to(output_dir)) for path in written]
 
 
+def write_protocol_answers(result: ModelResult, inputs: EvalInputs, output_dir: str | Path) -> Path | None:
+    """Every protocol task's prompt, reference and greedy answer of a model, one JSON line each, so a figure can be
+    checked against what the model said."""
+    if result.protocol is None or inputs.protocol is None:
+        return None
+    path = Path(output_dir) / GENERATIONS_DIR / f"{slug(result.path)}.protocol.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for task, answers in result.protocol["answers"].items():
+            data = inputs.protocol.tasks[task]
+            for index, answer in enumerate(answers):
+                row = {"task": task, "prompt": data.prompts[index], "answer": answer}
+                if data.references:
+                    row["reference"] = data.references[index]
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
 def write_generations(result: ModelResult, inputs: EvalInputs, output_dir: str | Path) -> Path | None:
     """Every prompt, reference and generation (and reward) of a model, one JSON line each."""
+    write_protocol_answers(result, inputs, output_dir)
     responses = result.details.get("generations")
     if not responses or inputs.data is None:
         return None
@@ -369,10 +428,15 @@ def write_generations(result: ModelResult, inputs: EvalInputs, output_dir: str |
     return path
 
 
-def report_settings(args: EvaluateArguments) -> dict[str, Any]:
+def report_settings(args: EvaluateArguments, inputs: EvalInputs | None = None) -> dict[str, Any]:
     generation = {"max_new_tokens": args.max_new_tokens, **parse_generation_overrides(args.generation_config)}
     generation.setdefault("do_sample", False)
-    return {"generation": generation, "reward_model": args.reward_model}
+    settings: dict[str, Any] = {"generation": generation, "reward_model": args.reward_model}
+    if inputs is not None and inputs.protocol is not None:
+        from llm_recipes.evaluation.protocol import protocol_header
+
+        settings["protocol"] = protocol_header(inputs.protocol.spec)
+    return settings
 
 
 def run_evaluation(args: EvaluateArguments, *, write: bool = True) -> list[ModelResult]:
@@ -393,6 +457,7 @@ def run_evaluation(args: EvaluateArguments, *, write: bool = True) -> list[Model
         if write:
             write_generations(result, inputs, args.output_dir)
     if write:
-        write_eval_results(results, args.output_dir)
-        write_markdown_report(results, args.output_dir, report_settings(args))
+        settings = report_settings(args, inputs)
+        write_eval_results(results, args.output_dir, settings.get("protocol"))
+        write_markdown_report(results, args.output_dir, settings)
     return results

@@ -1,12 +1,18 @@
-"""The pipeline's tables: the plan before a run (or instead of one), and what each stage did after it.
+"""The pipeline's tables: the plan before a run (or instead of one), what each stage did after it, and every model
+the run made measured on the evaluation protocol.
 
-What a stage did is read back from its manifest, so a stage finished by an earlier invocation reports the same
-figures as one that ran just now.
+What a stage did is read back from its manifest, and the models' measures from the files the stages wrote
+(evaluate's eval_results.json, each compression stage's compression_report.json), so a stage finished by an
+earlier invocation reports the same figures as one that ran just now. The stage table says what each stage did in
+its own terms, never a protocol measure under another definition; the model table has one row per model and one
+column per protocol measure, a compression row is followed by its source as measured in the same run, and each
+measure's definition is printed once under it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,33 +20,37 @@ from typing import Any
 from llm_recipes.manifest import read_manifest
 from llm_recipes.reporting import format_number
 
-# stage -> (label, manifest metric before, manifest metric after); "before" None shows the one value
+# stage -> (label, manifest metric before, manifest metric after); "before" None shows the one value. Labels say
+# whose figure it is (a stage's own eval split), so none reads as a protocol measure.
 HEADLINES: dict[str, list[tuple[str, str | None, str]]] = {
     "clean-corpus": [("documents", "documents_in", "documents_out")],
     "train-tokenizer": [("vocabulary", None, "vocabulary"), ("tokens per word", None, "tokens per word")],
-    "pretrain": [("eval perplexity", "eval perplexity before training", "eval perplexity")],
-    "sft": [("eval loss", None, "eval loss"), ("trainable share", None, "trainable share")],
-    "reward": [("eval pairwise accuracy", None, "eval pairwise accuracy")],
+    "pretrain": [
+        ("optimizer steps", None, "optimizer steps"),
+        ("loss on its eval blocks", "eval loss before training", "eval loss"),
+    ],
+    "sft": [("loss on its eval split", None, "eval loss"), ("trainable share", None, "trainable share")],
+    "reward": [("pairwise accuracy on its eval split", None, "eval pairwise accuracy")],
     "ppo": [
-        ("eval reward", "eval score before", "eval score after"),
+        ("PPO steps", None, "PPO steps"),
+        ("score on its eval prompts", "eval score before", "eval score after"),
         ("KL to reference", None, "eval KL to reference"),
     ],
-    "grpo": [("eval reward", "eval reward before", "eval reward after")],
-    "rloo": [("eval reward", "eval reward before", "eval reward after")],
+    "grpo": [("reward on its eval prompts", "eval reward before", "eval reward after")],
+    "rloo": [("reward on its eval prompts", "eval reward before", "eval reward after")],
     "dpo": [("eval reward accuracy", None, "eval reward accuracy"), ("eval margin", None, "eval reward margin")],
-    "distill": [
-        ("teacher eval perplexity", None, "teacher eval perplexity (labelled tokens)"),
-        ("student eval perplexity", None, "eval perplexity (labelled tokens)"),
-    ],
-    "quantize": [("size on disk", None, "size on disk (bytes)"), ("eval perplexity", None, "eval perplexity")],
+    "distill": [("student", None, "student"), ("optimizer steps", None, "optimizer steps"), ("loss", None, "loss")],
+    "quantize": [("method", None, "method")],
     "prune": [
-        ("parameters", None, "parameters"),
+        ("method", None, "method"),
         ("sparsity", None, "sparsity of pruned layers"),
-        ("eval perplexity", "eval perplexity (source)", "eval perplexity (pruned)"),
-        ("after recovery", None, "eval perplexity (after recovery)"),
+        ("recovery steps", None, "recovery optimizer steps"),
     ],
     "export": [("exported", None, "exported"), ("parameters", None, "parameters")],
 }
+# manifest figures derived from others (older manifests have the perplexity only)
+DERIVED: dict[str, tuple[str, Any]] = {"eval loss before training": ("eval perplexity before training", math.log)}
+COMPRESSION_STAGES = ("distill", "quantize", "prune")
 EVALUATE_METRICS = ("perplexity", "mean_reward", "exact_match", "accuracy")
 
 
@@ -62,13 +72,17 @@ def headline(stage: str, output: str | None) -> tuple[str, dict[str, Any]]:
     metrics = manifest.get("metrics", {})
     if stage == "evaluate":
         return _evaluate_headline(Path(output).expanduser()), metrics
+    figures = dict(metrics)
+    for name, (source, derive) in DERIVED.items():
+        if figures.get(name) is None and isinstance(figures.get(source), int | float) and figures[source] > 0:
+            figures[name] = derive(figures[source])
     parts = []
     for label, before, after in HEADLINES.get(stage, []):
-        if metrics.get(after) is None:
+        if figures.get(after) is None:
             continue
-        value = format_number(metrics[after])
-        if before and metrics.get(before) is not None:
-            value = f"{format_number(metrics[before])} -> {value}"
+        value = format_number(figures[after])
+        if before and figures.get(before) is not None:
+            value = f"{format_number(figures[before])} -> {value}"
         parts.append(f"{label} {value}")
     return "; ".join(parts), metrics
 
@@ -77,7 +91,11 @@ def _evaluate_headline(folder: Path) -> str:
     results_file = folder / "eval_results.json"
     if not results_file.is_file():
         return ""
-    models = json.loads(results_file.read_text(encoding="utf-8")).get("models", {})
+    document = json.loads(results_file.read_text(encoding="utf-8"))
+    models = document.get("models", {})
+    if "protocol" in document:
+        where = document["protocol"].get("source") or "its protocol"
+        return f"{len(models)} models measured on {where} (the model table below)"
     parts = []
     for metric in EVALUATE_METRICS:
         values = [(Path(name).name, result.get("metrics", {}).get(metric)) for name, result in models.items()]
@@ -98,18 +116,133 @@ def format_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def format_results(results: list[StageResult]) -> str:
+    """The stage table, then (when the stages measured models on a protocol) the model table."""
     rows = []
     for result in results:
         seconds = f"{result.seconds:.1f}s" if result.seconds is not None else ""
         rows.append([result.stage, result.status, seconds, result.output or "", result.headline])
     total = sum(result.seconds or 0 for result in results if result.status in ("ran", "resumed"))
     table = format_table(["stage", "status", "time", "output", "what it did"], rows)
-    return f"{table}\n\nthis run: {total:.1f}s of stage time"
+    text = f"{table}\n\nthis run: {total:.1f}s of stage time"
+    header, models = model_rows(results)
+    if header is not None and models:
+        text += "\n\n" + format_model_table(header, models)
+    return text
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Every model on the protocol
+
+
+@dataclass
+class ModelRow:
+    label: str
+    result: dict[str, Any]  # a ProtocolResult as a dict: model, protocol (fingerprint), measures, samples, details
+    is_source: bool = False  # a compression stage's source, measured again in that stage's run
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _same_path(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+def model_rows(results: list[StageResult]) -> tuple[dict[str, Any] | None, list[ModelRow]]:
+    """(the protocol's header, one row per model measured on it): the evaluated models, then each compression
+    stage's model followed by its source as that stage measured it."""
+    header, rows, labels = None, [], {}
+    for result in results:
+        if not result.output or result.status == "skipped" or not Path(result.output).expanduser().is_dir():
+            continue
+        folder = Path(result.output).expanduser()
+        if result.stage == "evaluate":
+            document = _read_json(folder / "eval_results.json") or {}
+            header = header or document.get("protocol")
+            for path, entry in document.get("models", {}).items():
+                if "protocol" in entry:
+                    labels[_same_path(path)] = entry.get("stage") or Path(path).name
+                    rows.append(ModelRow(labels[_same_path(path)], entry["protocol"]))
+        elif result.stage in COMPRESSION_STAGES:
+            report = _read_json(folder / "compression_report.json") or {}
+            comparison = report.get("comparison") or {}
+            if "protocol" not in comparison:
+                continue  # written before the protocol
+            header = header or comparison["protocol"]
+            rows.append(ModelRow(result.stage, comparison["compressed"]))
+            if "pruned_before_recovery" in report:
+                rows.append(ModelRow("  before recovery", report["pruned_before_recovery"]))
+            source = comparison["source"]
+            name = labels.get(_same_path(source["model"]), Path(source["model"]).name) if source["model"] else "?"
+            rows.append(ModelRow(f"  its source, {name}", source, is_source=True))
+    return header, rows
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def format_model_table(header: dict[str, Any], rows: list[ModelRow]) -> str:
+    """One row per model, one column per protocol measure, the definitions once, then what the models answer."""
+    from llm_recipes.evaluation.protocol import format_measure, measure_title
+    from llm_recipes.evaluation.report import text_table
+
+    names = header["measures"]
+    other = [row for row in rows if row.result.get("protocol") != header["fingerprint"]]
+    table_rows = [
+        [row.label + (" *" if row in other else ""), *(format_measure(n, row.result["measures"].get(n)) for n in names)]
+        for row in rows
+    ]
+    where = header.get("source") or "(in code)"
+    lines = [f"every model on the protocol {where}:", "", text_table(["model", *map(measure_title, names)], table_rows)]
+    lines += ["", "a compression stage's row is followed by its source, measured again in the same run"]
+    if other:
+        lines.append(
+            f"* measured under another protocol than {header['fingerprint']} (the protocol file changed since): "
+            "rerun that stage (--rerun <stage>) to compare"
+        )
+    lines += ["", "definitions:"]
+    lines += [f"  {measure_title(name)}: {text}" for name, text in header["definitions"].items()]
+    lines += _answers([row for row in rows if not row.is_source])
+    return "\n".join(lines)
+
+
+def _answers(rows: list[ModelRow]) -> list[str]:
+    """Each model's greedy and sampled answers to the protocol's fixed prompts, one line per model and prompt."""
+    prompts = list(dict.fromkeys(sample["prompt"] for row in rows for sample in row.result.get("samples", [])))
+    if not prompts:
+        return []
+    width = max(len(row.label) for row in rows)
+    lines = ["", "answers to the protocol's fixed prompts (greedy | sampled):"]
+    for prompt in prompts:
+        lines.append(f"  {prompt}")
+        for row in rows:
+            sample = next((s for s in row.result.get("samples", []) if s["prompt"] == prompt), None)
+            if sample is not None:
+                answers = f"{_clip(sample['greedy'], 56)} | {_clip(sample['sampled'], 56)}"
+                lines.append(f"    {row.label.strip():<{width}}  {answers}")
+    return lines
 
 
 def write_report(run_dir: Path, results: list[StageResult], table: str) -> None:
+    """report.json (each stage), models.json (each model on the protocol, with its definitions) and report.txt."""
     from llm_recipes.manifest import write_json_atomically
 
+    header, models = model_rows(results)
+    if header is not None:
+        write_json_atomically(
+            run_dir / "models.json",
+            {
+                "protocol": header,
+                "models": [{"label": row.label.strip(), "is_source": row.is_source, **row.result} for row in models],
+            },
+        )
     write_json_atomically(
         run_dir / "report.json",
         [
