@@ -15,6 +15,7 @@ tokenizer, generation config and a manifest. `beta`, `loss_type` and the rest ar
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time warning, which the next import triggers)
@@ -84,14 +85,20 @@ def build_trainer(script_args: DPOScriptArguments, training_args: DPOConfig, mod
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
     model = load_causal_lm(model_args, training_args.trust_remote_code)
     peft_config = get_peft_config(model_args)
-    if data.conversational and ensure_chat_template(tokenizer, model) and peft_config is not None:
-        # new chat tokens start untrained: the adapter trains their embedding and output rows in full
-        peft_config.modules_to_save = list({*(peft_config.modules_to_save or []), "embed_tokens", "lm_head"})
+    ref_model = None
+    if data.conversational and ensure_chat_template(tokenizer, model):
+        if peft_config is not None:
+            # new chat tokens start untrained: the adapter trains their embedding and output rows in full
+            peft_config.modules_to_save = list({*(peft_config.modules_to_save or []), "embed_tokens", "lm_head"})
+        else:
+            # TRL would load the reference from model_name_or_path, without the rows for the new chat tokens
+            ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
     trainer = DPOTrainer(
         model=model,
+        ref_model=ref_model,
         args=training_args,
         train_dataset=data.train,
         eval_dataset=data.eval,

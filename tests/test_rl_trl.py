@@ -258,6 +258,18 @@ def test_dpo_on_the_synthetic_preferences(task, sft_policy, tmp_path):
 
 
 @pytest.mark.slow
+def test_dpo_from_a_base_model_without_a_chat_template(base_model_dir, shared_data, tmp_path):
+    """Conversational pairs give the policy ChatML tokens; the reference must have their rows too (TRL loaded it
+    from the path, with the old vocabulary, and DPO crashed with an IndexError)."""
+    output = tmp_path / "dpo"
+    args = ["--dataset_path", str(shared_data / "dpo_en_demo.json"), "--model_name_or_path", str(base_model_dir)]
+    args += ["--output_dir", str(output), "--max_steps", "2", "--per_device_train_batch_size", "2", "--max_length"]
+    summary = DPO.main(*DPO.parse_args([*args, "128", "--max_train_samples", "8", "--eval_split_size", "0", *TRAINING]))
+    assert summary["optimizer steps"] == 2 and summary["conversational"]
+    _loads_as_policy(output)
+
+
+@pytest.mark.slow
 def test_grpo_with_the_synthetic_reward_function(task, sft_policy, tmp_path):
     output = tmp_path / "grpo"
     summary = GRPO.main(
