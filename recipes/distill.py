@@ -35,6 +35,7 @@ from llm_recipes.configs import (
     parse_config,
     run_recipe,
 )
+from llm_recipes.configs.code import imports_code
 from llm_recipes.errors import UserError
 
 # Our defaults where transformers' differ: no tracker unless asked, frequent logs, two checkpoints kept.
@@ -58,8 +59,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[DistillArguments, Tra
     if script_args.method == "gkd":
         load_gkd()  # a TRL without it fails now, in one line
 
-    # cheap model-level checks: tokenizers and configs, no weights (unless an earlier pipeline stage makes them)
+    # cheap model-level checks: tokenizers and configs, no weights (unless an earlier pipeline stage makes them, or
+    # reading them would run a model folder's code in a dry run)
     if is_planned(script_args.teacher_name_or_path) or is_planned(script_args.student_name_or_path):
+        return script_args, training_args
+    if script_args.trust_remote_code and not imports_code():
         return script_args, training_args
     teacher_tokenizer = _load_tokenizer(script_args.teacher_name_or_path, script_args.trust_remote_code)
     teacher_config = _load_config(script_args.teacher_name_or_path, script_args.trust_remote_code)

@@ -39,6 +39,7 @@ from llm_recipes.configs import (
     parse_config,
     run_recipe,
 )
+from llm_recipes.configs.code import imports_code
 from llm_recipes.errors import UserError
 
 # `python recipes/prune.py` puts this folder first on sys.path, where recipes/evaluate.py would shadow the
@@ -123,6 +124,8 @@ def _check_structured(script_args: PruneArguments, source) -> None:
             "channels"
         )
     path = source.base_model if source.kind == "adapter" else source.path
+    if script_args.trust_remote_code and not imports_code():
+        return  # reading the config would run the folder's code: a dry run checks the rest only
     config = AutoConfig.from_pretrained(path, trust_remote_code=script_args.trust_remote_code)
     check_structured_plan(config, structured_plan(script_args))
 

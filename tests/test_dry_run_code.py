@@ -129,3 +129,39 @@ def test_outside_a_dry_run_the_checks_import_the_code(tmp_path, monkeypatch):
         CallableFilter("my_checked_filters:no_such_function")  # only the module is looked for in a dry run
         with pytest.raises(UserError, match="callable filter: cannot find module 'my_missing_filters'"):
             CallableFilter("my_missing_filters:keep")
+
+
+def remote_code_model(tmp_path: Path, model_dir: Path, marker: Path) -> Path:
+    """A copy of a model folder whose config names its own Python (auto_map): loading the config runs it."""
+    import json
+    import shutil
+
+    folder = tmp_path / "remote"
+    shutil.copytree(model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "configuration_mine.MineConfig"}
+    (folder / "config.json").write_text(json.dumps(config))
+    marking_code(
+        folder / "configuration_mine.py",
+        marker,
+        "from transformers import LlamaConfig\n\nclass MineConfig(LlamaConfig):\n    model_type = 'llama'\n",
+    )
+    return folder
+
+
+@pytest.mark.parametrize("stage", ["distill", "prune"])
+def test_a_dry_run_does_not_load_a_model_folders_own_code(stage, tmp_path, chat_model_dir):
+    from llm_recipes.cli import load_recipe
+
+    marker = tmp_path / "model-code-ran"
+    model = remote_code_model(tmp_path, chat_model_dir, marker)
+    config = {"output_dir": str(tmp_path / "out"), "trust_remote_code": True}
+    if stage == "distill":
+        config |= {"teacher_name_or_path": str(model), "dataset_path": str(DEMO_DATA / "arithmetic_alpaca.jsonl")}
+    else:
+        config |= {"model_name_or_path": str(model), "method": "structured", "heads_to_prune": 1}
+    path = tmp_path / f"{stage}.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    with code_not_imported():
+        load_recipe(stage).parse_args(["--config", str(path)])
+    assert not marker.exists()
