@@ -7,6 +7,10 @@ with the one before it. One concern per module:
 - `classification`: accuracy, precision, recall, F1 (macro and micro) for sequence and token classification
 - `reward`: reward-model scores, mean reward and win rate of one model over another
 - `lm_eval_bridge`: lm-evaluation-harness tasks on a model folder
+- `protocol` (spec: `protocol_spec`): the one evaluation protocol every model is measured on -- held-out corpus
+  perplexity and bits per byte, task scores, reward, answers to fixed prompts, latency, size -- by one definition
+  per measure, used by the evaluate stage, the compression reports and the pipeline table
+- `footprint`: size on disk, latency per generated token, zero weights
 - `plots`: training curves from a stage's trainer_state.json
 - `report`: eval_results.json, the Markdown report, the comparison table, model-card results
 - `data`, `loading`, `suite`: the evaluation data, model loading, and the stage's steps
@@ -25,6 +29,7 @@ from llm_recipes.evaluation.lm_eval_bridge import run_lm_eval
 from llm_recipes.evaluation.loading import check_model_folder, load_model, load_reward_model, load_tokenizer_for
 from llm_recipes.evaluation.perplexity import PerplexityResult, perplexity
 from llm_recipes.evaluation.plots import find_trainer_state, plot_training_curves, read_log_history
+from llm_recipes.evaluation.protocol import MEASURES, Protocol, ProtocolResult, ProtocolSpec, read_protocol
 from llm_recipes.evaluation.report import (
     ModelResult,
     comparison_rows,
@@ -39,10 +44,14 @@ from llm_recipes.evaluation.reward import RewardComparison, compare_by_reward, r
 from llm_recipes.evaluation.suite import evaluate_model, run_evaluation
 
 __all__ = [
+    "MEASURES",
     "ClassificationData",
     "EvalData",
     "ModelResult",
     "PerplexityResult",
+    "Protocol",
+    "ProtocolResult",
+    "ProtocolSpec",
     "RewardComparison",
     "build_generation_config",
     "check_model_folder",
@@ -66,6 +75,7 @@ __all__ = [
     "predict_sequence_labels",
     "predict_token_labels",
     "read_log_history",
+    "read_protocol",
     "reward_scores",
     "run_evaluation",
     "run_lm_eval",

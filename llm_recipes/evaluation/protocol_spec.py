@@ -62,7 +62,7 @@ MEASURES: dict[str, Measure] = {
         "share of the greedy answers to the task's prompts that the task's check function (code) flags",
     ),
     "chat_loss": Measure(
-        "chat loss",
+        "loss",
         "nats/token",
         False,
         "mean negative log-likelihood per assistant-turn token of the task's held-out chats, rendered with the "

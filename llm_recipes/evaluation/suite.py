@@ -213,7 +213,9 @@ def evaluate_model(
     if kind == "causal_lm" and inputs.data is None and inputs.perplexity_data is None and inputs.protocol is None:
         return result  # only lm-eval tasks to run, and the harness loads the model itself
     tokenizer = load_tokenizer_for(path, args.tokenizer_name_or_path, args.trust_remote_code)
-    model = load_model(path, kind, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    # on the protocol's device unless the config says otherwise: latency is compared with the compression stages'
+    device = args.device or (inputs.protocol.spec.device if inputs.protocol is not None else None)
+    model = load_model(path, kind, device=device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     if kind != "causal_lm":
         align_pad_token(model, tokenizer)
     try:
