@@ -324,8 +324,13 @@ def test_demo_pipeline_end_to_end_then_nothing_left_to_do(tmp_path):
     ]  # fmt: skip
     assert all(row.split()[1] == "ran" for row in rows.values())
     assert "documents 800 -> " in rows["clean-corpus"]
-    assert "eval perplexity" in rows["pretrain"] and "eval reward" in rows["ppo"]
-    assert "size on disk" in rows["quantize"]
+    assert "loss on its eval blocks" in rows["pretrain"] and "score on its eval prompts" in rows["ppo"]
+    assert "method bitsandbytes int8" in rows["quantize"]
+    # then every model on the one protocol: a row each, a compression row followed by its source
+    models = table.split("every model on the protocol configs/demo/protocol.yaml:")[1].strip().split("\n\n")[0]
+    labels = [line.strip().split("  ")[0] for line in models.splitlines()[2:]]
+    assert labels[:6] == ["pretrain", "sft", "ppo", "distill", "its source, ppo", "quantize"]
+    assert labels[-3:] == ["prune", "before recovery", "its source, ppo"]
 
     out = tmp_path / "out"
     from transformers import pipeline
