@@ -339,13 +339,21 @@ def test_evaluate_compression_and_pipeline_table_share_the_protocol(tmp_path, mo
     names = read_protocol(str(spec_file)).measure_names()
     evaluated = tmp_path / "evaluate"
     config = {"models": [str(m) for m in models], "protocol": str(spec_file), "output_dir": str(evaluated)}
+    # a metric of the other fields beside the protocol's: exact match on a file of their own, under its own name
+    config.update(dataset_path=str(spec_file.parent / "arith.jsonl"), metrics=["exact_match"], max_new_tokens=4)
     printed = _run("evaluate", write_yaml(tmp_path / "evaluate.yaml", config)).stdout
     document = json.loads((evaluated / "eval_results.json").read_text())
     assert document["protocol"]["measures"] == names
     for path in map(str, models):
         assert list(document["models"][path]["protocol"]["measures"]) == names
-        assert set(names) <= set(document["models"][path]["metrics"])
+        assert set(names) | {"exact_match"} == set(document["models"][path]["metrics"])
     assert printed.count("corpus ppl: exp(total negative log-likelihood") == 1  # each definition printed once
+    from llm_recipes.evaluation import eval_results_for_card
+
+    card = {result.metric_type: result for result in eval_results_for_card(evaluated, str(models[0]))}
+    assert {"corpus_perplexity", "arithmetic/exact_match", "chat/chat_loss", "reward_model_score"} < set(card)
+    assert "exact_match" in card and not {"ms_per_token", "size_bytes", "parameters"} & set(card)  # no data: no card
+    assert card["corpus_perplexity"].dataset_name == "corpus" and card["corpus_perplexity"].metric_name == "corpus ppl"
 
     quantized = tmp_path / "quantized"
     config = {"model_name_or_path": str(models[0]), "output_dir": str(quantized), "method": "bnb_int8"}

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_recipes.errors import UserError
-from llm_recipes.evaluation.protocol import MEASURES, measure_kind, measure_title
+from llm_recipes.evaluation.protocol import format_measure, measure_title
 from llm_recipes.manifest import write_json_atomically
 
 EVAL_RESULTS = "eval_results.json"
@@ -100,6 +100,9 @@ class ModelResult:
     protocol: dict[str, Any] | None = None  # the model's ProtocolResult (as_dict), when evaluated on a protocol
     metric_datasets: dict[str, DatasetRef] = field(default_factory=dict)  # data of metrics not on `dataset`
 
+    def protocol_names(self) -> list[str]:
+        return list(self.protocol["measures"]) if self.protocol else []
+
     def all_metrics(self) -> dict[str, float]:
         flat = dict(self.metrics)
         for task, metrics in self.lm_eval.items():
@@ -136,7 +139,7 @@ def model_index_entries(result: ModelResult, baseline: str | None = None) -> lis
         if key in result.metric_datasets:
             add(key, value, result.metric_datasets[key], task_type(result.kind), measure_title(key))
             continue
-        if measure_kind(key) in MEASURES:
+        if key in result.protocol_names():
             continue  # a protocol measure without data (latency, size, parameters) is no eval result
         dataset = result.perplexity_dataset if key in PERPLEXITY_METRICS else result.dataset
         name = f"Win rate vs {baseline}" if key == "win_rate" and baseline else None
@@ -235,7 +238,7 @@ def format_value(value: Any) -> str:
 def comparison_rows(results: Sequence[ModelResult]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the stage-over-stage table: one row per model, the protocol's measures first (in the
     protocol's order), then the other metrics some model has."""
-    protocol_names = list(dict.fromkeys(name for r in results if r.protocol for name in r.protocol["measures"]))
+    protocol_names = list(dict.fromkeys(name for r in results for name in r.protocol_names()))
     extra = sorted({key for r in results for key in r.all_metrics() if "/" in key} - set(protocol_names))
     columns = [(key, measure_title(key)) for key in protocol_names]
     columns += [(key, title) for key, title in TABLE_COLUMNS if any(key in r.metrics for r in results)]
@@ -244,14 +247,12 @@ def comparison_rows(results: Sequence[ModelResult]) -> tuple[list[str], list[lis
     rows = []
     for r in results:
         values = r.all_metrics()
-        rows.append([r.path, r.stage or "-", *(_format(key, values.get(key)) for key, _ in columns)])
+        cells = [
+            format_measure(key, values.get(key)) if key in protocol_names else format_value(values.get(key))
+            for key, _ in columns
+        ]
+        rows.append([r.path, r.stage or "-", *cells])
     return header, rows
-
-
-def _format(key: str, value: Any) -> str:
-    from llm_recipes.evaluation.protocol import format_measure
-
-    return format_measure(key, value) if measure_kind(key) in MEASURES else format_value(value)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -334,8 +335,12 @@ def markdown_report(results: Sequence[ModelResult], settings: dict[str, Any] | N
         lines += ["", f"## `{result.path}`", ""]
         if result.stage:
             lines += [f"Stage: {result.stage}.", ""]
+        protocol = result.protocol_names()
         metric_rows = [
-            [METRIC_NAMES.get(key, (key, True))[0], format_value(value)] for key, value in result.all_metrics().items()
+            [measure_title(key), format_measure(key, value)]
+            if key in protocol
+            else [METRIC_NAMES.get(key, (key, True))[0], format_value(value)]
+            for key, value in result.all_metrics().items()
         ]
         if metric_rows:
             lines += [markdown_table(["metric", "value"], metric_rows), ""]
