@@ -209,17 +209,18 @@ def format_model_table(header: dict[str, Any], rows: list[ModelRow]) -> str:
         )
     lines += ["", "definitions:"]
     lines += [f"  {measure_title(name)}: {text}" for name, text in header["definitions"].items()]
-    lines += _answers([row for row in rows if not row.is_source])
+    lines += _answers([row for row in rows if not row.is_source], header["spec"].get("samples") or {})
     return "\n".join(lines)
 
 
-def _answers(rows: list[ModelRow]) -> list[str]:
+def _answers(rows: list[ModelRow], settings: dict[str, Any]) -> list[str]:
     """Each model's greedy and sampled answers to the protocol's fixed prompts, one line per model and prompt."""
     prompts = list(dict.fromkeys(sample["prompt"] for row in rows for sample in row.result.get("samples", [])))
     if not prompts:
         return []
     width = max(len(row.label) for row in rows)
-    lines = ["", "answers to the protocol's fixed prompts (greedy | sampled):"]
+    sampling = ", ".join(f"{key} {settings[key]}" for key in ("temperature", "top_p", "seed") if key in settings)
+    lines = ["", f"answers to the protocol's fixed prompts (greedy | sampled: {sampling}):"]
     for prompt in prompts:
         lines.append(f"  {prompt}")
         for row in rows:
