@@ -14,8 +14,10 @@ A config names the steps in order; each entry is one mapping (or a bare name) an
       - decontaminate: {eval_path: data/benchmark.jsonl, ngram: 13}
       - augment: {ops: [deletion, swap], copies: 1}
 
-Every step is a batch function under `Dataset.map(batched=True, num_proc=N)` (or a dedup over whole-dataset
-signatures), and reports what it did in a `StepStats`: documents and characters in and out, drop reasons, details.
+Every step is a batch function under `Dataset.map(batched=True)` with N worker processes
+(`llm_recipes.data.parallel.map_batches`), or a dedup over whole-dataset signatures, and reports what it did in a
+`StepStats`: documents and characters in and out, drop reasons, details. Selecting the kept rows reads one small
+column and runs in this process.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 import pyarrow.compute as pc
 from datasets import Dataset
 
+from llm_recipes.data.parallel import map_batches
 from llm_recipes.errors import UserError
 
 DROP_REASON = "drop_reason"
@@ -114,9 +117,9 @@ class NormalizeStep(CorpusStep):
 
     def apply(self, ds, *, num_proc, batch_size, text_field):
         batch_fn = self.batch_class(self.normalizers, text_field=text_field)
-        ds = ds.map(batch_fn, batched=True, batch_size=batch_size, num_proc=num_proc, desc=self.name)
+        ds = map_batches(ds, batch_fn, batch_size=batch_size, num_proc=num_proc, desc=self.name)
         # normalizing can empty a document (all boilerplate); an empty document is never worth keeping
-        kept = ds.filter(_non_empty, input_columns=text_field, batched=True, batch_size=batch_size, num_proc=num_proc)
+        kept = ds.filter(_non_empty, input_columns=text_field, batched=True, batch_size=batch_size)
         emptied = len(ds) - len(kept)
         return kept, ({"normalize:empty": emptied} if emptied else {}), {}
 
@@ -133,11 +136,9 @@ class FilterStep(CorpusStep):
 
     def apply(self, ds, *, num_proc, batch_size, text_field):
         batch_fn = self.batch_class(self.filters, text_field=text_field)
-        marked = ds.map(batch_fn, batched=True, batch_size=batch_size, num_proc=num_proc, desc=self.name)
+        marked = map_batches(ds, batch_fn, batch_size=batch_size, num_proc=num_proc, desc=self.name)
         reasons = _value_counts(marked, DROP_REASON)
-        kept = marked.filter(
-            _is_kept, input_columns=DROP_REASON, batched=True, batch_size=batch_size, num_proc=num_proc
-        )
+        kept = marked.filter(_is_kept, input_columns=DROP_REASON, batched=True, batch_size=batch_size)
         return kept.remove_columns(DROP_REASON), reasons, {}
 
 
@@ -154,7 +155,7 @@ class PIIStep(CorpusStep):
 
     def apply(self, ds, *, num_proc, batch_size, text_field):
         batch_fn = self.batch_class(**{**self.options_dict, "text_field": text_field})
-        redacted = ds.map(batch_fn, batched=True, batch_size=batch_size, num_proc=num_proc, desc=self.name)
+        redacted = map_batches(ds, batch_fn, batch_size=batch_size, num_proc=num_proc, desc=self.name)
         counts = redacted.with_format("arrow")["pii_redactions"]
         details = {
             "redactions": int(pc.sum(counts).as_py() or 0),
@@ -224,9 +225,9 @@ class AugmentStep(CorpusStep):
 
     def apply(self, ds, *, num_proc, batch_size, text_field):
         batch_fn = self.batch_class(**{**self.options_dict, "text_field": text_field})
-        augmented = ds.map(
+        augmented = map_batches(
+            ds,
             batch_fn,
-            batched=True,
             batch_size=batch_size,
             num_proc=num_proc,
             remove_columns=ds.column_names,  # the batch function returns every column, originals plus copies
@@ -314,7 +315,8 @@ def run_steps(
 
 def count_chars(ds: Dataset, text_field: str = "text") -> int:
     total = 0
-    for batch in ds.with_format("arrow").iter(batch_size=50_000):
+    # one column, in batches of a few MB: a dataset with an indices mapping (after a filter) copies each batch
+    for batch in ds.select_columns(text_field).with_format("arrow").iter(batch_size=5_000):
         total += pc.sum(pc.utf8_length(batch[text_field])).as_py() or 0
     return int(total)
 

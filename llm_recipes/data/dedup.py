@@ -33,20 +33,26 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 import xxhash  # a dependency of `datasets` itself
-from datasets import Dataset, Features, List, Value
 
+from llm_recipes.data.parallel import map_batches
 from llm_recipes.errors import UserError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+# `datasets` and pyarrow are imported where a Dataset is built, not here: the worker processes that run this module's
+# batch functions (`llm_recipes.data.parallel`) import this module, and must stay small
 
 WORD = re.compile(r"\w+")
 NOT_WORD_OR_SPACE = re.compile(r"[^\w\s]")
 BATCH_SIZE = 1000
-# how many (document, shingle) hash values one multiply-add pass holds: num_perm x this many uint64 (16 MiB at 128)
-SHINGLES_PER_PASS = 16384
+# how many (document, shingle) hash values one multiply-add pass holds: num_perm x this many uint64 (4 MiB at 128;
+# larger passes are no faster, and each worker process holds one)
+SHINGLES_PER_PASS = 4096
 EXAMPLE_CHARS = 80
 
 _POLY = np.uint64(0x9E3779B97F4A7C15)  # odd, so multiplying by it is invertible mod 2**64
@@ -112,6 +118,19 @@ def _word_hashes(word_lists: Sequence[list[str]]) -> tuple[np.ndarray, np.ndarra
     return hashes, lengths
 
 
+def _text_word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """`_word_hashes` of the texts' words, one text's words in memory at a time (a batch's word lists as Python
+    strings take ~50 bytes a word, over 20 MB for 1,000 web pages)."""
+    lengths = np.empty(len(texts), dtype=np.int64)
+    parts = []
+    for doc, text in enumerate(texts):
+        tokens = words(text)
+        lengths[doc] = len(tokens)
+        hashed = map(xxhash.xxh3_64_intdigest, map(str.encode, tokens))
+        parts.append(np.fromiter(hashed, dtype=np.uint64, count=len(tokens)))
+    return (np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)), lengths
+
+
 def _ngram_hashes(hashes: np.ndarray, lengths: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Hashes of every word n-gram that lies inside one document, and each n-gram's start position.
 
@@ -146,8 +165,7 @@ def shingle_hashes(texts: Sequence[str], ngram: int = 5) -> tuple[np.ndarray, np
 
     A text shorter than `ngram` words (even an empty one) has exactly one shingle: all of its words.
     """
-    word_lists = [words(text) for text in texts]
-    hashes, lengths = _word_hashes(word_lists)
+    hashes, lengths = _text_word_hashes(texts)
     long_ngrams, _ = _ngram_hashes(hashes, lengths, ngram)
     is_long = lengths >= ngram
     counts = np.where(is_long, lengths - ngram + 1, 1)
@@ -193,6 +211,8 @@ class ExactDedupStats:
 
 def exact_dedup(ds: Dataset, text_field: str = "text", num_proc: int | None = None) -> tuple[Dataset, ExactDedupStats]:
     """Drop documents whose normalised text equals an earlier document's; the first occurrence is kept."""
+    from datasets import Value
+
     check_text_column(ds, text_field)
     hashes = _map_to_numpy(ds, ExactHashBatch(text_field), "exact_hash", num_proc, Value("uint64"))
     _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
@@ -567,6 +587,8 @@ def dataset_signatures(
     ds: Dataset, config: MinHashConfig, text_field: str = "text", num_proc: int | None = None
 ) -> np.ndarray:
     """The (n, num_perm) signatures of a dataset's texts, computed with `Dataset.map`."""
+    from datasets import List, Value
+
     column_type = List(Value("uint32"), length=config.num_perm)
     return _map_to_numpy(ds, MinHashBatch(config, text_field), "minhash", num_proc, column_type, config.num_perm)
 
@@ -592,6 +614,8 @@ def dedup_across_splits(
     (that is `exact_dedup` / `near_dedup`'s job). Clusters are transitive: a train document that is a near
     duplicate of another train document that duplicates a test document goes too.
     """
+    from datasets import Value
+
     config = config or MinHashConfig()
     unknown = [name for name in splits if name not in priority]
     if unknown:
@@ -702,15 +726,17 @@ def decontaminate(
     words counts as one n-gram of its own length when it has at least `min_words` words (see `eval_ngram_index`).
     Stats: documents, dropped, kept, eval_ngrams, eval_texts_too_short, and examples of the n-grams matched.
     """
+    from datasets import Features, Value
+
     if ngram < 1 or min_words < 1:
         raise UserError(f"ngram ({ngram}) and min_words ({min_words}) must be >= 1")
     check_text_column(ds, text_field)
     index, too_short = eval_ngram_index(eval_texts, ngram, min_words)
-    out = ds.map(
+    out = map_batches(
+        ds,
         DecontaminationBatch(index, text_field),
-        batched=True,
         batch_size=BATCH_SIZE,
-        num_proc=num_proc if num_proc and num_proc > 1 else None,
+        num_proc=num_proc,
         remove_columns=ds.column_names,
         features=Features({"contaminated_ngram": Value("string")}),
         desc="decontamination",
@@ -742,13 +768,16 @@ def _map_to_numpy(
     ds: Dataset, function, column: str, num_proc: int | None = None, feature=None, width: int | None = None
 ) -> np.ndarray:
     """Run a batch function over a dataset and return its one output column as a numpy array."""
+    import pyarrow as pa
+    from datasets import Features
+
     if len(ds) == 0:
         return np.empty((0, width) if width else 0, dtype=np.uint32 if width else np.uint64)
-    out = ds.map(
+    out = map_batches(
+        ds,
         function,
-        batched=True,
         batch_size=BATCH_SIZE,
-        num_proc=num_proc if num_proc and num_proc > 1 else None,
+        num_proc=num_proc,
         remove_columns=ds.column_names,
         features=Features({column: feature}) if feature is not None else None,
         desc=column,
