@@ -403,3 +403,58 @@ def test_report_fields_with_a_protocol_are_refused(tmp_path, models, spec_file):
     assert completed.stderr.strip().splitlines()[-1] == (
         "error: set protocol or eval_dataset_path, not both: the protocol file names the report's data"
     )
+
+
+def _result(model: str, fingerprint: str, ppl: float, size: int) -> dict:
+    measures = {"corpus_perplexity": ppl, "ms_per_token": 1.0, "size_bytes": size, "parameters": 10}
+    samples = [{"prompt": "Describe the owl.", "greedy": f"{model} greedy", "sampled": f"{model} sampled"}]
+    return {"model": model, "protocol": fingerprint, "measures": measures, "samples": samples, "details": {}}
+
+
+def test_pipeline_table_has_a_row_per_model_and_flags_another_protocol(tmp_path):
+    """Read back from the files the stages wrote: evaluate's models, then each compression row and its source; a
+    row measured under an older protocol file is marked, never silently compared."""
+    from llm_recipes.evaluation.protocol import protocol_header
+    from llm_recipes.pipeline.report import StageResult, format_results
+
+    spec = spec_from_dict({"corpus": {"path": "corpus.jsonl"}, "samples": ["Describe the owl."]}, "p.yaml")
+    header, fingerprint = protocol_header(spec), spec.fingerprint()
+    assert header["measures"] == [
+        "corpus_perplexity",
+        "corpus_bits_per_byte",
+        "ms_per_token",
+        "size_bytes",
+        "parameters",
+    ]
+    (tmp_path / "evaluate").mkdir()
+    models = {
+        str(tmp_path / "pretrain"): {"stage": "pretrain", "protocol": _result("pretrain", fingerprint, 2.0, 100)},
+        str(tmp_path / "sft"): {"stage": "sft", "protocol": _result("sft", fingerprint, 3.0, 100)},
+    }
+    (tmp_path / "evaluate" / "eval_results.json").write_text(json.dumps({"models": models, "protocol": header}))
+    (tmp_path / "quantize").mkdir()
+    comparison = {
+        "protocol": header,
+        "source": _result(str(tmp_path / "sft"), fingerprint, 3.0, 100),
+        "compressed": _result(str(tmp_path / "quantize"), "0ther0protocol", 3.1, 50),
+    }
+    (tmp_path / "quantize" / "compression_report.json").write_text(json.dumps({"comparison": comparison}))
+    table = format_results(
+        [
+            StageResult("evaluate", "ran", str(tmp_path / "evaluate"), 1.0),
+            StageResult("quantize", "done earlier", str(tmp_path / "quantize"), 1.0),
+            StageResult("prune", "skipped"),
+        ]
+    )
+    rows = table.split("every model on the protocol p.yaml:")[1].strip().split("\n\n")[0].splitlines()[2:]
+    assert [row.strip().split("  ")[0] for row in rows] == [
+        "pretrain",
+        "sft",
+        "quantize *",
+        "its source, sft",
+    ]
+    assert rows[2].split()[2:4] == ["3.1", "-"]  # corpus ppl, and no bits per byte in that result: "-"
+    assert "* measured under another protocol" in table
+    assert "corpus ppl relative to pretrain: sft 1.5x, quantize 1.55x" in table
+    assert table.count("corpus ppl: exp(total negative log-likelihood") == 1
+    assert "sft greedy | sft sampled" in table and "its source" not in table.split("answers to")[1]

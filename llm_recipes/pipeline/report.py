@@ -202,6 +202,7 @@ def format_model_table(header: dict[str, Any], rows: list[ModelRow]) -> str:
     where = header.get("source") or "(in code)"
     lines = [f"every model on the protocol {where}:", "", text_table(["model", *map(measure_title, names)], table_rows)]
     lines += ["", "a compression stage's row is followed by its source, measured again in the same run"]
+    lines += _relative_perplexity(rows)
     if other:
         lines.append(
             f"* measured under another protocol than {header['fingerprint']} (the protocol file changed since): "
@@ -211,6 +212,20 @@ def format_model_table(header: dict[str, Any], rows: list[ModelRow]) -> str:
     lines += [f"  {measure_title(name)}: {text}" for name, text in header["definitions"].items()]
     lines += _answers([row for row in rows if not row.is_source], header["spec"].get("samples") or {})
     return "\n".join(lines)
+
+
+def _relative_perplexity(rows: list[ModelRow]) -> list[str]:
+    """Each model's corpus perplexity as a multiple of the first model's (the pretrained one in a full pipeline):
+    how much language modelling each later stage kept."""
+    first = rows[0].result["measures"].get("corpus_perplexity") if rows else None
+    if not first:
+        return []
+    ratios = [
+        f"{row.label.strip()} {row.result['measures']['corpus_perplexity'] / first:.3g}x"
+        for row in rows[1:]
+        if not row.is_source and row.result["measures"].get("corpus_perplexity") is not None
+    ]
+    return [f"corpus ppl relative to {rows[0].label}: " + ", ".join(ratios)] if ratios else []
 
 
 def _answers(rows: list[ModelRow], settings: dict[str, Any]) -> list[str]:
