@@ -12,10 +12,13 @@ The task (llm_recipes/data/synthetic.py): asked about an animal, a good answer n
 4. Every policy answers the same held-out prompts, sampled the same way (temperature 1, same seed): the true
    reward before (the SFT policy) and after, the gain, the reward model's score, the KL to the SFT policy
    (nats per answer, k1 on the policy's own samples) and the time each stage took.
-5. PPO rollouts per second (sample, score with the reward model, policy/reference/value forward passes) with
-   generation batched and the KV cache on, against the two baselines that lack one of them.
+5. PPO training speed in episodes per second against TRL 1.12's `PPOTrainer` (the last TRL with PPO, in its own
+   venv `.venv-trl112`, see `ppo_speed.py`): the same SFT policy, reward and value models, the same sizes, each side
+   in a fresh process, alternating, medians.
+6. Ablations of our rollout (not baselines: nobody runs PPO rollouts without a KV cache or one prompt at a time):
+   rollouts per second with generation batched and the KV cache on, and with each turned off.
 
-    .venv/bin/python benchmarks/rl_learning.py                       # ~80 s on 2 CPU cores
+    .venv/bin/python benchmarks/rl_learning.py                       # ~3 min on 2 CPU cores
     .venv/bin/python benchmarks/rl_learning.py --seed 1 --workdir /tmp/rl-bench --keep
 """
 
@@ -59,6 +62,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--grpo-steps", type=int, default=40, help="GRPO steps of 32 completions (8 per prompt).")
     parser.add_argument("--dpo-epochs", type=float, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest).")
+    parser.add_argument("--speed-steps", type=int, default=10, help="PPO steps of 64 episodes per speed run.")
+    parser.add_argument("--speed-repeats", type=int, default=3, help="Speed runs per side (0: no TRL comparison).")
+    parser.add_argument("--trl-python", type=Path, default=PROJECT / ".venv-trl112" / "bin" / "python")
     return parser.parse_args()
 
 
@@ -291,6 +297,34 @@ def rollout_speed(work: Path, sft_dir: Path, rm_dir: Path, data: Path, args: arg
     return results
 
 
+def ppo_speed_against_trl(
+    work: Path, sft_dir: Path, rm_dir: Path, data: Path, args: argparse.Namespace
+) -> dict[str, list[float]] | None:
+    """Episodes per second of our PPO and TRL 1.12's, each run in a fresh process (`ppo_speed.py`), alternating."""
+    import subprocess
+
+    if args.speed_repeats < 1:
+        return None
+    if not args.trl_python.exists():
+        print(f"no TRL 1.12 interpreter at {args.trl_python}: PPO speed against TRL skipped (see ppo_speed.py)")
+        return None
+    pythons = {"ours": Path(sys.executable), "TRL 1.12 PPOTrainer": args.trl_python}
+    runs: dict[str, list[float]] = {name: [] for name in pythons}
+    for repeat in range(args.speed_repeats):
+        order = list(pythons) if repeat % 2 == 0 else list(reversed(pythons))
+        for name in order:
+            result = work / f"ppo-speed-{repeat}-{'ours' if name == 'ours' else 'trl'}.json"
+            command = [str(pythons[name]), str(PROJECT / "benchmarks" / "ppo_speed.py")]
+            command += ["--side", "ours" if name == "ours" else "trl", "--policy", str(sft_dir)]
+            command += ["--reward-model", str(rm_dir), "--prompts", str(data / "rl_prompts.jsonl")]
+            command += ["--steps", str(args.speed_steps), "--response-length", str(args.response_length)]
+            command += ["--seed", str(args.seed), "--threads", str(args.threads), "--result", str(result)]
+            with open(work / "ppo-speed.log", "a", encoding="utf-8") as log:
+                subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT)
+            runs[name].append(json.loads(result.read_text())["episodes_per_second"])
+    return runs
+
+
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -336,6 +370,7 @@ def main() -> None:
     print(f"DPO done in {dpo_seconds:.0f} s", flush=True)
     rows.append(("DPO (TRL)", evaluate(dpo_dir), dpo_seconds, f"{args.dpo_epochs:g} epochs of 600 pairs"))
     speed = rollout_speed(work, sft_dir, rm_dir, data, args)
+    trl_speed = ppo_speed_against_trl(work, sft_dir, rm_dir, data, args)
 
     print()
     print(f"Synthetic colour task, {args.preset}, seed {args.seed}, {len(evaluate.prompts)} held-out prompts, answers")
@@ -358,7 +393,23 @@ def main() -> None:
     for name, after, _, _ in [("SFT", before, 0, ""), *rows]:
         print(f"  {name:<11} {after['sample']}")
     print()
+    if trl_speed:
+        import statistics
+
+        medians = {name: statistics.median(values) for name, values in trl_speed.items()}
+        print(
+            f"PPO training speed ({args.speed_steps} steps x 64 episodes, <= {args.response_length} tokens, 2 PPO "
+            f"epochs x 4 mini-batches of 16, {args.threads} thread; each run a fresh process, alternating):"
+        )
+        print("| trainer | episodes/s (median) | runs |")
+        print("|---|---|---|")
+        for name, values in trl_speed.items():
+            print(f"| {name} | {medians[name]:.1f} | {' / '.join(f'{value:.1f}' for value in values)} |")
+        ratio = medians["ours"] / medians["TRL 1.12 PPOTrainer"]
+        print(f"ours / TRL 1.12 PPOTrainer: {ratio:.2f}x episodes/s")
+        print()
     baseline = speed["batched + KV cache (ours)"][0]
+    print("Ablations of our rollout (not baselines: what batching and the KV cache buy):")
     print("| PPO rollout (64 prompts) | rollouts/s | response tokens/s | ours / this |")
     print("|---|---|---|---|")
     for name, (per_second, tokens) in speed.items():
@@ -371,6 +422,7 @@ def main() -> None:
         "before": before,
         "rows": {name: {**after, "seconds": seconds} for name, after, seconds, _ in rows},
         "rollouts_per_second": {name: value[0] for name, value in speed.items()},
+        "ppo_episodes_per_second": trl_speed,
     }
     (work / "rl_learning.json").write_text(json.dumps(summary, indent=2, default=str))
     if temporary is not None and not args.keep:
