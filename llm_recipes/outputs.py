@@ -7,19 +7,23 @@ crash never leaves a half-written model or tokenizer that looks complete, and a 
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import re
 import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, ParamSpec, TypeVar
 
 from llm_recipes.errors import UserError
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @contextmanager
@@ -125,6 +129,25 @@ def abandon_started_outputs() -> None:
         if not any(claim.path.glob("checkpoint-*")):
             shutil.rmtree(claim.path, ignore_errors=True)
     release_claims()
+
+
+def stage_main(main: Callable[P, T]) -> Callable[P, T]:
+    """Decorates a recipe's `main`: when it fails, however it was called (console script, pipeline, a user's
+    script), the outputs it claimed are given up -- after a user error a folder it created without checkpoints is
+    removed; after anything else, or when the stage was already complete, only the lock goes."""
+
+    @functools.wraps(main)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return main(*args, **kwargs)
+        except UserError:
+            abandon_started_outputs()
+            raise
+        except BaseException:
+            release_claims()
+            raise
+
+    return run
 
 
 def lock_path(output: Path) -> Path:

@@ -21,6 +21,7 @@ from llm_recipes.configs import (
     run_recipe,
 )
 from llm_recipes.errors import UserError
+from llm_recipes.outputs import stage_main
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[CleanCorpusArguments]:
@@ -45,6 +46,7 @@ def pipeline_steps(args: CleanCorpusArguments) -> list:
     return build_steps(args.steps if args.steps else CORPUS_PRESETS[args.preset])
 
 
+@stage_main
 def main(args: CleanCorpusArguments) -> dict:
     from llm_recipes.data.checkpoints import StepCheckpoints, chain_key, files_fingerprint
     from llm_recipes.data.corpus_io import read_corpus

@@ -37,6 +37,7 @@ from llm_recipes.configs import (
 )
 from llm_recipes.configs.code import imports_code
 from llm_recipes.errors import UserError
+from llm_recipes.outputs import stage_main
 
 # Our defaults where transformers' differ: no tracker unless asked, frequent logs, two checkpoints kept.
 DISTILL_DEFAULTS = dict(report_to="none", logging_steps=10, save_total_limit=2)
@@ -286,6 +287,7 @@ def compression_report(
     )
 
 
+@stage_main
 def main(script_args: DistillArguments, training_args: TrainingArguments) -> dict:
     from llm_recipes.compression_report import comparison_summary, format_comparison
     from llm_recipes.hub import push_trained_output, take_over_trainer_push

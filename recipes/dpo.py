@@ -33,6 +33,7 @@ from llm_recipes.configs import (
     run_recipe,
 )
 from llm_recipes.errors import UserError
+from llm_recipes.outputs import stage_main
 
 # Our defaults where TRL's differ: no tracker unless asked, private pushes.
 DPO_DEFAULTS = dict(report_to="none", hub_private_repo=True, logging_steps=10)
@@ -108,6 +109,7 @@ def build_trainer(script_args: DPOScriptArguments, training_args: DPOConfig, mod
     return trainer, data
 
 
+@stage_main
 def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: ModelConfig) -> dict:
     from llm_recipes.hub import push_trained_output, take_over_trainer_push
     from llm_recipes.manifest import StageRun

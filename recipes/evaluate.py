@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from llm_recipes.configs import EvaluateArguments, is_first_process, parse_config, run_recipe
+from llm_recipes.outputs import stage_main
 
 # This script shares its name with the `evaluate` library, and `python recipes/evaluate.py` (accelerate launch too)
 # puts the script's folder first on sys.path, so `import evaluate` in the metric modules would find this file.
@@ -38,6 +39,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[EvaluateArguments]:
     return (args,)
 
 
+@stage_main
 def main(args: EvaluateArguments) -> dict:
     from llm_recipes.evaluation import report
     from llm_recipes.evaluation.suite import (

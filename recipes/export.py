@@ -26,6 +26,7 @@ from llm_recipes.configs import (
     run_recipe,
 )
 from llm_recipes.errors import UserError
+from llm_recipes.outputs import stage_main
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[ExportArguments]:
@@ -80,6 +81,7 @@ def _check_source(args: ExportArguments, source) -> None:
         )
 
 
+@stage_main
 def main(args: ExportArguments) -> dict:
     from llm_recipes.export import inspect_source
     from llm_recipes.hub import CardOptions, push_stage_output, write_model_card

@@ -29,6 +29,7 @@ from transformers import TrainingArguments
 from trl import ModelConfig
 
 from llm_recipes.configs import FinetuneTaskArguments, given_values, parse_config, run_recipe
+from llm_recipes.outputs import stage_main
 from llm_recipes.tasks import CLASSIFICATION, TOKEN_CLASSIFICATION
 
 # `python recipes/finetune_task.py` puts this folder first on sys.path, where recipes/evaluate.py would shadow the
@@ -164,6 +165,7 @@ def build_trainer(
     return trainer, facts
 
 
+@stage_main
 def main(args: FinetuneTaskArguments, training_args: TrainingArguments, model_args: ModelConfig) -> dict:
     """Train, evaluate, save and report (or search, with a `search:` section)."""
     from llm_recipes.hub import push_trained_output, take_over_trainer_push

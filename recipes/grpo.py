@@ -25,6 +25,7 @@ import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time wa
 from trl import GRPOConfig, ModelConfig
 
 from llm_recipes.configs import RLScriptArguments, parse_config, run_recipe
+from llm_recipes.outputs import stage_main
 from llm_recipes.rewards import check_rl_arguments
 
 # Our defaults where TRL's differ: no tracker unless asked, private pushes.
@@ -49,6 +50,7 @@ def build_trainer(script_args: RLScriptArguments, training_args: GRPOConfig, mod
     return build_online_rl_trainer(GRPOTrainer, script_args, training_args, model_args)
 
 
+@stage_main
 def main(script_args: RLScriptArguments, training_args: GRPOConfig, model_args: ModelConfig) -> dict:
     from trl import GRPOTrainer
 

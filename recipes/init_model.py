@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from llm_recipes.configs import InitModelArguments, check_dataset_path, parse_config, run_recipe
 from llm_recipes.errors import UserError
+from llm_recipes.outputs import stage_main
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[InitModelArguments]:
@@ -26,6 +27,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[InitModelArguments]:
     return (args,)
 
 
+@stage_main
 def main(args: InitModelArguments) -> dict:
     import torch
     from transformers import AutoTokenizer

@@ -37,6 +37,7 @@ from llm_recipes.configs import (
     run_recipe,
 )
 from llm_recipes.errors import UserError
+from llm_recipes.outputs import stage_main
 
 # Our defaults where the dataclasses' differ: hold out prompts to measure the gain on.
 PPO_DEFAULTS = dict(eval_split_size=0.1, max_eval_samples=256)
@@ -208,6 +209,7 @@ def ppo_summary(trainer: Any, data: Any, train_stats: dict[str, Any], seconds: f
     return summary
 
 
+@stage_main
 def main(script_args: PPOScriptArguments, config: PPOConfig, model_args: ModelConfig) -> dict:
     from llm_recipes.hub import push_trained_output, take_over_trainer_push
     from llm_recipes.manifest import StageRun

@@ -35,7 +35,9 @@ from llm_recipes.configs import (
     parse_config,
     run_recipe,
 )
+from llm_recipes.configs.paths import check_eval_split_size
 from llm_recipes.errors import UserError
+from llm_recipes.outputs import stage_main
 
 # Our defaults where transformers' differ: no tracker unless asked, frequent logs, two checkpoints kept; and
 # evaluation when we save (see _evaluation_defaults).
@@ -120,6 +122,7 @@ def _schedule_evaluation(
     script_args: PretrainScriptArguments, training_args: TrainingArguments, given: dict[str, Any]
 ) -> None:
     """No eval data means no evaluation during training (an error if it was asked for); early stopping needs it."""
+    check_eval_split_size(script_args.eval_split_size)
     if not (script_args.eval_dataset_path or script_args.eval_split_size):
         if "eval_strategy" in given and training_args.eval_strategy != IntervalStrategy.NO:
             raise UserError(
@@ -217,6 +220,7 @@ def build_trainer(
     return trainer, blocks, facts
 
 
+@stage_main
 def main(script_args: PretrainScriptArguments, training_args: TrainingArguments, callbacks: Sequence[Any] = ()) -> dict:
     """Train, evaluate, save and report. `callbacks` are extra `TrainerCallback`s (for users and tests)."""
     from llm_recipes.hub import push_trained_output, take_over_trainer_push

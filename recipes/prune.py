@@ -41,6 +41,7 @@ from llm_recipes.configs import (
 )
 from llm_recipes.configs.code import imports_code
 from llm_recipes.errors import UserError
+from llm_recipes.outputs import stage_main
 
 # `python recipes/prune.py` puts this folder first on sys.path, where recipes/evaluate.py would shadow the
 # `evaluate` library the accuracy metric loads; the recipes never import each other, so the folder is dropped.
@@ -140,6 +141,7 @@ def structured_plan(script_args: PruneArguments):
     )
 
 
+@stage_main
 def main(script_args: PruneArguments, training_args: TrainingArguments) -> dict:
     from accelerate import PartialState
 

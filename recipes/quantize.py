@@ -31,6 +31,7 @@ from llm_recipes.configs import (
     run_recipe,
 )
 from llm_recipes.errors import UserError
+from llm_recipes.outputs import stage_main
 
 # `python recipes/quantize.py` puts this folder first on sys.path, where recipes/evaluate.py would shadow the
 # `evaluate` library the accuracy metric loads; the recipes never import each other, so the folder is dropped.
@@ -97,6 +98,7 @@ def quantization_spec(args: QuantizeArguments):
     )
 
 
+@stage_main
 def main(args: QuantizeArguments) -> dict:
     from llm_recipes.compression_report import comparison_summary, format_comparison
     from llm_recipes.export import inspect_source, load_tokenizer

@@ -32,6 +32,7 @@ from llm_recipes.configs import (
     run_recipe,
 )
 from llm_recipes.errors import UserError
+from llm_recipes.outputs import stage_main
 
 # Our defaults where TRL's differ: no tracker unless asked, private pushes, a classifier head for LoRA.
 REWARD_DEFAULTS = dict(report_to="none", hub_private_repo=True, logging_steps=10, lora_task_type="SEQ_CLS")
@@ -147,6 +148,7 @@ def check_pairs_fit(pairs: int, kept: int, max_length: int | None, which: str = 
         print(f"warning: {left_out} of {pairs} {which} pairs are longer than max_length={max_length}; left out")
 
 
+@stage_main
 def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_args: ModelConfig) -> dict:
     from llm_recipes.hub import push_trained_output, take_over_trainer_push
     from llm_recipes.manifest import StageRun

@@ -29,6 +29,7 @@ from llm_recipes.configs import (
     run_recipe,
 )
 from llm_recipes.errors import UserError
+from llm_recipes.outputs import stage_main
 
 # Our defaults where TRL's differ: loss on what the assistant says, no tracker unless asked, private pushes.
 SFT_DEFAULTS = dict(assistant_only_loss=True, report_to="none", hub_private_repo=True, logging_steps=10)
@@ -115,6 +116,7 @@ def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, mod
     return trainer, data
 
 
+@stage_main
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict:
     from llm_recipes.hub import push_trained_output, take_over_trainer_push
     from llm_recipes.manifest import StageRun

@@ -23,6 +23,7 @@ from llm_recipes.configs import (
     run_recipe,
 )
 from llm_recipes.errors import UserError
+from llm_recipes.outputs import stage_main
 
 # What a previous run of this stage leaves; only such a folder is replaced by a new run.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "llm_recipes_manifest.json")
@@ -47,6 +48,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainTokenizerArgumen
     return (args,)
 
 
+@stage_main
 def main(args: TrainTokenizerArguments) -> dict:
     from llm_recipes.configs import DatasetSpec
     from llm_recipes.data.loading import load_standard

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import DEMO_DATA, PROJECT, write_yaml
 
 from llm_recipes.configs import DatasetSpec, check_model_path
@@ -359,6 +360,25 @@ def test_a_fractional_row_count_is_refused_through_the_console_script(tmp_path):
     assert_one_error_line(
         completed, "eval_split_size: 1.5 is neither a share below 1 (0.1 = 10%) nor a whole number of rows"
     )
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune-task"])
+def test_a_fractional_row_count_is_refused_before_launch_in_every_training_stage(stage, tmp_path, base_model_dir):
+    from llm_recipes.cli import load_recipe
+
+    config = {
+        "pretrain": {"dataset_path": str(DEMO_DATA / "arithmetic_alpaca.jsonl"), "preset": "llama-tiny"},
+        "finetune-task": {
+            "task": "classification",
+            "dataset_path": str(DEMO_DATA / "sentiment.csv"),
+            "preset": "bert-tiny",
+        },
+    }[stage]
+    config |= {"tokenizer_name_or_path": str(base_model_dir), "output_dir": str(tmp_path / "out")}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**config, "eval_split_size": 1.5}))
+    with pytest.raises(UserError, match=r"eval_split_size: 1\.5 is neither a share below 1"):
+        load_recipe(stage).parse_args(["--config", str(path)])
 
 
 def test_data_smaller_than_one_batch_with_drop_last_is_one_line():

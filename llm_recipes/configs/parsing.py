@@ -52,7 +52,7 @@ RANGE_CHECKS: dict[str, Check] = {
     "lora_r": (lambda v: v >= 1, "must be >= 1 (the LoRA rank)"),
     "lora_alpha": (lambda v: v > 0, "must be > 0"),
     "lora_dropout": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    "eval_split_size": (lambda v: v >= 0 and (v < 1 or v == int(v)), "must be a share below 1 or a whole row count"),
+    "eval_split_size": (lambda v: v >= 0, "must be >= 0 (a share below 1, or a row count)"),
     "max_train_samples": (lambda v: v is None or v >= 1, "must be >= 1"),
     "max_eval_samples": (lambda v: v is None or v >= 1, "must be >= 1"),
     "trainable_top_layers": (lambda v: v is None or v >= 0, "must be >= 0"),

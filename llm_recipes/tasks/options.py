@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from llm_recipes.configs.paths import check_eval_split_size
 from llm_recipes.errors import UserError
 from llm_recipes.tasks.data import CLASSIFICATION, QUESTION_ANSWERING, TASKS, TOKEN_CLASSIFICATION
 
@@ -107,6 +108,7 @@ def schedule_evaluation(args: Any, training_args: Any, given: dict[str, Any]) ->
 
     from llm_recipes.tasks.metrics import DEFAULT_METRIC
 
+    check_eval_split_size(args.eval_split_size)
     has_eval = bool(args.eval_dataset_path or args.eval_split_size)
     if not has_eval:
         needs = [name for name in ("early_stopping_patience", "search") if getattr(args, name)]
