@@ -72,6 +72,7 @@ def stage_config(stage: str, base: Path, chat: Path, bad: Path, output: Path) ->
         ),
     }[stage]
     config = yaml.safe_load((DEMO / demo_file).read_text(encoding="utf-8"))
+    config.pop("protocol", None)  # the demo's evaluation protocol reads the demo's outputs, absent here
     config.update(
         {key: [str(v) for v in value] if isinstance(value, list) else value for key, value in overrides.items()}
     )
