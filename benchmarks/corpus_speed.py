@@ -9,13 +9,17 @@ Gopher quality, C4 and FineWeb quality filters, then MinHash near-duplicate remo
   1. JsonlReader -> GopherRepetitionFilter -> GopherQualityFilter -> C4QualityFilter -> FineWebQualityFilter
      -> JsonlWriter (the filtered documents) -> MinhashDedupSignature
   2. MinhashDedupBuckets   3. MinhashDedupCluster   4. JsonlReader (filtered) -> MinhashDedupFilter -> JsonlWriter
+  in two configurations: `datatrove`, the headline, as a user who wants speed sets it up (a regex word tokenizer
+  passed to every filter and to the signature step, xxhash), and `datatrove-spacy`, every default (spaCy's English
+  words, ~6x slower per document; `--spacy-docs N` runs it on the first N documents only).
 
 Each side runs as its own fresh process (ours under this interpreter, datatrove under `--datatrove-python`, since
 datatrove's extras pin trafilatura<1.12 and xxhash<4 and cannot share our venv), with a fresh empty
 `HF_DATASETS_CACHE`, so no side reuses a cache from an earlier run. Repeats alternate the order of the sides and the
-medians are reported. Memory is sampled from outside, over the side's whole process tree (psutil).
+medians are reported. Memory (RSS and PSS summed over the side's whole process tree) and CPU time are sampled from
+outside (psutil); the memory target is ours <= 2x the headline datatrove's summed RSS at the same process count.
 
-    .venv/bin/python benchmarks/corpus_speed.py --num-proc 2 --repeats 2
+    .venv/bin/python benchmarks/corpus_speed.py --num-proc 2 --repeats 2 --spacy-repeats 1 --spacy-docs 5000
 
 Create the datatrove venv once (from the repository root) with:
 
@@ -332,7 +336,8 @@ def check_datatrove_python(python: Path) -> None:
     if not python.exists():
         raise SystemExit(
             f"no datatrove interpreter at {python}. Create the venv (from the repository root):\n"
-            '  python3 -m venv .venv-datatrove && .venv-datatrove/bin/pip install "datatrove[processing,io]" spacy\n'
+            "  python3 -m venv .venv-datatrove && \\\n"
+            '    .venv-datatrove/bin/pip install "datatrove[processing,io]" spacy\n'
             "or point --datatrove-python at one."
         )
     probe = subprocess.run([str(python), "-c", "import datatrove, spacy"], capture_output=True, text=True)
