@@ -1,15 +1,22 @@
 """Corpus steps on several processes (`llm_recipes.data.parallel`): the same output as one process, computed by
 workers that are not copies of the parent (a fork of a process that imported `datasets` carries ~150 MiB into
-each worker; on the 50k-document benchmark that put the stage at ~4x datatrove's memory summed over processes).
+each worker; on the 50k-document benchmark that put the stage at ~4x datatrove's memory summed over processes),
+and batches whose new columns hold only None.
 
 Nothing heavy is imported at module level: the workers import this module to find the probe filter below.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
 
 TEXTS = [
     f"Document {i} talks about the weather in town number {i % 7}. It was sunny and warm. People went outside. "
@@ -65,3 +72,28 @@ def test_map_batches_joins_lists_and_arrays_in_order():
     pooled = map_batches(ds, MinHashBatch(config), batch_size=3, num_proc=2)
     assert np.array_equal(np.array(single["minhash"]), np.array(pooled["minhash"]))
     assert pooled["text"] == TEXTS and pooled.column_names == single.column_names
+
+
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_a_first_batch_that_drops_nothing_through_the_console_script(tmp_path, num_proc):
+    """The filter step's drop reasons were typed from the first batch written: one that dropped nothing held only
+    None, and `datasets` refused to write the column ("its type in this file is null")."""
+    corpus = tmp_path / "corpus.jsonl"
+    rows = [{"text": text} for text in TEXTS[:6]] + [{"text": "too short"}, {"text": "also short"}]
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    config = tmp_path / "clean.yaml"  # JSON is YAML
+    out = tmp_path / "out"
+    steps = [{"length": {"min_words": 5}}]
+    config.write_text(json.dumps({"input_paths": [str(corpus)], "output_dir": str(out), "steps": steps}))
+    result = subprocess.run(
+        [str(PROJECT / ".venv" / "bin" / "llm-recipes"), "clean-corpus", "--config", str(config)]
+        + ["--batch_size", "2", "--num_proc", str(num_proc)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "corpus_report.json").read_text())
+    assert report["steps"][0]["drop_reasons"] == {"length:min_words": 2}
+    assert report["steps"][0]["docs_out"] == 6

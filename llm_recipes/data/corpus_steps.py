@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow.compute as pc
-from datasets import Dataset
+from datasets import Dataset, Value
 
 from llm_recipes.data.parallel import map_batches
 from llm_recipes.errors import UserError
@@ -136,7 +136,13 @@ class FilterStep(CorpusStep):
 
     def apply(self, ds, *, num_proc, batch_size, text_field):
         batch_fn = self.batch_class(self.filters, text_field=text_field)
-        marked = map_batches(ds, batch_fn, batch_size=batch_size, num_proc=num_proc, desc=self.name)
+        # typed up front: a first batch that drops nothing (or drops all before language id) has only None in these
+        # columns, which `datasets` cannot type and refuses to write
+        features = ds.features.copy()
+        features[DROP_REASON] = Value("string")
+        if batch_fn.annotates_language:
+            features["language"], features["language_score"] = Value("string"), Value("float64")
+        marked = map_batches(ds, batch_fn, batch_size=batch_size, num_proc=num_proc, features=features, desc=self.name)
         reasons = _value_counts(marked, DROP_REASON)
         kept = marked.filter(_is_kept, input_columns=DROP_REASON, batched=True, batch_size=batch_size)
         return kept.remove_columns(DROP_REASON), reasons, {}
