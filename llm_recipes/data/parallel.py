@@ -4,10 +4,10 @@ Why not `Dataset.map(num_proc=N)` alone: it forks the parent for every call, so 
 process that has imported datasets, pyarrow and pandas (~150 MiB resident before it reads a document), `datasets`
 adds a Manager process forked the same way, and each worker then maps the Arrow files it reads. On the 50k-document
 benchmark (`benchmarks/corpus_speed.py`) that made the corpus stage's memory, summed over its processes, ~4x
-datatrove's at the same process count. Here `Dataset.map` still reads, writes and caches, in this process; each large
-batch it hands over is cut into slices of `batch_size` rows (the slices a one-process map would make) and run by N
-*spawned* workers that import only the batch function's own module (numpy, regex, xxhash: ~40-60 MiB each). The
-corpus batch functions work document by document, so the cut changes nothing in their output.
+datatrove's at the same process count. Here `Dataset.map` still reads, writes and caches, in this process; each
+batch it hands over (`batch_size` rows per worker) is cut into smaller slices and run by N *spawned* workers that
+import only the batch function's own module (numpy, regex, xxhash: ~40-60 MiB each). The corpus batch functions
+work document by document, so the cut changes nothing in their output.
 
 The batch functions stay pure `dict[str, list] -> dict[str, list]` objects: the same ones run under
 `Dataset.map(num_proc=N)` in a user's own script and under Ray Data's `map_batches` on a cluster.
