@@ -71,8 +71,8 @@ OUR_STEPS = [
 
 
 def run_ours(corpus_dir: Path, out_dir: Path, num_proc: int) -> dict:
-    from llm_recipes.data.corpus_io import read_corpus
-    from llm_recipes.data.corpus_steps import build_steps, run_step
+    from llm_recipes.corpus.readers import read_corpus
+    from llm_recipes.corpus.steps import build_steps, run_step
 
     started = time.perf_counter()
     ds, report = read_corpus(sorted(str(path) for path in corpus_dir.glob("part-*.jsonl")))

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llm_recipes.data.dedup import MinHashConfig, jaccard, minhash_signatures, near_duplicate_clusters, shingles  # noqa: E402
+from llm_recipes.corpus.dedup import MinHashConfig, jaccard, minhash_signatures, near_duplicate_clusters, shingles  # noqa: E402
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MIN_WORDS, MAX_WORDS = 200, 500

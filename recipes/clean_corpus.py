@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from llm_recipes.configs import (
-    CleanCorpusArguments,
     check_dataset_path,
     parse_config,
     run_recipe,
 )
+from llm_recipes.corpus.config import CleanCorpusArguments
 from llm_recipes.errors import UserError
 from llm_recipes.outputs import stage_main
 
@@ -41,18 +41,18 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[CleanCorpusArguments]
 
 
 def pipeline_steps(args: CleanCorpusArguments) -> list:
-    from llm_recipes.data.corpus_steps import CORPUS_PRESETS, build_steps
+    from llm_recipes.corpus.steps import CORPUS_PRESETS, build_steps
 
     return build_steps(args.steps if args.steps else CORPUS_PRESETS[args.preset])
 
 
 @stage_main
 def main(args: CleanCorpusArguments) -> dict:
-    from llm_recipes.data.checkpoints import StepCheckpoints, chain_key, files_fingerprint
-    from llm_recipes.data.corpus_io import read_corpus
-    from llm_recipes.data.corpus_report import build_report, write_report
-    from llm_recipes.data.corpus_steps import StepStats, run_step
-    from llm_recipes.data.splits import save_splits, split_corpus
+    from llm_recipes.corpus.checkpoints import StepCheckpoints, chain_key, files_fingerprint
+    from llm_recipes.corpus.readers import read_corpus
+    from llm_recipes.corpus.report import build_report, write_report
+    from llm_recipes.corpus.splits import save_splits, split_corpus
+    from llm_recipes.corpus.steps import StepStats, run_step
     from llm_recipes.manifest import StageRun
 
     run = StageRun.begin("clean-corpus", args.output_dir, {"script": args})

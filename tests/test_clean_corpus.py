@@ -10,7 +10,7 @@ import pytest
 from conftest import PROJECT, write_yaml
 
 from llm_recipes.cli import load_recipe
-from llm_recipes.data.corpus_report import REPORT_CHART, REPORT_JSON, REPORT_TABLE
+from llm_recipes.corpus.report import REPORT_CHART, REPORT_JSON, REPORT_TABLE
 from llm_recipes.errors import UserError
 from llm_recipes.manifest import read_manifest
 
@@ -106,7 +106,7 @@ def test_interrupted_run_resumes_from_the_last_finished_step(tmp_path, c4_with_c
             raise RuntimeError("simulated crash")
         return real_run_step(ds, step, **kwargs)
 
-    monkeypatch.setattr("llm_recipes.data.corpus_steps.run_step", crash_once_on_c4)
+    monkeypatch.setattr("llm_recipes.corpus.steps.run_step", crash_once_on_c4)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(tmp_path, config)
     assert not out.exists()  # nothing that looks like a finished dataset
@@ -128,7 +128,7 @@ def test_interrupted_run_resumes_from_the_last_finished_step(tmp_path, c4_with_c
 
 
 def clean_corpus_run_step():
-    from llm_recipes.data import corpus_steps
+    from llm_recipes.corpus import steps as corpus_steps
 
     return corpus_steps.run_step
 
@@ -218,8 +218,8 @@ def test_everything_removed_is_an_error_not_an_empty_dataset(tmp_path):
 
 def test_helpers_compose_in_a_user_script(c4_with_copies):
     """The import path: the same helpers in a user's own script, on datasets.map/filter with num_proc."""
-    import llm_recipes.data as data
-    from llm_recipes.data import (
+    import llm_recipes.corpus as data
+    from llm_recipes.corpus import (
         FilterBatch,
         MinHashConfig,
         NormalizeBatch,

@@ -14,8 +14,8 @@ import pytest
 import zstandard
 from datasets import Dataset, DatasetDict
 
-import llm_recipes.data.corpus_io as corpus_io
-from llm_recipes.data.corpus_io import ReadReport, read_corpus
+import llm_recipes.corpus.readers as corpus_io
+from llm_recipes.corpus.readers import ReadReport, read_corpus
 from llm_recipes.errors import UserError
 
 DOCS = ["First document.", 'Second, with a comma and "quotes".', "Third:\nit spans two lines."]

@@ -1,4 +1,4 @@
-"""Corpus steps on several processes (`llm_recipes.data.parallel`): the same output as one process, computed by
+"""Corpus steps on several processes (`llm_recipes.corpus.parallel`): the same output as one process, computed by
 workers that are not copies of the parent (a fork of a process that imported `datasets` carries ~150 MiB into
 each worker; on the 50k-document benchmark that put the stage at ~4x datatrove's memory summed over processes),
 and batches whose new columns hold only None.
@@ -40,7 +40,7 @@ def _dataset():
 
 
 def test_workers_do_not_carry_the_parent():
-    from llm_recipes.data.corpus_steps import build_steps, run_steps
+    from llm_recipes.corpus.steps import build_steps, run_steps
 
     steps = build_steps([{"callable": {"fn": "test_corpus_parallel:keep_unless_datasets_loaded"}}])
     kept, (stats,) = run_steps(_dataset(), steps, num_proc=2, batch_size=4)
@@ -50,7 +50,7 @@ def test_workers_do_not_carry_the_parent():
 
 
 def test_same_output_as_one_process():
-    from llm_recipes.data.corpus_steps import build_steps, run_steps
+    from llm_recipes.corpus.steps import build_steps, run_steps
 
     spec = [{"filter": ["gopher_repetition", "c4"]}, {"exact_dedup": {}}, {"near_dedup": {"threshold": 0.7}}]
     one, one_stats = run_steps(_dataset(), build_steps(spec), num_proc=None, batch_size=5)
@@ -63,8 +63,8 @@ def test_same_output_as_one_process():
 
 
 def test_map_batches_joins_lists_and_arrays_in_order():
-    from llm_recipes.data.dedup import MinHashBatch, MinHashConfig
-    from llm_recipes.data.parallel import map_batches
+    from llm_recipes.corpus.dedup import MinHashBatch, MinHashConfig
+    from llm_recipes.corpus.parallel import map_batches
 
     ds = _dataset()
     config = MinHashConfig(num_perm=16)

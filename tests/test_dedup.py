@@ -1,4 +1,4 @@
-"""Exact and near-duplicate removal, cross-split dedup and decontamination (llm_recipes.data.dedup)."""
+"""Exact and near-duplicate removal, cross-split dedup and decontamination (llm_recipes.corpus.dedup)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from llm_recipes.data.dedup import (
+from llm_recipes.corpus.dedup import (
     ExactHashBatch,
     MinHashBatch,
     MinHashConfig,

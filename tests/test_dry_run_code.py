@@ -114,7 +114,7 @@ def test_finding_a_module_runs_none_of_its_packages(tmp_path, monkeypatch):
 def test_outside_a_dry_run_the_checks_import_the_code(tmp_path, monkeypatch):
     """The other side: a stage's own check (and a real pipeline's check of every stage) imports the code, so a
     missing function fails before any model loads."""
-    from llm_recipes.data.filters import CallableFilter
+    from llm_recipes.corpus.filters import CallableFilter
     from llm_recipes.rewards import check_reward_function
 
     reward_marker, filter_marker = tmp_path / "reward-imported", tmp_path / "filter-imported"

@@ -8,7 +8,7 @@ import pickle
 
 import pytest
 
-from llm_recipes.data.filters import (
+from llm_recipes.corpus.filters import (
     FILTER_PRESETS,
     FILTERS,
     BadWordsFilter,
@@ -325,7 +325,7 @@ def test_callable_filter_from_function_and_import_path():
     with pytest.raises(UserError, match="module level"):
         CallableFilter(lambda text: True)
     with pytest.raises(UserError, match="cannot import"):
-        CallableFilter("llm_recipes.data.filters:no_such_function")
+        CallableFilter("llm_recipes.corpus.filters:no_such_function")
 
 
 # ---------------------------------------------------------------------------------------------- building, batching

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from llm_recipes.data.normalize import (
+from llm_recipes.corpus.normalize import (
     NORMALIZER_PRESETS,
     NORMALIZERS,
     BoilerplateLines,

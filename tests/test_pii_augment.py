@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 
-from llm_recipes.data.augment import AugmentBatch, augment_text, document_rng
-from llm_recipes.data.pii import RedactPIIBatch, redact_pii
+from llm_recipes.corpus.augment import AugmentBatch, augment_text, document_rng
+from llm_recipes.corpus.pii import RedactPIIBatch, redact_pii
 from llm_recipes.errors import UserError
 
 # ------------------------------------------------------------------------------------------------------------- PII

@@ -3,7 +3,7 @@
     parsing.py      TrlParser plus one-line errors: unknown keys, types, ranges; run_recipe()
     paths.py        local paths must exist (except what an earlier pipeline stage will write)
     training.py     SFT and pretraining (and the dataset mixture both read)
-    corpus.py       corpus cleaning, tokenizer training, init-model
+    corpus.py       tokenizer training, init-model (corpus cleaning's are in llm_recipes/corpus/config.py)
     preferences.py  reward modelling, DPO, GRPO/RLOO and our PPO
     compression.py  distillation, quantization, pruning
     evaluation.py   evaluate and export
@@ -11,6 +11,9 @@
 
 Everything is importable from here (`from llm_recipes.configs import SFTScriptArguments, parse_config`).
 """
+
+import importlib
+from typing import Any
 
 from llm_recipes.configs.compression import (
     DISTILL_DIVERGENCES,
@@ -23,8 +26,6 @@ from llm_recipes.configs.compression import (
     QuantizeArguments,
 )
 from llm_recipes.configs.corpus import (
-    CORPUS_OUTPUT_FORMATS,
-    CleanCorpusArguments,
     InitModelArguments,
     TrainTokenizerArguments,
 )
@@ -141,3 +142,13 @@ __all__ = [
     "FINETUNE_TASKS",
     "FinetuneTaskArguments",
 ]
+
+# The corpus stage's arguments live in llm_recipes.corpus.config, which imports this package's options and checks:
+# looked up on first use, so neither import has to come first.
+_MOVED = {"CORPUS_OUTPUT_FORMATS": "llm_recipes.corpus.config", "CleanCorpusArguments": "llm_recipes.corpus.config"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'llm_recipes.configs' has no attribute '{name}'")

@@ -190,6 +190,7 @@ class EvaluateArguments(OutputOptions):
 
 
 RANGE_CHECKS["context_length"] = (lambda v: v is None or v >= 2, "must be >= 2")
+RANGE_CHECKS["batch_size"] = (lambda v: v >= 1, "must be >= 1")
 RANGE_CHECKS["stride"] = (lambda v: v is None or v >= 1, "must be >= 1")
 RANGE_CHECKS["max_new_tokens"] = (lambda v: v >= 1, "must be >= 1")
 RANGE_CHECKS["num_samples"] = (lambda v: v >= 0, "must be >= 0")

@@ -1,9 +1,8 @@
-"""The data vocabulary: reading corpora, cleaning, deduplicating, converting formats and splitting.
+"""Training data: foreign formats converted to TRL's standard columns, loading, mixtures, packing, preferences.
 
-    from llm_recipes.data import read_corpus, build_filters, FilterBatch, near_dedup, MinHashConfig
+    from llm_recipes.data import load_training_data, to_standard_columns, load_dataset_source
 
-Every cleaning step is a picklable batch function (`dict[str, list] -> dict[str, list]`), so it runs under
-`Dataset.map(batched=True, num_proc=N)` here and under a cluster engine's `map_batches` for bigger corpora.
+Cleaning a raw corpus (readers, normalizers, filters, PII, dedup, augmentation) is `llm_recipes.corpus`.
 Names are imported on first use, so `import llm_recipes.data` stays cheap.
 """
 
@@ -13,32 +12,6 @@ import importlib
 from typing import Any
 
 EXPORTS = {
-    "corpus_io": ["read_corpus", "ReadReport"],
-    "normalize": ["NORMALIZERS", "NORMALIZER_PRESETS", "NormalizeBatch", "build_normalizers"],
-    "filters": [
-        "FILTERS",
-        "FILTER_PRESETS",
-        "Document",
-        "Filter",
-        "FilterBatch",
-        "build_filters",
-        "count_drop_reasons",
-    ],
-    "pii": ["RedactPIIBatch", "redact_pii"],
-    "augment": ["AugmentBatch"],
-    "dedup": [
-        "ExactHashBatch",
-        "MinHashBatch",
-        "MinHashConfig",
-        "decontaminate",
-        "dedup_across_splits",
-        "exact_dedup",
-        "minhash_signatures",
-        "near_dedup",
-        "near_duplicate_clusters",
-    ],
-    "corpus_steps": ["CORPUS_PRESETS", "StepStats", "build_steps", "run_steps"],
-    "splits": ["split_corpus", "save_splits"],
     "formats": ["detect_format", "to_standard_columns"],
     "io": ["load_dataset_source"],
     "loading": ["load_training_data"],

@@ -8,6 +8,7 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
+from llm_recipes.corpus.dedup import dedup_across_splits
 from llm_recipes.errors import UserError
 
 
@@ -43,8 +44,6 @@ def split_corpus(
         splits = {**splits, "train": parts["train"], "validation": parts["test"]}
     stats: dict[str, Any] = {}
     if cross_split_dedup and len(splits) > 1:
-        from llm_recipes.data.dedup import dedup_across_splits
-
         splits, stats = dedup_across_splits(splits, text_field=text_field)
     return DatasetDict({name: splits[name] for name in ("train", "validation", "test") if name in splits}), stats
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+from glob import glob
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,6 @@ def chain_key(previous: str, spec: Any) -> str:
 
 def files_fingerprint(paths: list[str]) -> list[tuple[str, int, int]]:
     """Path, size and modification time of each local input file: a changed file means a changed key."""
-    from glob import glob
-
     found = []
     for pattern in paths:
         for path in sorted(glob(os.path.expanduser(pattern), recursive=True)) or [pattern]:

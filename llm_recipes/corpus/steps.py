@@ -15,7 +15,7 @@ A config names the steps in order; each entry is one mapping (or a bare name) an
       - augment: {ops: [deletion, swap], copies: 1}
 
 Every step is a batch function under `Dataset.map(batched=True)` with N worker processes
-(`llm_recipes.data.parallel.map_batches`), or a dedup over whole-dataset signatures, and reports what it did in a
+(`llm_recipes.corpus.parallel.map_batches`), or a dedup over whole-dataset signatures, and reports what it did in a
 `StepStats`: documents and characters in and out, drop reasons, details. Selecting the kept rows reads one small
 column and runs in this process.
 """
@@ -34,7 +34,13 @@ from typing import Any
 import pyarrow.compute as pc
 from datasets import Dataset, Value
 
-from llm_recipes.data.parallel import map_batches
+from llm_recipes.corpus.augment import AugmentBatch
+from llm_recipes.corpus.dedup import MinHashConfig, decontaminate, exact_dedup, near_dedup
+from llm_recipes.corpus.filters import FILTER_PRESETS, FILTERS, FilterBatch, build_filters
+from llm_recipes.corpus.normalize import NormalizeBatch, build_normalizers
+from llm_recipes.corpus.parallel import map_batches
+from llm_recipes.corpus.pii import RedactPIIBatch
+from llm_recipes.corpus.readers import read_corpus
 from llm_recipes.errors import UserError
 
 DROP_REASON = "drop_reason"
@@ -108,8 +114,6 @@ class NormalizeStep(CorpusStep):
     kind = "normalize"
 
     def __init__(self, name: str, options: Any):
-        from llm_recipes.data.normalize import NormalizeBatch, build_normalizers
-
         super().__init__(name, options)
         steps = [options] if isinstance(options, str) else list(options or ["default"])
         self.normalizers = build_normalizers(steps)
@@ -128,8 +132,6 @@ class FilterStep(CorpusStep):
     kind = "filter"
 
     def __init__(self, name: str, options: Any):
-        from llm_recipes.data.filters import FilterBatch, build_filters
-
         super().__init__(name, options)
         self.filters = build_filters(options)
         self.batch_class = FilterBatch
@@ -152,8 +154,6 @@ class PIIStep(CorpusStep):
     kind = "pii"
 
     def __init__(self, name: str, options: Any):
-        from llm_recipes.data.pii import RedactPIIBatch
-
         super().__init__(name, options)
         self.options_dict = _mapping(name, options)
         self.batch_class = RedactPIIBatch
@@ -174,8 +174,6 @@ class ExactDedupStep(CorpusStep):
     kind = "exact_dedup"
 
     def apply(self, ds, *, num_proc, batch_size, text_field):
-        from llm_recipes.data.dedup import exact_dedup
-
         kept, stats = exact_dedup(ds, text_field=text_field, num_proc=num_proc)
         removed = len(ds) - len(kept)
         return kept, ({"exact_duplicate": removed} if removed else {}), _as_dict(stats)
@@ -185,14 +183,10 @@ class NearDedupStep(CorpusStep):
     kind = "near_dedup"
 
     def __init__(self, name: str, options: Any):
-        from llm_recipes.data.dedup import MinHashConfig
-
         super().__init__(name, options)
         self.config = _construct(name, MinHashConfig, _mapping(name, options))
 
     def apply(self, ds, *, num_proc, batch_size, text_field):
-        from llm_recipes.data.dedup import near_dedup
-
         kept, stats = near_dedup(ds, self.config, text_field=text_field, num_proc=num_proc)
         removed = len(ds) - len(kept)
         return kept, ({"near_duplicate": removed} if removed else {}), _as_dict(stats)
@@ -208,9 +202,6 @@ class DecontaminateStep(CorpusStep):
             raise UserError(f"{name}: needs eval_path, the evaluation data to keep out of the corpus")
 
     def apply(self, ds, *, num_proc, batch_size, text_field):
-        from llm_recipes.data.corpus_io import read_corpus
-        from llm_recipes.data.dedup import decontaminate
-
         options = dict(self.options_dict)
         eval_ds, _ = read_corpus(options.pop("eval_path"), text_field=options.pop("eval_text_field", "text"))
         kept, stats = decontaminate(ds, eval_ds["text"], text_field=text_field, **options)
@@ -222,8 +213,6 @@ class AugmentStep(CorpusStep):
     kind = "augment"
 
     def __init__(self, name: str, options: Any):
-        from llm_recipes.data.augment import AugmentBatch
-
         super().__init__(name, options)
         self.options_dict = _mapping(name, options)
         self.batch_class = AugmentBatch
@@ -255,7 +244,6 @@ STEP_KINDS: dict[str, type[CorpusStep]] = {
 
 def build_steps(spec: Sequence[str | dict[str, Any]]) -> list[CorpusStep]:
     """Steps from a config list; a filter or filter preset named directly becomes a one-filter step."""
-    from llm_recipes.data.filters import FILTER_PRESETS, FILTERS
 
     if isinstance(spec, (str, dict)) or not isinstance(spec, Sequence):
         raise UserError("steps: expected a list of steps, e.g. [{normalize: default}, gopher, {exact_dedup: {}}]")

@@ -17,7 +17,7 @@ harmless because word order and form are thrown away anyway: use them for TF-IDF
 models or a quick linear classifier (the `classic_nlp` preset), never for pretraining or fine-tuning data.
 
 We write these small steps ourselves (on top of `unicodedata`, `html` and ftfy) because no upstream library
-offers them as named, configurable, picklable batch steps; `build_steps` is shared with `filters.py`.
+offers them as named, configurable, picklable batch steps; `build_steps` is shared with `filters/`.
 """
 
 from __future__ import annotations

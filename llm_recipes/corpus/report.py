@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llm_recipes.data.corpus_steps import StepStats
+from llm_recipes.corpus.steps import StepStats
 from llm_recipes.manifest import write_json_atomically
 
 REPORT_JSON, REPORT_TABLE, REPORT_CHART = "corpus_report.json", "corpus_report.txt", "corpus_report.png"
