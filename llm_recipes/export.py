@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llm_recipes.configs.paths import locate_recorded_path
 from llm_recipes.errors import UserError
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -85,8 +86,6 @@ def inspect_source(path: str, base_override: str | None = None) -> ModelSource:
         if not base:
             raise UserError(f"{folder / ADAPTER_CONFIG} names no base model: set base_model_name_or_path")
         if not base_override:
-            from llm_recipes.hub import locate_recorded_path
-
             located = locate_recorded_path(base, folder)
             base = str(located) if located.exists() else base
         method = "DoRA" if adapter.get("use_dora") else str(adapter.get("peft_type", "adapter")).replace("LORA", "LoRA")

@@ -237,7 +237,7 @@ def test_adapter_can_be_exported_on_its_own(tmp_path, sft_outputs, capsys, monke
     from test_hub import FakeHfApi
 
     FakeHfApi.instances, FakeHfApi.fail = [], {}
-    monkeypatch.setattr(hub, "HfApi", FakeHfApi)
+    monkeypatch.setattr(hub.push, "HfApi", FakeHfApi)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     hub.push_stage_output(out, "me/tiny-lora", what="export")
     files = FakeHfApi.instances[0].calls[-1][1]["files"]
@@ -363,7 +363,7 @@ def test_push_from_the_recipe_sends_the_export(tmp_path, sft_outputs, monkeypatc
     from test_hub import FakeHfApi
 
     FakeHfApi.instances, FakeHfApi.fail = [], {}
-    monkeypatch.setattr(hub, "HfApi", FakeHfApi)
+    monkeypatch.setattr(hub.push, "HfApi", FakeHfApi)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     out = tmp_path / "pushed"
     results = eval_results(tmp_path / "eval_results.json", sft_outputs["full"])
@@ -401,7 +401,7 @@ def test_training_stage_push_uses_the_same_implementation(tmp_path, sft_outputs,
     from test_hub import FakeHfApi
 
     FakeHfApi.instances, FakeHfApi.fail = [], {}
-    monkeypatch.setattr(hub, "HfApi", FakeHfApi)
+    monkeypatch.setattr(hub.push, "HfApi", FakeHfApi)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     folder = tmp_path / "sft-copy"
     shutil.copytree(sft_outputs["full"], folder)

@@ -1,4 +1,4 @@
-"""Model cards and Hub pushes (llm_recipes/hub.py): the manifest chain, the evaluation-results reader, the card's
+"""Model cards and Hub pushes (llm_recipes/hub/): the manifest chain, the evaluation-results reader, the card's
 metadata and body, and the push path against a mocked `HfApi`. No model is trained and nothing touches the network."""
 
 from __future__ import annotations
@@ -311,7 +311,7 @@ class FakeHfApi:
 def fake_hub(monkeypatch):
     FakeHfApi.instances = []
     FakeHfApi.fail = {}
-    monkeypatch.setattr(hub, "HfApi", FakeHfApi)
+    monkeypatch.setattr(hub.push, "HfApi", FakeHfApi)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_TOKEN", SECRET)
     return FakeHfApi
@@ -382,7 +382,7 @@ def test_push_token_given_explicitly_reaches_only_hfapi(fake_hub, tmp_path, caps
 def test_offline_push_says_so_and_leaves_the_folder_untouched(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     constructed = []
-    monkeypatch.setattr(hub, "HfApi", lambda **kwargs: constructed.append(kwargs))
+    monkeypatch.setattr(hub.push, "HfApi", lambda **kwargs: constructed.append(kwargs))
     folder = stage_output(tmp_path)
     before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     with pytest.raises(UserError) as err:

@@ -184,7 +184,7 @@ def test_a_pipeline_with_a_token_in_a_section_writes_it_nowhere_and_pushes_with_
     from llm_recipes import hub
 
     FakeHfApi.instances, FakeHfApi.fail = [], {}
-    token_env.setattr(hub, "HfApi", FakeHfApi)
+    token_env.setattr(hub.push, "HfApi", FakeHfApi)
     token_env.setenv("HF_HUB_OFFLINE", "0")
     token_env.chdir(PROJECT)
     config = small_pipeline(tmp_path, hub_token=FAKE_TOKEN, push_to_hub=True, hub_model_id="me/tiny-pretrain")

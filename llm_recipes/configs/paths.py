@@ -1,5 +1,5 @@
 """Path checks shared by the stages: local files and folders must exist (Hub ids are checked when loaded), except
-the folders an earlier stage of a pipeline run will write.
+the folders an earlier stage of a pipeline run will write; and where a path a stage recorded is found from here.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 from llm_recipes.configs.parsing import (
@@ -26,6 +27,19 @@ def looks_local(path: str) -> bool:
         or "\\" in path
         or "*" in path
     )
+
+
+def locate_recorded_path(path: str, recorded_in: Path) -> Path:
+    """A relative path a stage recorded (in its manifest, or PEFT in adapter_config.json) is relative to where the
+    stage ran, usually the project root: when it is not found from here, try it from each folder above the folder
+    that recorded it. Returned unchanged when not found (it may be a Hub id)."""
+    candidate = Path(path).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    for ancestor in Path(recorded_in).resolve().parents:
+        if (ancestor / candidate).exists():
+            return ancestor / candidate
+    return candidate
 
 
 # Folders a pipeline run will create before the stage that reads them runs: checking a stage's config ahead of
