@@ -38,6 +38,7 @@ from llm_recipes.configs import (
 )
 from llm_recipes.errors import UserError
 from llm_recipes.outputs import stage_main
+from llm_recipes.pipeline.launch import check_ppo_launch, resolve_launch
 
 # Our defaults where the dataclasses' differ: hold out prompts to measure the gain on.
 PPO_DEFAULTS = dict(eval_split_size=0.1, max_eval_samples=256)
@@ -46,8 +47,6 @@ PPO_DEFAULTS = dict(eval_split_size=0.1, max_eval_samples=256)
 def check_launch(launcher_args: list[str], parsed: tuple) -> None:
     """Before `accelerate launch` starts anything: our trainer runs on one device, under DDP or under FSDP2 (not
     DeepSpeed, FSDP1, or FSDP2 over a 4-/8-bit base)."""
-    from llm_recipes.planning import check_ppo_launch, resolve_launch
-
     model_args = parsed[2]
     quantized = {"load_in_4bit": model_args.load_in_4bit, "load_in_8bit": model_args.load_in_8bit}
     check_ppo_launch(resolve_launch(launcher_args), quantized)

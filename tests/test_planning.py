@@ -1,4 +1,4 @@
-"""Dry-run estimates (llm_recipes/planning.py) and the real-scale pipeline configs they size.
+"""Dry-run estimates (llm_recipes/pipeline/estimates/) and the real-scale pipeline configs they size.
 
 Nothing here trains or downloads: parameter counts come from meta-device models, activations are checked against
 the tensors autograd saves for a tiny model, and the pipelines in configs/smollm2-135m and configs/qwen2.5-1.5b pass
@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM,
 
 from llm_recipes.errors import UserError
 from llm_recipes.modeling import DECODER_PRESETS, ENCODER_PRESETS
-from llm_recipes.planning import (
+from llm_recipes.pipeline.estimates import (
     activation_bytes,
     estimate_stage,
     format_bytes,

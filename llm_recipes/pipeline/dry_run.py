@@ -1,7 +1,8 @@
 """The plan a dry run prints: each stage, what it reads and writes, how it is launched, and what it will need.
 
 Estimates follow the model through the chain: a stage that trains the output of an earlier one has that stage's
-architecture, so a pipeline can be sized before any of it exists (see llm_recipes.planning for the memory model).
+architecture, so a pipeline can be sized before any of it exists (see llm_recipes.pipeline.estimates.memory for the
+memory model).
 """
 
 from __future__ import annotations
@@ -9,6 +10,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from llm_recipes.configs import TrainTokenizerArguments
+from llm_recipes.pipeline.estimates import (
+    as_saved,
+    estimate_stage,
+    format_bytes,
+    format_count,
+    model_config_for,
+    related_model_configs,
+)
 from llm_recipes.pipeline.plan import PipelineSettings, StagePlan
 from llm_recipes.pipeline.report import format_table
 from llm_recipes.pipeline.state import StageStatus
@@ -27,9 +37,6 @@ def _normalized(path: str) -> str:
 
 def estimate_plan(plan: list[StagePlan], settings: PipelineSettings) -> dict[str, Any]:
     """slot -> StageEstimate for every stage that runs, each model followed from the stage that writes it."""
-    from llm_recipes.configs import TrainTokenizerArguments
-    from llm_recipes.planning import as_saved, estimate_stage, model_config_for, related_model_configs
-
     known: dict[str, Any] = {}  # output folder -> the architecture it will hold
     tokenizer_output, vocab_size = None, None
     estimates = {}
@@ -60,8 +67,6 @@ def estimate_plan(plan: list[StagePlan], settings: PipelineSettings) -> dict[str
 
 
 def describe_plan(plan: list[StagePlan], settings: PipelineSettings, statuses: list[StageStatus | None]) -> str:
-    from llm_recipes.planning import format_bytes, format_count
-
     estimates = estimate_plan(plan, settings)
     rows, notes = [], []
     for number, (step, status) in enumerate(zip(plan, statuses, strict=True), start=1):
