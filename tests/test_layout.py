@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import tomllib
-
+import pytest
 from conftest import PROJECT
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 
 def test_every_package_is_installed():
