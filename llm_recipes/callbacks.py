@@ -1,8 +1,5 @@
 """Trainer callbacks that upstream lacks.
 
-`RescaleLearningRate`: a run resumed with another learning rate (`resume_with_changes`) trains at it. The Trainer
-restores the optimizer's and scheduler's state, base rates included, so without it the old rate comes back.
-
 `NonFiniteLossGuard`: stop a run whose loss became NaN/Inf before it saves a checkpoint, and say which checkpoint is
 the last good one. transformers' `logging_nan_inf_filter` only hides such losses from the logs, and training goes on
 writing checkpoints of broken weights that a rerun would then resume from.
@@ -12,39 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from transformers import TrainerCallback
 
 from llm_recipes.training import last_complete_checkpoint
-
-
-class RescaleLearningRate(TrainerCallback):
-    """Scale every parameter group's rate, and the scheduler's base rates, by `factor` once the checkpoint's
-    optimizer and scheduler are loaded (the Trainer loads them before `on_train_begin`). Groups keep their ratios,
-    so layer-wise rates stay layer-wise; the schedule's shape comes from this run's settings as usual."""
-
-    def __init__(self, factor: float):
-        self.factor = factor
-
-    def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
-        rescale_learning_rate(optimizer, lr_scheduler, self.factor)
-        return control
-
-
-def rescale_learning_rate(optimizer: Any, scheduler: Any, factor: float) -> None:
-    """Multiply the current and initial rates of every group, and a scheduler's base rates, by `factor`."""
-    for group in getattr(optimizer, "param_groups", []):
-        group["lr"] *= factor
-        if "initial_lr" in group:
-            group["initial_lr"] *= factor
-    if scheduler is not None:
-        scheduler = getattr(scheduler, "scheduler", scheduler)  # accelerate's wrapper
-        if hasattr(scheduler, "base_lrs"):
-            scheduler.base_lrs = [rate * factor for rate in scheduler.base_lrs]
-        if hasattr(scheduler, "_last_lr"):
-            scheduler._last_lr = [rate * factor for rate in scheduler._last_lr]
 
 
 class NonFiniteLossGuard(TrainerCallback):

@@ -1,4 +1,5 @@
-"""Small pieces every training stage shares."""
+"""Small pieces every training stage shares: where a run starts (the checkpoint it resumes from, a learning rate
+changed on resume), and what its log says."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import os
 import re
 from typing import Any
+
+from transformers import TrainerCallback
 
 
 def checkpoint_to_resume(training_args: Any) -> str | None:
@@ -22,8 +25,6 @@ def resume_point(trainer: Any, run: Any) -> str | None:
     from (None for a fresh start). The manifest then says this run is under way (`complete: false`) before the
     trainer writes anything, and a learning rate changed on resume (`resume_with_changes`) replaces the one the
     restored optimizer and scheduler bring back."""
-    from llm_recipes.callbacks import RescaleLearningRate
-
     trainer.accelerator.wait_for_everyone()  # the first process has finished clearing the folder (overwrite)
     checkpoint = checkpoint_to_resume(getattr(trainer, "args", None) or trainer.config)
     if checkpoint:
@@ -65,3 +66,30 @@ def last_logged(log_history: list[dict[str, Any]], key: str) -> Any:
         if key in entry:
             return entry[key]
     return None
+
+
+class RescaleLearningRate(TrainerCallback):
+    """Scale every parameter group's rate, and the scheduler's base rates, by `factor` once the checkpoint's
+    optimizer and scheduler are loaded (the Trainer loads them before `on_train_begin`). Groups keep their ratios,
+    so layer-wise rates stay layer-wise; the schedule's shape comes from this run's settings as usual."""
+
+    def __init__(self, factor: float):
+        self.factor = factor
+
+    def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+        rescale_learning_rate(optimizer, lr_scheduler, self.factor)
+        return control
+
+
+def rescale_learning_rate(optimizer: Any, scheduler: Any, factor: float) -> None:
+    """Multiply the current and initial rates of every group, and a scheduler's base rates, by `factor`."""
+    for group in getattr(optimizer, "param_groups", []):
+        group["lr"] *= factor
+        if "initial_lr" in group:
+            group["initial_lr"] *= factor
+    if scheduler is not None:
+        scheduler = getattr(scheduler, "scheduler", scheduler)  # accelerate's wrapper
+        if hasattr(scheduler, "base_lrs"):
+            scheduler.base_lrs = [rate * factor for rate in scheduler.base_lrs]
+        if hasattr(scheduler, "_last_lr"):
+            scheduler._last_lr = [rate * factor for rate in scheduler._last_lr]

@@ -587,7 +587,7 @@ class PPOTrainer:
         load_optimizer_state(models, self.optimizer.optimizer, folder / OPTIMIZER, self.sharded)
         self.scheduler.load_state_dict(scheduler)
         if self.learning_rate_factor != 1.0:
-            from llm_recipes.callbacks import rescale_learning_rate
+            from llm_recipes.training import rescale_learning_rate
 
             rescale_learning_rate(self.optimizer, self.scheduler, self.learning_rate_factor)
         self.kl_controller.load_state_dict(state["kl_controller"])
