@@ -47,7 +47,7 @@ STAGES: dict[str, str] = {
     "distill": "distill.py",
     "quantize": "quantize.py",
     "prune": "prune.py",
-    "evaluate": "evaluate.py",
+    "evaluate": "evaluate_models.py",
     "export": "export.py",
 }
 

@@ -16,8 +16,6 @@ With a `search:` section it runs an Optuna hyperparameter search instead and wri
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,11 +29,6 @@ from trl import ModelConfig
 from llm_recipes.configs import FinetuneTaskArguments, given_values, parse_config, run_recipe
 from llm_recipes.outputs import stage_main
 from llm_recipes.tasks import CLASSIFICATION, TOKEN_CLASSIFICATION
-
-# `python recipes/finetune_task.py` puts this folder first on sys.path, where recipes/evaluate.py would shadow the
-# `evaluate` library our metric modules load; the recipes never import each other, so the folder is dropped.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != _HERE]
 
 STAGE = "finetune-task"
 

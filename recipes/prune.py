@@ -18,9 +18,7 @@ make a small protocol of eval_dataset_path).
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,11 +40,6 @@ from llm_recipes.configs import (
 from llm_recipes.configs.code import imports_code
 from llm_recipes.errors import UserError
 from llm_recipes.outputs import stage_main
-
-# `python recipes/prune.py` puts this folder first on sys.path, where recipes/evaluate.py would shadow the
-# `evaluate` library the accuracy metric loads; the recipes never import each other, so the folder is dropped.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != _HERE]
 
 COMPRESSION_REPORT = "compression_report.json"
 # the pruned model before recovery, inside output_dir while the recovery fine-tune reads it

@@ -14,9 +14,7 @@ before saving. See llm_recipes/quantization.py for which backend runs where.
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,11 +30,6 @@ from llm_recipes.configs import (
 )
 from llm_recipes.errors import UserError
 from llm_recipes.outputs import stage_main
-
-# `python recipes/quantize.py` puts this folder first on sys.path, where recipes/evaluate.py would shadow the
-# `evaluate` library the accuracy metric loads; the recipes never import each other, so the folder is dropped.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != _HERE]
 
 COMPRESSION_REPORT = "compression_report.json"
 # what to do instead of merging into quantized weights, in this stage's terms

@@ -403,7 +403,7 @@ def test_recipe_prints_config_errors_as_one_line(tmp_path):
     completed = subprocess.run(
         [
             sys.executable,
-            str(PROJECT / "recipes" / "evaluate.py"),
+            str(PROJECT / "recipes" / "evaluate_models.py"),
             "--model_name_or_path",
             str(folder),
             "--dataset_path",

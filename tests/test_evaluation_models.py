@@ -417,7 +417,7 @@ def test_stage_compares_models_end_to_end(
             **lm_eval_config,
         },
     )
-    spec = importlib.util.spec_from_file_location("evaluate_recipe", PROJECT / "recipes" / "evaluate.py")
+    spec = importlib.util.spec_from_file_location("evaluate_recipe", PROJECT / "recipes" / "evaluate_models.py")
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
     metrics = recipe.main(*recipe.parse_args(["--config", str(config)]))

@@ -1,4 +1,4 @@
-"""The evaluation stage's steps, shared by `recipes/evaluate.py` and Python users: check the arguments, load the
+"""The evaluation stage's steps, shared by `recipes/evaluate_models.py` and Python users: check the arguments, load the
 data once, evaluate each model on it, and compare them. With `protocol`, every model is measured on the evaluation
 protocol (`llm_recipes.evaluation.protocol`), the measures the compression stages and the pipeline table use too;
 the other fields add metrics beside them.

@@ -1,7 +1,7 @@
 """Evaluate a model, or compare several stages' models on the same data, and write a report.
 
     llm-recipes evaluate --config configs/demo/evaluate.yaml
-    python recipes/evaluate.py --config configs/demo/evaluate.yaml --models outputs/base outputs/sft
+    python recipes/evaluate_models.py --config configs/demo/evaluate.yaml --models outputs/base outputs/sft
 
 Any folder a stage wrote works: base, SFT, RL, distilled, quantized, pruned, a PEFT adapter, a classifier.
 With `protocol` (configs/demo/protocol.yaml), every model is measured on the evaluation protocol: held-out corpus
@@ -16,18 +16,10 @@ and plots/ to output_dir, and prints the table.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Sequence
 
 from llm_recipes.configs import EvaluateArguments, is_first_process, parse_config, run_recipe
 from llm_recipes.outputs import stage_main
-
-# This script shares its name with the `evaluate` library, and `python recipes/evaluate.py` (accelerate launch too)
-# puts the script's folder first on sys.path, so `import evaluate` in the metric modules would find this file.
-# The recipes never import each other, so the folder is dropped.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != _HERE]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[EvaluateArguments]:
