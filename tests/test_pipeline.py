@@ -350,3 +350,17 @@ def test_demo_pipeline_end_to_end_then_nothing_left_to_do(tmp_path):
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done earlier (complete, config and inputs unchanged); skipping") == 11
+
+
+def test_editing_a_file_a_stage_names_makes_it_run_again(tmp_path):
+    """A protocol or data file named by path: its content, not just its name, is part of what the stage ran with."""
+    from llm_recipes.pipeline.plan import StagePlan
+    from llm_recipes.pipeline.state import fingerprint
+
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text("corpus: {path: a}\n")
+    step = StagePlan(stage="evaluate", slot="evaluate", action="run", config={"protocol": str(protocol)})
+    before = fingerprint(step, {})
+    assert fingerprint(step, {}) == before
+    protocol.write_text("corpus: {path: b, split: test}\n")
+    assert fingerprint(step, {}) != before

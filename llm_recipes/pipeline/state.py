@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_recipes.manifest import read_manifest, write_json_atomically
+from llm_recipes.manifest import input_marks, read_manifest, write_json_atomically
 from llm_recipes.pipeline.plan import StagePlan
 
 STATE_FILE = "state.json"
@@ -44,7 +44,16 @@ def output_mark(step: StagePlan, fingerprints: dict[str, str]) -> str:
 
 
 def fingerprint(step: StagePlan, upstream_marks: dict[str, str]) -> str:
-    payload = {"stage": step.stage, "config": step.config, "launch": step.launch_args, "inputs": upstream_marks}
+    """Changes with the stage's config and launch, the outputs it reads, and the files it names (a data file, an
+    evaluation protocol): editing any of them makes the stage run again."""
+    files = {path: mark for path, mark in input_marks(step.config).items() if os.path.isfile(os.path.expanduser(path))}
+    payload = {
+        "stage": step.stage,
+        "config": step.config,
+        "launch": step.launch_args,
+        "inputs": upstream_marks,
+        "files": files,
+    }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
