@@ -20,7 +20,9 @@ from llm_recipes.data.synthetic import synthetic_preferences, synthetic_prompts,
 from llm_recipes.errors import UserError
 from llm_recipes.manifest import read_manifest
 
-SYNTHETIC_REWARD = "llm_recipes.data.synthetic:synthetic_reward"
+# the colour half of the task: a random policy names the asked animal too rarely to learn the full reward in a
+# few steps (the demo's SFT policy does)
+SYNTHETIC_REWARD = "llm_recipes.data.synthetic:colour_only_reward"
 
 
 def load_stage(stage: str):
@@ -45,7 +47,7 @@ def colour_model_dir(tmp_path_factory) -> Path:
     from llm_recipes.tokenizer import train_bpe_tokenizer
 
     folder = tmp_path_factory.mktemp("colour-base")
-    tokenizer = train_bpe_tokenizer(synthetic_texts(400), vocab_size=400)
+    tokenizer = train_bpe_tokenizer(synthetic_texts(400), vocab_size=500)
     torch.manual_seed(0)
     init_decoder("llama-tiny", tokenizer).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -95,7 +97,7 @@ INTERRUPTING_REWARD = """
 import os
 import signal
 
-from llm_recipes.data.synthetic import synthetic_reward
+from llm_recipes.data.synthetic import colour_only_reward
 
 calls = 0
 
@@ -107,7 +109,7 @@ def reward(prompts, completions, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     if calls == int(os.environ.get("STOP_AT_REWARD_CALL", "0")):
         raise SystemExit(f"stopped at reward call {calls}")
-    return synthetic_reward(prompts, completions)
+    return colour_only_reward(prompts, completions)
 """
 
 
@@ -287,6 +289,7 @@ def test_a_kl_blow_up_stops_the_run_and_names_the_last_good_checkpoint(tmp_path,
         lr_scheduler_type="constant",
         warmup_steps=2,
         kl_stop=1e-3,
+        kl_estimator="k3",  # never negative: k1's sample mean can be below zero however far the policy moved
         save_steps=1,
     )
     with pytest.raises(UserError) as error:
@@ -306,12 +309,12 @@ def test_a_kl_blow_up_stops_the_run_and_names_the_last_good_checkpoint(tmp_path,
 def test_a_nan_reward_stops_the_run(tmp_path, colour_model_dir, prompt_files):
     reward_file = tmp_path / "flaky_reward.py"
     reward_file.write_text(
-        "from llm_recipes.data.synthetic import synthetic_reward\n"
+        "from llm_recipes.data.synthetic import colour_only_reward\n"
         "calls = 0\n\n\n"
         "def reward(prompts, completions, **kwargs):\n"
         "    global calls\n"
         "    calls += 1\n"
-        "    return synthetic_reward(prompts, completions) if calls <= 2 else [float('nan')] * len(completions)\n"
+        "    return colour_only_reward(prompts, completions) if calls <= 2 else [float('nan')] * len(completions)\n"
     )
     out = tmp_path / "ppo"
     config = ppo_config(
@@ -378,7 +381,9 @@ def reward_model_dir(tmp_path_factory, colour_model_dir) -> Path:
     """A reward model trained by the reward stage on the colour preferences (pairwise accuracy ~1)."""
     folder = tmp_path_factory.mktemp("colour-rm")
     pairs = folder / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps(row) + "\n" for row in synthetic_preferences(600, seed=0)))
+    pairs.write_text(
+        "".join(json.dumps(row) + "\n" for row in synthetic_preferences(600, seed=0, wrong_animal_share=0.0))
+    )
     reward = load_stage("reward")
     config = {
         "model_name_or_path": str(colour_model_dir),

@@ -1,4 +1,5 @@
-"""Preference data in every shape -> prompt/chosen/rejected; RL prompts from any format; the synthetic task."""
+"""Preference data in every shape -> prompt/chosen/rejected; RL prompts from any format (the synthetic task:
+test_synthetic.py)."""
 
 from __future__ import annotations
 
@@ -250,58 +251,6 @@ def test_rl_prompts_from_every_kind_of_data():
 
     with pytest.raises(DatasetFormatError, match="RL needs prompts"):
         to_prompt_column(Dataset.from_list([{"text": "just text"}]))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The synthetic task
-
-
-def test_synthetic_task_has_a_known_right_answer(tmp_path):
-    from llm_recipes.data.synthetic import (
-        COLORS,
-        has_color,
-        synthetic_preferences,
-        synthetic_prompts,
-        synthetic_reward,
-        synthetic_sft_rows,
-        write_synthetic_demo_data,
-    )
-
-    pairs = synthetic_preferences(200)
-    assert pairs == synthetic_preferences(200)  # deterministic
-    assert all(has_color(row["chosen"]) and not has_color(row["rejected"]) for row in pairs)
-    prompts = [row["prompt"] for row in pairs]
-    assert synthetic_reward(prompts, [row["chosen"] for row in pairs]) == [1.0] * 200
-    assert synthetic_reward(prompts, [row["rejected"] for row in pairs]) == [0.0] * 200
-    # both kinds of bad answer occur: another adjective, and none
-    assert any(" is " in row["rejected"] for row in pairs) and any(" is " not in row["rejected"] for row in pairs)
-    # conversational completions (lists of assistant messages) are scored by their text
-    assert synthetic_reward(["p", "p"], [[assistant("A RED fox.")], [assistant("A calm fox.")]]) == [1.0, 0.0]
-    assert {c for c in COLORS if has_color(f"it is {c}")} == set(COLORS)
-
-    sft = synthetic_sft_rows(100)
-    good = sum(synthetic_reward(None, [row["completion"] for row in sft]))
-    assert good == 50  # the SFT policy starts at half the maximum reward
-    assert len(set(synthetic_prompts(50))) > 10
-
-    from llm_recipes.data.formats import to_standard_columns
-
-    for conversational in (False, True):
-        folder = tmp_path / str(conversational)
-        written = write_synthetic_demo_data(folder, conversational=conversational)
-        assert sorted(p.name for p in written) == ["colour_sft.jsonl", "preferences.jsonl", "rl_prompts.jsonl"]
-        converted, report = to_preference_columns(Dataset.from_json(str(folder / "preferences.jsonl")))
-        assert report.source_format == "prompt_chosen_rejected" and report.rows_out == 600
-        prompts, _ = to_prompt_column(Dataset.from_json(str(folder / "rl_prompts.jsonl")))
-        sft, sft_report = to_standard_columns(Dataset.from_json(str(folder / "colour_sft.jsonl")))
-        assert len(prompts) == 128 and len(sft) == 400
-        if conversational:
-            assert converted[0]["chosen"] == [assistant(pairs[0]["chosen"].strip())]
-            assert prompts[0]["prompt"] == [user(synthetic_prompts(1, seed=1)[0])]
-            assert sft_report.source_format == "messages"  # mixes with the demo's other chat data
-        else:
-            assert converted[0] == pairs[0] and isinstance(prompts[0]["prompt"], str)
-            assert sft_report.source_format == "prompt_completion"
 
 
 # ---------------------------------------------------------------------------------------------------------------

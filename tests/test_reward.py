@@ -143,9 +143,12 @@ def synthetic_data(tmp_path_factory):
     from llm_recipes.data.synthetic import synthetic_preferences, write_synthetic_base_model, write_synthetic_demo_data
 
     folder = tmp_path_factory.mktemp("synthetic")
-    write_synthetic_demo_data(folder / "data", conversational=False)
+    # the colour alone tells chosen from rejected: a model trained from scratch for seconds cannot also compare the
+    # answer's animal with the question's (the demo's pretrained one learns both)
+    write_synthetic_demo_data(folder / "data", conversational=False, wrong_animal_share=0.0)
     heldout = folder / "data" / "heldout.jsonl"  # other seed: pairs the reward model never saw
-    heldout.write_text("".join(json.dumps(row) + "\n" for row in synthetic_preferences(200, seed=10)))
+    pairs = synthetic_preferences(200, seed=10, wrong_animal_share=0.0)
+    heldout.write_text("".join(json.dumps(row) + "\n" for row in pairs))
     write_synthetic_base_model(folder / "base")
     return folder
 

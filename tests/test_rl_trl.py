@@ -246,7 +246,7 @@ def test_dpo_on_the_synthetic_preferences(task, sft_policy, tmp_path):
         *TRAINING,
     ]
     summary = DPO.main(*DPO.parse_args(args))
-    assert summary["optimizer steps"] == 20 and summary["training pairs"] == 600 - 64
+    assert summary["optimizer steps"] == 20 and summary["training pairs"] == 1200 - 64
     _loads_as_policy(output)
     before, after = true_reward(sft_policy), true_reward(output)
     print(
