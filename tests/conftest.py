@@ -18,7 +18,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT.parent / "shared" / "data"
-DEMO_DATA = PROJECT / "configs" / "demo" / "data"
+DEMO_CONFIGS = PROJECT / "configs" / "demo"
+DEMO_DATA = DEMO_CONFIGS / "data"
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +72,18 @@ def chat_model_dir(tmp_path_factory) -> Path:
     init_decoder("llama-tiny", tokenizer).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def relocated_demo_pipeline(tmp_path: Path) -> dict:
+    """The demo pipeline config with every outputs/demo path moved under tmp_path/out -- its evaluation protocol
+    file's too (a copy in tmp_path), so a test's pipeline makes and reads only its own folders."""
+    import yaml
+
+    out = str(tmp_path / "out")
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text((DEMO_CONFIGS / "protocol.yaml").read_text(encoding="utf-8").replace("outputs/demo", out))
+    text = (DEMO_CONFIGS / "pipeline.yaml").read_text(encoding="utf-8").replace("outputs/demo", out)
+    return yaml.safe_load(text.replace("configs/demo/protocol.yaml", str(protocol)))
 
 
 def write_yaml(path: Path, config: dict) -> Path:

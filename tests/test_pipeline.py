@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import PROJECT
+from conftest import PROJECT, relocated_demo_pipeline
 
 from llm_recipes.cli import load_recipe
 from llm_recipes.configs import ConfigError
@@ -24,8 +24,7 @@ pipeline_recipe = load_recipe("pipeline")
 
 def demo_config(tmp_path, **settings) -> dict:
     """The demo pipeline writing under tmp_path (every outputs/demo path moved there)."""
-    text = DEMO_PIPELINE.read_text(encoding="utf-8").replace("outputs/demo", str(tmp_path / "out"))
-    config = yaml.safe_load(text)
+    config = relocated_demo_pipeline(tmp_path)
     config["pipeline"].update(settings)
     return config
 

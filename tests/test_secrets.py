@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DEMO_DATA, PROJECT, write_yaml
+from conftest import DEMO_DATA, PROJECT, relocated_demo_pipeline, write_yaml
 
 from llm_recipes.cli import load_recipe
 from llm_recipes.manifest import config_as_dict, read_manifest
@@ -166,8 +166,7 @@ def test_sft_from_the_console_script_with_a_token_on_the_command_line_writes_it_
 
 def small_pipeline(tmp_path: Path, **pretrain) -> dict:
     """clean-corpus -> train-tokenizer -> pretrain, under tmp_path."""
-    text = (PROJECT / "configs" / "demo" / "pipeline.yaml").read_text(encoding="utf-8")
-    config = yaml.safe_load(text.replace("outputs/demo", str(tmp_path / "out")))
+    config = relocated_demo_pipeline(tmp_path)
     config = {
         name: section
         for name, section in config.items()
@@ -206,8 +205,7 @@ def test_a_pipeline_with_a_token_in_a_section_writes_it_nowhere_and_pushes_with_
 
 
 def test_a_pipeline_dry_run_writes_the_token_nowhere_and_leaves_no_folder_behind(tmp_path):
-    text = (PROJECT / "configs" / "demo" / "pipeline.yaml").read_text(encoding="utf-8")
-    config = yaml.safe_load(text.replace("outputs/demo", str(tmp_path / "out")))
+    config = relocated_demo_pipeline(tmp_path)
     config["sft"]["hub_token"] = FAKE_TOKEN
     config["export"]["env"] = {"HF_TOKEN": FAKE_TOKEN}
     path = tmp_path / "pipeline.yaml"
