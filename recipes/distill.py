@@ -42,6 +42,8 @@ from llm_recipes.outputs import stage_main
 # Our defaults where transformers' differ: no tracker unless asked, frequent logs, two checkpoints kept.
 DISTILL_DEFAULTS = dict(report_to="none", logging_steps=10, save_total_limit=2)
 COMPRESSION_REPORT = "compression_report.json"
+# compare_labels_only: the same student trained without the teacher, inside output_dir
+LABELS_ONLY = "labels-only"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[DistillArguments, TrainingArguments]:
@@ -59,6 +61,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[DistillArguments, Tra
     check_eval_data(script_args, training_args)
     if script_args.method == "gkd":
         load_gkd()  # a TRL without it fails now, in one line
+    if script_args.compare_labels_only:
+        _check_labels_only(script_args)
 
     # cheap model-level checks: tokenizers and configs, no weights (unless an earlier pipeline stage makes them, or
     # reading them would run a model folder's code in a dry run)
@@ -91,6 +95,17 @@ def _check_report_fields(script_args: DistillArguments) -> None:
         raise UserError("report_max_new_tokens: replaced by protocol (its max_new_tokens)")
     if script_args.protocol:
         check_protocol_paths(read_protocol(script_args.protocol))
+
+
+def _check_labels_only(script_args: DistillArguments) -> None:
+    if script_args.method != "logits":
+        raise UserError("compare_labels_only: the baseline is trained by the logits method's trainer (method: logits)")
+    if not script_args.protocol or not script_args.compare_with_teacher:
+        raise UserError(
+            "compare_labels_only: set protocol (and compare_with_teacher), the measures both students share"
+        )
+    if script_args.alpha == 0:
+        raise UserError("compare_labels_only: alpha is 0, so this student is already trained on the labels alone")
 
 
 def _check_student_source(script_args: DistillArguments) -> None:
@@ -334,15 +349,58 @@ def main(script_args: DistillArguments, training_args: TrainingArguments) -> dic
                     "student perplexity (labelled tokens)": eval_metrics.get("eval_perplexity"),
                 }
             write_json_atomically(Path(training_args.output_dir) / COMPRESSION_REPORT, report)
-        measures = {"protocol measures": comparison_summary(comparison)} if reporting else {}
+        between = None
+        if reporting and script_args.compare_labels_only:
+            report["labels_only"], report["labels_only_training"] = train_labels_only(script_args, training_args)
+            between = ("labels only, same budget", report["labels_only"])
+            write_json_atomically(Path(training_args.output_dir) / COMPRESSION_REPORT, report)
+        measures = {"protocol measures": comparison_summary(comparison, between)} if reporting else {}
         run.write(configs, {**summary, **measures})
         print(format_summary(f"distillation finished: {training_args.output_dir}", summary))
         if reporting:
-            print(format_comparison(comparison, "student (compressed) vs teacher (source)"))
+            print(format_comparison(comparison, "student (compressed) vs teacher (source)", between=between))
     if push and trainer.accelerator.is_main_process:
         push_trained_output(training_args, "distill")
     trainer.accelerator.wait_for_everyone()
     return summary
+
+
+def train_labels_only(script_args: DistillArguments, training_args: TrainingArguments) -> tuple[dict, dict]:
+    """The baseline at equal budget: the same student from the same start, data, steps, rate and seed, trained on the
+    labels alone (alpha 0; the teacher never runs), saved in output_dir/labels-only and measured on the protocol.
+    Returns (its protocol measures, its training figures). Runs on the main process (the report's)."""
+    import copy
+    import dataclasses
+
+    from transformers import AutoModelForCausalLM
+
+    from llm_recipes.evaluation.protocol import Protocol, read_protocol
+    from llm_recipes.training import last_logged
+
+    folder = Path(training_args.output_dir) / LABELS_ONLY
+    baseline_args = dataclasses.replace(script_args, alpha=0.0, compare_labels_only=False)
+    baseline_training = copy.deepcopy(training_args)
+    baseline_training.output_dir, baseline_training.save_strategy = str(folder), "no"
+    trainer, teacher, _ = build_trainer(baseline_args, baseline_training)
+    del teacher
+    result = trainer.train()
+    trainer.save_model(str(folder))
+    trainer.processing_class.save_pretrained(folder)
+    student = trainer.accelerator.unwrap_model(trainer.model)
+    student.generation_config.save_pretrained(folder)
+    training = {
+        "loss": "CE only (alpha 0), same student start, data, steps, rate and seed",
+        "optimizer steps": trainer.state.global_step,
+        "final train loss": last_logged(trainer.state.log_history, "loss"),
+        "mean train loss": result.training_loss,
+    }
+    protocol = Protocol(read_protocol(script_args.protocol)).load()
+    model = AutoModelForCausalLM.from_pretrained(folder).to(protocol.device()).eval()
+    try:
+        measured = protocol.measure(model, trainer.processing_class, model_dir=folder, name=str(folder)).as_dict()
+    finally:
+        protocol.close()
+    return measured, training
 
 
 def _summary(script_args, trainer, facts, train_result, eval_metrics, run) -> dict:

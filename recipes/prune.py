@@ -79,6 +79,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PruneArguments, Train
     ):
         if path:
             check_dataset_path(path, what)
+    for spec in recovery_specs(script_args):
+        check_dataset_path(spec.path, "recovery dataset")
     if script_args.method == "structured":
         if source is not None:
             _check_structured(script_args, source)
@@ -92,6 +94,20 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PruneArguments, Train
     if training_args.eval_strategy != "no":
         raise UserError("eval_strategy: the recovery fine-tune is evaluated by the report (its protocol)")
     return script_args, training_args
+
+
+def recovery_specs(script_args: PruneArguments) -> list:
+    """The recovery_datasets mixture, checked as SFT checks its `datasets` (none without one)."""
+    from llm_recipes.configs import SFTScriptArguments, dataset_specs
+
+    if not script_args.recovery_datasets:
+        return []
+    if script_args.recovery_dataset_path:
+        raise UserError("set recovery_dataset_path (text) or recovery_datasets (chats), not both")
+    try:
+        return dataset_specs(SFTScriptArguments(datasets=script_args.recovery_datasets))
+    except UserError as error:
+        raise UserError(f"recovery_{error}") from None
 
 
 def _check_source(script_args: PruneArguments, source) -> None:
@@ -175,7 +191,7 @@ def main(script_args: PruneArguments, training_args: TrainingArguments) -> dict:
     # The source is measured first: unstructured pruning changes the model in place
     source_measure = measure(model, source_dir or script_args.model_name_or_path, script_args.model_name_or_path)
     pruned = prune(script_args, model, calibration)
-    recovering = bool(script_args.recovery_dataset_path)
+    recovering = bool(script_args.recovery_dataset_path or script_args.recovery_datasets)
     pruned_dir = output / UNRECOVERED if recovering else output
     if state.is_main_process:
         save_model_folder(pruned, tokenizer, pruned_dir, parse_shard_size("5GB"))
@@ -185,7 +201,9 @@ def main(script_args: PruneArguments, training_args: TrainingArguments) -> dict:
     final, recovery = pruned, None
     if recovering:
         final, recovery = recover(script_args, training_args, pruned_dir, run)
-        run.inputs["recovery dataset"] = script_args.recovery_dataset_path
+        run.inputs["recovery dataset"] = script_args.recovery_dataset_path or [
+            spec.path for spec in recovery_specs(script_args)
+        ]
     if not state.is_main_process:
         return {}
     final_measure = measure(final, output, str(output)) if recovering else None
@@ -277,12 +295,15 @@ def recover(
     script_args: PruneArguments, training_args: TrainingArguments, pruned_dir: Path, run: Any
 ) -> tuple[Any, dict]:
     """Fine-tune the saved pruned model with the pretrain stage's trainer (packed text blocks, NaN guard, resume
-    from checkpoints in output_dir); pruned weights are kept at zero. Saves into output_dir."""
+    from checkpoints in output_dir), or with SFT's on recovery_datasets; pruned weights are kept at zero. Saves into
+    output_dir."""
     from llm_recipes.cli import load_recipe
     from llm_recipes.configs import PretrainScriptArguments
     from llm_recipes.pruning import MaskKeeper
     from llm_recipes.training import last_logged, resume_point
 
+    if script_args.recovery_datasets:
+        return _recover_on_chats(script_args, training_args, pruned_dir, run)
     pretrain = load_recipe("pretrain")
     pretrain_args = PretrainScriptArguments(
         dataset_path=script_args.recovery_dataset_path,
@@ -306,6 +327,48 @@ def recover(
         "optimizer steps": trainer.state.global_step,
         "training blocks": len(blocks.train),
         "block size": blocks.block_size,
+        "final train loss": last_logged(trainer.state.log_history, "loss"),
+        "mean train loss": result.training_loss,
+    }
+    return trainer.accelerator.unwrap_model(trainer.model), recovery
+
+
+def _recover_on_chats(
+    script_args: PruneArguments, training_args: TrainingArguments, pruned_dir: Path, run: Any
+) -> tuple[Any, dict]:
+    """The recovery fine-tune as SFT: the chat template, loss on the assistant turns, so the pruned chat model keeps
+    ending its answers (plain-text recovery taught it to run on)."""
+    import dataclasses
+
+    from trl import ModelConfig, SFTConfig
+
+    from llm_recipes.cli import load_recipe
+    from llm_recipes.configs import SFTScriptArguments
+    from llm_recipes.pruning import MaskKeeper
+    from llm_recipes.training import last_logged, resume_point
+
+    sft = load_recipe("sft")
+    values = {f.name: getattr(training_args, f.name) for f in dataclasses.fields(TrainingArguments) if f.init}
+    sft_config = SFTConfig(
+        **values,
+        assistant_only_loss=True,
+        max_length=script_args.recovery_block_size,
+        trust_remote_code=script_args.trust_remote_code,
+    )
+    sft_args = SFTScriptArguments(
+        datasets=script_args.recovery_datasets, max_train_samples=script_args.max_recovery_samples
+    )
+    model_args = ModelConfig(model_name_or_path=str(pruned_dir))
+    trainer, data = sft.build_trainer(sft_args, sft_config, model_args)
+    if script_args.method != "structured":
+        trainer.add_callback(MaskKeeper())
+    result = trainer.train(resume_from_checkpoint=resume_point(trainer, run))
+    trainer.save_model(training_args.output_dir)
+    trainer.save_state()
+    recovery = {
+        "optimizer steps": trainer.state.global_step,
+        "training rows": len(data.train),
+        "data": "chats (SFT: chat template, loss on assistant turns)",
         "final train loss": last_logged(trainer.state.log_history, "loss"),
         "mean train loss": result.training_loss,
     }

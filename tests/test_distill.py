@@ -477,6 +477,63 @@ def test_chat_distillation_into_a_preset_student_compared_on_a_protocol(tmp_path
 
 
 @pytest.mark.slow
+def test_labels_only_baseline_gets_the_same_budget(tmp_path, chat_model_dir):
+    """compare_labels_only: the same student trained without the teacher (same start, data, steps, rate, seed) is
+    measured on the protocol beside the distilled one, in the report and the printed table."""
+    import subprocess
+
+    out = tmp_path / "student"
+    protocol = {
+        "corpus": {"path": TEXT_DATA, "split": "train", "max_texts": 4},
+        "tasks": [{"name": "arithmetic", "kind": "exact_match", "path": CHAT_DATA, "max_rows": 4}],
+        "latency": {"max_new_tokens": 4, "repeats": 1},
+        "max_new_tokens": 4,
+        "device": "cpu",
+    }
+    config = distill_config(
+        chat_model_dir,
+        out,
+        CHAT_DATA,
+        student_preset="llama-tiny",
+        student_config_overrides={"hidden_size": 32},
+        protocol=str(write_yaml(tmp_path / "protocol.yaml", protocol)),
+        compare_labels_only=True,
+        max_steps=6,
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "llm_recipes.cli",
+        "distill",
+        "--config",
+        str(write_yaml(tmp_path / "d.yaml", config)),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "compression_report.json").read_text())
+    baseline, distilled = report["labels_only"], report["comparison"]["compressed"]
+    assert list(baseline["measures"]) == list(distilled["measures"]) == report["comparison"]["protocol"]["measures"]
+    assert math.isfinite(baseline["measures"]["corpus_perplexity"])
+    assert baseline["measures"]["parameters"] == distilled["measures"]["parameters"]  # the same student
+    manifest = json.loads((out / "llm_recipes_manifest.json").read_text())
+    assert report["labels_only_training"]["optimizer steps"] == manifest["metrics"]["optimizer steps"] == 6
+    assert report["labels_only_training"]["loss"].startswith("CE only (alpha 0)")
+    assert manifest["metrics"]["protocol measures"]["models"] == "source -> labels only, same budget -> compressed"
+    assert "labels only, same budget" in result.stdout
+    # trained apart from the distilled student, from the same start
+    baseline_model = AutoModelForCausalLM.from_pretrained(out / DISTILL.LABELS_ONLY)
+    distilled_model = AutoModelForCausalLM.from_pretrained(out)
+    assert not torch.equal(baseline_model.lm_head.weight, distilled_model.lm_head.weight)
+
+    def fails(match: str, **overrides):
+        with pytest.raises(UserError, match=match):
+            parse_distill(tmp_path, {**config, **overrides})
+
+    fails("compare_labels_only: set protocol", protocol=None)
+    fails("compare_labels_only: alpha is 0", alpha=0.0)
+
+
+@pytest.mark.slow
 def test_gkd_method_trains_on_cpu(tmp_path, chat_model_dir):
     try:
         load_gkd()

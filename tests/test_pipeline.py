@@ -138,8 +138,8 @@ def test_dry_run_checks_everything_prints_the_plan_and_writes_nothing(tmp_path, 
     ]  # fmt: skip
     assert rows["prune"][2] == "skip" and rows["sft"][2] == "run"
     assert "model_name_or_path <- sft, reward_model_path <- reward" in printed
-    # the tiny preset with the 2,000-entry vocabulary the tokenizer stage is asked for: 220.5K parameters
-    assert rows["pretrain"][-4:-2] == ["220.5K", "220.5K"] and rows["pretrain"][-1] == "MiB"
+    # the llama-demo preset (2 layers, tied embeddings) with the 2,000-entry vocabulary the tokenizer stage is asked for
+    assert rows["pretrain"][-4:-2] == ["625.3K", "625.3K"] and rows["pretrain"][-1] == "MiB"
     assert "every stage config checked" in printed
 
 
@@ -326,7 +326,7 @@ def test_demo_pipeline_end_to_end_then_nothing_left_to_do(tmp_path):
     assert "loss on its eval blocks" in rows["pretrain"] and "score on its eval prompts" in rows["ppo"]
     assert "method bitsandbytes int8" in rows["quantize"]
     # then every model on the one protocol: a row each, a compression row followed by its source
-    models = table.split("every model on the protocol configs/demo/protocol.yaml:")[1].strip().split("\n\n")[0]
+    models = table.split("every model on the protocol ")[1].split(":", 1)[1].strip().split("\n\n")[0]
     labels = [line.strip().split("  ")[0] for line in models.splitlines()[2:]]
     assert labels[:6] == ["pretrain", "sft", "ppo", "distill", "its source, ppo", "quantize"]
     assert labels[-3:] == ["prune", "before recovery", "its source, ppo"]

@@ -284,6 +284,63 @@ def test_wanda_stage_with_recovery_keeps_the_sparsity(tmp_path, base_model_dir):
     assert not (out / PRUNE.UNRECOVERED).exists()
 
 
+@pytest.mark.slow
+def test_recovery_on_chats_keeps_the_chat_format(tmp_path, chat_model_dir):
+    """recovery_datasets fine-tunes as SFT does (chat template, loss on the answers): the pruned chat model answers
+    and ends its turn, where recovery on flattened text taught the demo model to run on past its answer."""
+    import subprocess
+    import sys
+
+    chats = tmp_path / "chats.jsonl"
+
+    def chat(n: int) -> dict:
+        return {
+            "messages": [{"role": "user", "content": f"Is {n} a number?"}, {"role": "assistant", "content": "Yes."}]
+        }
+
+    chats.write_text("".join(json.dumps(chat(n)) + "\n" for n in range(64)))
+    out = tmp_path / "pruned"
+    config = dict(
+        model_name_or_path=str(chat_model_dir),
+        output_dir=str(out),
+        method="magnitude",
+        sparsity=0.5,
+        recovery_datasets=[{"path": str(chats), "weight": 2.0}],
+        max_steps=30,
+        per_device_train_batch_size=8,
+        learning_rate=1e-2,
+        save_strategy="no",
+        use_cpu=True,
+        **FAST_REPORT,
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llm_recipes.cli",
+            "prune",
+            "--config",
+            str(write_yaml(tmp_path / "prune.yaml", config)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "compression_report.json").read_text())
+    assert report["recovery"]["optimizer steps"] == 30 and report["recovery"]["training rows"] == 128
+    assert report["recovery"]["data"].startswith("chats")
+    assert all(row.sparsity == 0.5 for row in pruning.layer_sparsity(AutoModelForCausalLM.from_pretrained(out)))
+    assert read_manifest(out)["inputs"]["recovery dataset"] == [str(chats)]
+
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+    turn = [{"role": "user", "content": "Is 99 a number?"}]
+    prompt = tokenizer.apply_chat_template(turn, add_generation_prompt=True, return_dict=True)["input_ids"]
+    output = model.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False)[0, len(prompt) :].tolist()
+    assert tokenizer.decode(output, skip_special_tokens=True).strip() == "Yes."
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in output  # it ends its turn
+
+
 def test_config_mistakes_fail_before_loading(tmp_path, base_model_dir):
     base = dict(model_name_or_path=str(base_model_dir), output_dir=str(tmp_path / "o"))
     with pytest.raises(UserError, match="method wanda .* set calibration_dataset_path"):
@@ -296,6 +353,13 @@ def test_config_mistakes_fail_before_loading(tmp_path, base_model_dir):
         parse_prune(tmp_path, **base, method="magnitude", sparsity=1.0)
     with pytest.raises(UserError, match="sparsity_pattern: '3:2'"):
         parse_prune(tmp_path, **base, method="magnitude", sparsity_pattern="3:2")
+    chats = [{"path": str(DEMO_DATA / "colour_sft.jsonl")}]
+    with pytest.raises(UserError, match=r"recovery_dataset_path \(text\) or recovery_datasets \(chats\), not both"):
+        parse_prune(tmp_path, **base, method="magnitude", recovery_dataset_path=CORPUS, recovery_datasets=chats)
+    with pytest.raises(UserError, match=r"recovery_datasets\[0\]: unknown key 'wieght'.*weight"):
+        parse_prune(tmp_path, **base, method="magnitude", recovery_datasets=[{"path": CORPUS, "wieght": 2}])
+    with pytest.raises(UserError, match="recovery dataset .*nowhere.jsonl"):
+        parse_prune(tmp_path, **base, method="magnitude", recovery_datasets=[{"path": "nowhere.jsonl"}])
 
 
 def test_quantized_sources_are_refused(tmp_path, base_model_dir):

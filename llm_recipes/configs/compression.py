@@ -118,6 +118,14 @@ class DistillArguments(DatasetArguments):
             "same measures and data as the evaluate stage and the pipeline table."
         },
     )
+    compare_labels_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Also train the same student on the labels alone (alpha 0: no teacher) with the same data, "
+            "steps, rate and seed, into output_dir/labels-only, and measure it on the protocol beside the distilled "
+            "one: what the teacher adds at equal budget (method logits; needs protocol)."
+        },
+    )
     report_eval_texts: int = field(
         default=64, metadata={"help": "Without a protocol: eval rows scored for the report's perplexity."}
     )
@@ -316,7 +324,18 @@ class PruneArguments(CompressionEvalArguments, ResumeOptions):
             "weights stay zero). Length and optimizer from the training fields (max_steps, learning_rate, ...)."
         },
     )
-    recovery_block_size: int = field(default=256, metadata={"help": "Tokens per recovery training block."})
+    recovery_datasets: list[dict[str, Any]] | None = field(
+        default=None,
+        metadata={
+            "help": "Recover on chats instead (YAML only): a mixture like SFT's `datasets` ({path, format, weight}), "
+            "trained as SFT trains (chat template, loss on the assistant turns), so a chat model keeps its format "
+            "and still ends its answers. Excludes recovery_dataset_path."
+        },
+    )
+    recovery_block_size: int = field(
+        default=256,
+        metadata={"help": "Tokens per recovery training block (text); with recovery_datasets, the longest row kept."},
+    )
     max_recovery_samples: int | None = field(
         default=None, metadata={"help": "Use at most this many recovery documents."}
     )

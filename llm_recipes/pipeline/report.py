@@ -177,6 +177,8 @@ def model_rows(results: list[StageResult]) -> tuple[dict[str, Any] | None, list[
             rows.append(ModelRow(result.stage, comparison["compressed"]))
             if "pruned_before_recovery" in report:
                 rows.append(ModelRow("  before recovery", report["pruned_before_recovery"]))
+            if "labels_only" in report:  # distill's baseline: the same student and budget without the teacher
+                rows.append(ModelRow("  labels only, same budget", report["labels_only"]))
             source = comparison["source"]
             name = labels.get(_same_path(source["model"]), Path(source["model"]).name) if source["model"] else "?"
             rows.append(ModelRow(f"  its source, {name}", source, is_source=True))
