@@ -79,10 +79,18 @@ def relocated_demo_pipeline(tmp_path: Path) -> dict:
     file's too (a copy in tmp_path), so a test's pipeline makes and reads only its own folders."""
     import yaml
 
+    from llm_recipes.pipeline.plan import expand_stage_file
+
     out = str(tmp_path / "out")
     protocol = tmp_path / "protocol.yaml"
     protocol.write_text((DEMO_CONFIGS / "protocol.yaml").read_text(encoding="utf-8").replace("outputs/demo", out))
-    text = (DEMO_CONFIGS / "pipeline.yaml").read_text(encoding="utf-8").replace("outputs/demo", out)
+    # the sections name the demo's stage files: read them in first, so their paths move too
+    demo = yaml.safe_load((DEMO_CONFIGS / "pipeline.yaml").read_text(encoding="utf-8"))
+    expanded = {
+        name: section if name == "pipeline" else expand_stage_file(name, section or {})
+        for name, section in demo.items()
+    }
+    text = yaml.safe_dump(expanded, sort_keys=False).replace("outputs/demo", out)
     return yaml.safe_load(text.replace("configs/demo/protocol.yaml", str(protocol)))
 
 

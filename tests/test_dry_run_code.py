@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DEMO_DATA, PROJECT
+from conftest import DEMO_DATA, PROJECT, relocated_demo_pipeline
 
 from llm_recipes.configs.code import check_code_exists, code_not_imported, imports_code
 from llm_recipes.errors import UserError
 
 CLI = [sys.executable, "-m", "llm_recipes.cli"]
-DEMO_PIPELINE = PROJECT / "configs" / "demo" / "pipeline.yaml"
 
 
 def marking_code(path: Path, marker: Path, body: str) -> Path:
@@ -36,7 +35,7 @@ def code_pipeline(tmp_path: Path, model_dir: Path) -> tuple[Path, Path, Path]:
     reward_marker, filter_marker = tmp_path / "reward-imported", tmp_path / "filter-imported"
     reward_file = marking_code(tmp_path / "rewards" / "my_reward.py", reward_marker, REWARD)
     marking_code(tmp_path / "importable" / "my_filters.py", filter_marker, KEEP)
-    demo = yaml.safe_load(DEMO_PIPELINE.read_text(encoding="utf-8").replace("outputs/demo", str(tmp_path / "out")))
+    demo = relocated_demo_pipeline(tmp_path)
     corpus = {
         **demo["clean-corpus"],
         "steps": [*demo["clean-corpus"]["steps"], {"callable": {"fn": "my_filters:keep"}}],

@@ -363,3 +363,44 @@ def test_editing_a_file_a_stage_names_makes_it_run_again(tmp_path):
     assert fingerprint(step, {}) == before
     protocol.write_text("corpus: {path: b, split: test}\n")
     assert fingerprint(step, {}) != before
+
+
+# --- one source per demo config ----------------------------------------------------------------------------------
+
+
+def test_each_demo_section_is_its_stage_file_and_runs_as_it_does_alone(monkeypatch):
+    """configs/demo/pipeline.yaml names each stage's file; the stage the pipeline runs is exactly the file's config
+    (its inputs are the folders the pipeline chains), so `llm-recipes <stage> --config` on the file runs the same."""
+    monkeypatch.chdir(PROJECT)
+    raw = yaml.safe_load(DEMO_PIPELINE.read_text(encoding="utf-8"))
+    settings, sections = read_pipeline_config(str(DEMO_PIPELINE))
+    for name, section in raw.items():
+        if name != "pipeline":
+            assert list(section) == ["config"], f"{name}: settings belong in {section.get('config')}"
+    for rl in ("ppo", "grpo", "rloo", "dpo"):  # the files downstream of RL name the PPO policy, the demo's choice
+        settings.rl_algorithm = rl
+        for step in build_plan(settings, sections):
+            if step.action != "run" or (rl != "ppo" and step.slot != "rl"):
+                continue
+            stage_file = PROJECT / raw[step.stage]["config"]
+            assert step.config == yaml.safe_load(stage_file.read_text(encoding="utf-8")), step.stage
+
+
+def test_a_section_overrides_its_stage_file_and_the_pipeline_chains_its_inputs(tmp_path):
+    stage_file = tmp_path / "sft.yaml"
+    stage_file.write_text("model_name_or_path: elsewhere/base\nlearning_rate: 1.0e-3\nnum_train_epochs: 2\n")
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        f"pipeline: {{output_root: {tmp_path / 'out'}}}\n"
+        f"pretrain: {{output_dir: {tmp_path / 'out' / 'pretrain'}}}\n"
+        f"sft: {{config: {stage_file}, learning_rate: 5.0e-4}}\n"
+    )
+    settings, sections = read_pipeline_config(str(config))
+    sft = {step.stage: step for step in build_plan(settings, sections)}["sft"]
+    assert sft.config["learning_rate"] == 5.0e-4 and sft.config["num_train_epochs"] == 2
+    assert sft.config["model_name_or_path"] == str(tmp_path / "out" / "pretrain")  # chained, not the file's
+    assert sft.chained == {"model_name_or_path": "pretrain"}
+
+    config.write_text(f"pipeline: {{}}\nsft: {{config: {tmp_path / 'missing.yaml'}}}\n")
+    with pytest.raises(ConfigError, match=r"sft\.config: config file not found"):
+        read_pipeline_config(str(config))

@@ -1,9 +1,11 @@
 """Reading a pipeline config and turning it into a plan: which stages run, on what, writing where.
 
 A pipeline config is one YAML file: a `pipeline:` section of settings, then one section per stage that is exactly
-that stage's own config (lift it out and `llm-recipes <stage> --config it.yaml` runs it alone). The plan fills
-the input fields a section leaves out from the outputs of the stages before it (`CHAINS`), so a pipeline config
-may name each folder once.
+that stage's own config (lift it out and `llm-recipes <stage> --config it.yaml` runs it alone), or names one with
+`config: <stage file>` (the file's settings; keys beside `config` override them), so a stage's settings have one
+source. The plan fills the input fields a section leaves out from the outputs of the stages before it (`CHAINS`), so
+a pipeline config may name each folder once; the chained fields a referenced stage file names (its own inputs, for
+running alone) are the pipeline's to fill, unless the section itself names them.
 """
 
 from __future__ import annotations
@@ -112,8 +114,27 @@ def read_pipeline_config(path: str) -> tuple[PipelineSettings, dict[str, dict[st
             section = {}
         if not isinstance(section, dict):
             raise ConfigError(f"section '{name}' must be a mapping of that stage's config fields")
-        sections[name] = section
+        sections[name] = expand_stage_file(name, section)
     return settings, sections
+
+
+def expand_stage_file(stage: str, section: dict[str, Any]) -> dict[str, Any]:
+    """A section with `config: <stage file>`: that file's settings, less the inputs the pipeline chains, then the
+    section's own keys over them (editing the file changes the stage's config, so the stage runs again)."""
+    if "config" not in section:
+        return section
+    path = section["config"]
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"{stage}.config: must be the path of a {stage} config file")
+    try:
+        settings = load_yaml_config(path)
+    except ConfigError as error:
+        raise ConfigError(f"{stage}.config: {error}") from None
+    if "config" in settings:
+        raise ConfigError(f"{stage}.config: {path} names another config file; a stage file holds settings only")
+    chained = set(CHAINS.get(stage, {})) | ({"models"} if stage == "evaluate" else set())
+    own = {key: value for key, value in section.items() if key != "config"}
+    return {**{key: value for key, value in settings.items() if key not in chained}, **own}
 
 
 def _read_settings(raw: dict[str, Any]) -> PipelineSettings:

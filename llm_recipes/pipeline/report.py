@@ -231,20 +231,21 @@ def _relative_perplexity(rows: list[ModelRow]) -> list[str]:
 
 
 def _answers(rows: list[ModelRow], settings: dict[str, Any]) -> list[str]:
-    """Each model's greedy and sampled answers to the protocol's fixed prompts, one line per model and prompt."""
+    """Each model's greedy and sampled answers to the protocol's fixed prompts, a line each, long enough to read the
+    answer itself (an arithmetic answer ends with its result)."""
     prompts = list(dict.fromkeys(sample["prompt"] for row in rows for sample in row.result.get("samples", [])))
     if not prompts:
         return []
-    width = max(len(row.label) for row in rows)
+    width = max(len(row.label.strip()) for row in rows)
     sampling = ", ".join(f"{key} {settings[key]}" for key in ("temperature", "top_p", "seed") if key in settings)
-    lines = ["", f"answers to the protocol's fixed prompts (greedy | sampled: {sampling}):"]
+    lines = ["", f"answers to the protocol's fixed prompts (greedy, then sampled: {sampling}):"]
     for prompt in prompts:
         lines.append(f"  {prompt}")
         for row in rows:
             sample = next((s for s in row.result.get("samples", []) if s["prompt"] == prompt), None)
             if sample is not None:
-                answers = f"{_clip(sample['greedy'], 56)} | {_clip(sample['sampled'], 56)}"
-                lines.append(f"    {row.label.strip():<{width}}  {answers}")
+                lines.append(f"    {row.label.strip():<{width}}  greedy   {_clip(sample['greedy'], 110)}")
+                lines.append(f"    {'':<{width}}  sampled  {_clip(sample['sampled'], 110)}")
     return lines
 
 
