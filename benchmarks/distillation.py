@@ -95,8 +95,8 @@ def training_args(args: argparse.Namespace, output_dir: Path, steps: int, device
 
 def train(args, model, blocks, tokenizer, output_dir: Path, steps: int, device: str, teacher=None, alpha=0.0):
     """Train `model` on `blocks` with the distill stage's trainer; returns (model in eval mode, seconds)."""
-    from llm_recipes.distillation import PaddedRowsCollator
-    from llm_recipes.trainers.distill import DistillationTrainer
+    from llm_recipes.compress.distill import PaddedRowsCollator
+    from llm_recipes.compress.distill_trainer import DistillationTrainer
 
     trainer = DistillationTrainer(
         model=model,
@@ -117,7 +117,7 @@ def teacher_and_tokenizer(args, train_docs: list[str], device: str) -> tuple[Any
     """The teacher with its tokenizer: loaded from --teacher-dir when it holds one, else trained (and saved there)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llm_recipes.tokenizer import train_bpe_tokenizer
+    from llm_recipes.tokenizer.training import train_bpe_tokenizer
 
     folder = Path(args.teacher_dir) if args.teacher_dir else None
     if folder is not None and (folder / "config.json").is_file():
@@ -154,7 +154,7 @@ def pack(args, documents: list[str], tokenizer) -> Any:
 def fresh(args, preset: str, tokenizer) -> Any:
     import torch
 
-    from llm_recipes.modeling import build_config, init_model
+    from llm_recipes.models.loading import build_config, init_model
 
     torch.manual_seed(args.seed)
     return init_model(build_config(tokenizer, preset=preset))
@@ -200,9 +200,9 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
-    from llm_recipes.compression_report import compare_models, format_comparison
+    from llm_recipes.compress.report import compare_models, format_comparison
     from llm_recipes.evaluation.perplexity import perplexity
-    from llm_recipes.modeling import count_parameters
+    from llm_recipes.models.loading import count_parameters
 
     torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -52,10 +52,10 @@ def parse() -> argparse.Namespace:
 
 
 def prepare(args: argparse.Namespace, workdir: Path) -> None:
-    from llm_recipes.configs import DatasetSpec
+    from llm_recipes.data.config import DatasetSpec
     from llm_recipes.data.loading import load_standard
     from llm_recipes.data.text import iter_texts
-    from llm_recipes.tokenizer import train_bpe_tokenizer
+    from llm_recipes.tokenizer.training import train_bpe_tokenizer
 
     dataset, _ = load_standard(DatasetSpec(path=args.data))
     tokenizer = train_bpe_tokenizer(iter_texts([dataset]), args.vocab_size)

@@ -103,7 +103,7 @@ def train(args: argparse.Namespace, seed: int, train_texts: list[str]) -> tuple[
     import yaml
 
     from llm_recipes.cli import load_recipe
-    from llm_recipes.tokenizer import train_bpe_tokenizer
+    from llm_recipes.tokenizer.training import train_bpe_tokenizer
 
     workdir = model_folder(args, seed)
     model_dir = workdir / "model"
@@ -154,7 +154,7 @@ def layer_inputs(model, windows) -> dict:
     """The inputs each prunable layer of the dense model sees on `windows`, as [tokens, features]."""
     import torch
 
-    from llm_recipes.pruning import prunable_linears
+    from llm_recipes.compress.prune import prunable_linears
 
     captured, handles = {}, []
 
@@ -177,7 +177,7 @@ def output_error(dense, pruned, inputs: dict) -> float:
     """Mean over the pruned layers of ||X (W_pruned - W)^T|| / ||X W^T||: what Wanda's score minimises per layer."""
     import torch
 
-    from llm_recipes.pruning import prunable_linears
+    from llm_recipes.compress.prune import prunable_linears
 
     dense_layers, pruned_layers = prunable_linears(dense), prunable_linears(pruned)
     errors = []
@@ -191,7 +191,7 @@ def output_error(dense, pruned, inputs: dict) -> float:
 def outlier_ratios(model, calibration) -> dict[str, list[float]]:
     """max_j ||X_j|| / median_j ||X_j|| of each block's four distinct layer inputs (q/k/v share one, gate/up one),
     on the dense model's calibration activations: how far Wanda's weighting departs from plain magnitude."""
-    from llm_recipes.pruning import input_norms, prunable_linears
+    from llm_recipes.compress.prune import input_norms, prunable_linears
 
     layers = {name: layer for name, layer in prunable_linears(model).items() if name.rsplit(".", 1)[-1] in INPUTS}
     norms = input_norms(model, calibration, layers)
@@ -211,7 +211,7 @@ INPUTS = {
 
 def prune_one_pass(model, calibration, sparsity: float) -> None:
     """Wanda with every layer's norms taken from the dense model in one pass (not block-sequential)."""
-    from llm_recipes.pruning import apply_mask, input_norms, layer_mask, prunable_linears
+    from llm_recipes.compress.prune import apply_mask, input_norms, layer_mask, prunable_linears
 
     layers = prunable_linears(model)
     norms = input_norms(model, calibration, layers)
@@ -241,8 +241,8 @@ COMPARISONS = [
 def run_seed(args: argparse.Namespace, seed: int, train_texts: list[str], eval_texts: list[str]) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from llm_recipes.compress.prune import layer_sparsity, overall_sparsity, prune_unstructured, token_windows
     from llm_recipes.evaluation.perplexity import perplexity
-    from llm_recipes.pruning import layer_sparsity, overall_sparsity, prune_unstructured, token_windows
 
     model_dir, train_seconds = train(args, seed, train_texts)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -219,7 +219,7 @@ def dpo(work: Path, sft_dir: Path, data: Path, args: argparse.Namespace) -> tupl
 
 def held_out_pairwise_accuracy(rm_dir: Path, seed: int) -> float:
     from llm_recipes.data.synthetic import as_conversation, synthetic_preferences
-    from llm_recipes.rewards import load_reward_model, score_responses
+    from llm_recipes.rl.rewards import load_reward_model, score_responses
 
     model, tokenizer = load_reward_model(str(rm_dir))
     pairs = [as_conversation(row) for row in synthetic_preferences(200, seed=1000 + seed)]  # training: seed 0
@@ -236,8 +236,8 @@ class Evaluator:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from llm_recipes.data.synthetic import as_conversation, synthetic_prompts
-        from llm_recipes.rewards import load_reward_model, reward_model_function
-        from llm_recipes.trainers.ppo import SamplingSettings
+        from llm_recipes.rl.ppo.trainer import SamplingSettings
+        from llm_recipes.rl.rewards import load_reward_model, reward_model_function
 
         self.reference = AutoModelForCausalLM.from_pretrained(sft_dir).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(sft_dir)
@@ -254,7 +254,7 @@ class Evaluator:
 
         from llm_recipes.data.synthetic import synthetic_reward
         from llm_recipes.evaluation.generation import prompt_text
-        from llm_recipes.trainers.ppo import completions_for, evaluation_sums, means_from_sums
+        from llm_recipes.rl.ppo.trainer import completions_for, evaluation_sums, means_from_sums
 
         policy = AutoModelForCausalLM.from_pretrained(policy_dir).eval()
         sums, batch = evaluation_sums(

@@ -27,7 +27,7 @@ from llm_recipes.errors import (
     one_line,
     reported_error,
 )
-from llm_recipes.outputs import abandon_started_outputs
+from llm_recipes.runs.outputs import abandon_started_outputs
 
 # stage name -> recipe script; the one-line description is the first line of the script's docstring.
 # The pipeline first, then the stages in the order it runs them.

@@ -21,7 +21,7 @@ from llm_recipes.configs import (
 )
 from llm_recipes.corpus.config import CleanCorpusArguments
 from llm_recipes.errors import UserError
-from llm_recipes.outputs import stage_main
+from llm_recipes.runs.outputs import stage_main
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[CleanCorpusArguments]:
@@ -53,7 +53,7 @@ def main(args: CleanCorpusArguments) -> dict:
     from llm_recipes.corpus.report import build_report, write_report
     from llm_recipes.corpus.splits import save_splits, split_corpus
     from llm_recipes.corpus.steps import StepStats, run_step
-    from llm_recipes.manifest import StageRun
+    from llm_recipes.runs.manifest import StageRun
 
     run = StageRun.begin("clean-corpus", args.output_dir, {"script": args})
     run.inputs = {"inputs": args.input_paths}

@@ -25,19 +25,19 @@ import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time wa
 # isort: split
 from transformers import TrainingArguments
 
+from llm_recipes.compress.config import DistillArguments
 from llm_recipes.configs import (
-    DistillArguments,
     check_dataset_path,
     check_eval_data,
     check_model_path,
-    dataset_specs,
     is_planned,
     parse_config,
     run_recipe,
 )
 from llm_recipes.configs.code import imports_code
+from llm_recipes.data.config import dataset_specs
 from llm_recipes.errors import UserError
-from llm_recipes.outputs import stage_main
+from llm_recipes.runs.outputs import stage_main
 
 # Our defaults where transformers' differ: no tracker unless asked, frequent logs, two checkpoints kept.
 DISTILL_DEFAULTS = dict(report_to="none", logging_steps=10, save_total_limit=2)
@@ -48,7 +48,7 @@ LABELS_ONLY = "labels-only"
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[DistillArguments, TrainingArguments]:
     """Parse and check the config: everything a user can get wrong fails here, before a model's weights load."""
-    from llm_recipes.distillation import check_same_tokenizer, check_same_vocab_size, check_student_layers, load_gkd
+    from llm_recipes.compress.distill import check_same_tokenizer, check_same_vocab_size, check_student_layers, load_gkd
 
     script_args, training_args = parse_config((DistillArguments, TrainingArguments), argv, **DISTILL_DEFAULTS)
     for spec in dataset_specs(script_args):
@@ -109,8 +109,8 @@ def _check_labels_only(script_args: DistillArguments) -> None:
 
 
 def _check_student_source(script_args: DistillArguments) -> None:
-    from llm_recipes.modeling import DECODER_PRESETS
-    from llm_recipes.pretraining import parse_overrides
+    from llm_recipes.models.loading import DECODER_PRESETS
+    from llm_recipes.pretrain.build import parse_overrides
 
     sources = [
         name for name in ("student_layers", "student_preset", "student_name_or_path") if getattr(script_args, name)
@@ -150,9 +150,9 @@ def load_models(script_args: DistillArguments) -> tuple[Any, Any, Any, str]:
 
     from transformers import AutoModelForCausalLM
 
-    from llm_recipes.distillation import student_from_preset, student_from_teacher
-    from llm_recipes.modeling import torch_dtype
-    from llm_recipes.pretraining import parse_overrides
+    from llm_recipes.compress.distill import student_from_preset, student_from_teacher
+    from llm_recipes.models.loading import torch_dtype
+    from llm_recipes.pretrain.build import parse_overrides
 
     tokenizer = _load_tokenizer(script_args.teacher_name_or_path, script_args.trust_remote_code)
     if tokenizer.pad_token is None:
@@ -180,9 +180,9 @@ def load_models(script_args: DistillArguments) -> tuple[Any, Any, Any, str]:
 
 def load_data(script_args: DistillArguments, training_args: TrainingArguments, tokenizer, max_length: int):
     """The standard-column data (TrainingData) and its training rows (DistillationRows)."""
-    from llm_recipes.configs import DatasetSpec
+    from llm_recipes.compress.distill import prepare_rows
+    from llm_recipes.data.config import DatasetSpec
     from llm_recipes.data.loading import load_training_data
-    from llm_recipes.distillation import prepare_rows
 
     eval_spec = DatasetSpec(path=script_args.eval_dataset_path) if script_args.eval_dataset_path else None
     with training_args.main_process_first(desc="preparing distillation data"):
@@ -220,8 +220,8 @@ def build_trainer(script_args: DistillArguments, training_args: TrainingArgument
     """Teacher, student, data and the trainer, ready to train. Returns (trainer, data, facts for the summary)."""
     from transformers import set_seed
 
-    from llm_recipes.distillation import PaddedRowsCollator, check_same_vocab_size, eval_samples
-    from llm_recipes.trainers.distill import DistillationTrainer
+    from llm_recipes.compress.distill import PaddedRowsCollator, check_same_vocab_size, eval_samples
+    from llm_recipes.compress.distill_trainer import DistillationTrainer
 
     set_seed(training_args.seed)  # the student's random initialisation (preset) is reproducible
     teacher, student, tokenizer, origin = load_models(script_args)
@@ -259,7 +259,7 @@ def _gkd_trainer(script_args, training_args, teacher, student, tokenizer, data, 
     """TRL's experimental GKDTrainer, its config built from our TrainingArguments and distill fields."""
     import dataclasses
 
-    from llm_recipes.distillation import gkd_beta, load_gkd
+    from llm_recipes.compress.distill import gkd_beta, load_gkd
 
     gkd_config_class, gkd_trainer_class = load_gkd()
     values = {f.name: getattr(training_args, f.name) for f in dataclasses.fields(TrainingArguments) if f.init}
@@ -287,7 +287,7 @@ def compression_report(
 ) -> dict:
     """The saved student vs the teacher on the protocol, both loaded afresh on its device; without a protocol, on
     the eval rows' texts (windows of the length the student trained on), size, CPU latency."""
-    from llm_recipes.compression_report import compare_models
+    from llm_recipes.compress.report import compare_models
     from llm_recipes.evaluation.protocol import read_protocol
 
     return compare_models(
@@ -304,11 +304,11 @@ def compression_report(
 
 @stage_main
 def main(script_args: DistillArguments, training_args: TrainingArguments) -> dict:
-    from llm_recipes.compression_report import comparison_summary, format_comparison
+    from llm_recipes.compress.report import comparison_summary, format_comparison
     from llm_recipes.hub import push_trained_output, take_over_trainer_push
-    from llm_recipes.manifest import StageRun, write_json_atomically
-    from llm_recipes.reporting import format_summary
-    from llm_recipes.training import resume_point
+    from llm_recipes.runs.manifest import StageRun, write_json_atomically
+    from llm_recipes.runs.summary import format_summary
+    from llm_recipes.training.resume import resume_point
 
     configs = {"script": script_args, "training": training_args}
     run = StageRun.begin("distill", training_args.output_dir, configs, training=True)
@@ -375,7 +375,7 @@ def train_labels_only(script_args: DistillArguments, training_args: TrainingArgu
     from transformers import AutoModelForCausalLM
 
     from llm_recipes.evaluation.protocol import Protocol, read_protocol
-    from llm_recipes.training import last_logged
+    from llm_recipes.training.resume import last_logged
 
     folder = Path(training_args.output_dir) / LABELS_ONLY
     baseline_args = dataclasses.replace(script_args, alpha=0.0, compare_labels_only=False)
@@ -404,8 +404,8 @@ def train_labels_only(script_args: DistillArguments, training_args: TrainingArgu
 
 
 def _summary(script_args, trainer, facts, train_result, eval_metrics, run) -> dict:
-    from llm_recipes.modeling import count_parameters
-    from llm_recipes.training import last_logged
+    from llm_recipes.models.loading import count_parameters
+    from llm_recipes.training.resume import last_logged
 
     state = trainer.state
     _, parameters = count_parameters(trainer.accelerator.unwrap_model(trainer.model))

@@ -24,7 +24,6 @@ import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time wa
 from trl import DPOConfig, ModelConfig
 
 from llm_recipes.configs import (
-    DPOScriptArguments,
     check_dataset_path,
     check_eval_data,
     check_model_path,
@@ -33,7 +32,8 @@ from llm_recipes.configs import (
     run_recipe,
 )
 from llm_recipes.errors import UserError
-from llm_recipes.outputs import stage_main
+from llm_recipes.rl.config import DPOScriptArguments
+from llm_recipes.runs.outputs import stage_main
 
 # Our defaults where TRL's differ: no tracker unless asked, private pushes.
 DPO_DEFAULTS = dict(report_to="none", hub_private_repo=True, logging_steps=10)
@@ -60,9 +60,9 @@ def build_trainer(script_args: DPOScriptArguments, training_args: DPOConfig, mod
     from transformers import set_seed
     from trl import DPOTrainer, get_peft_config
 
-    from llm_recipes.chat import ensure_chat_template
     from llm_recipes.data.preferences import load_preference_data
-    from llm_recipes.modeling import load_causal_lm, load_tokenizer
+    from llm_recipes.models.chat import ensure_chat_template
+    from llm_recipes.models.loading import load_causal_lm, load_tokenizer
 
     with training_args.main_process_first(desc="loading preference data"):
         data = load_preference_data(
@@ -112,10 +112,10 @@ def build_trainer(script_args: DPOScriptArguments, training_args: DPOConfig, mod
 @stage_main
 def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: ModelConfig) -> dict:
     from llm_recipes.hub import push_trained_output, take_over_trainer_push
-    from llm_recipes.manifest import StageRun
-    from llm_recipes.modeling import count_parameters
-    from llm_recipes.reporting import format_summary
-    from llm_recipes.training import last_logged, resume_point
+    from llm_recipes.models.loading import count_parameters
+    from llm_recipes.runs.manifest import StageRun
+    from llm_recipes.runs.summary import format_summary
+    from llm_recipes.training.resume import last_logged, resume_point
 
     configs = {"script": script_args, "training": training_args, "model": model_args}
     run = StageRun.begin("dpo", training_args.output_dir, configs, training=True)

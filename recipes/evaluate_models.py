@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from llm_recipes.configs import EvaluateArguments, is_first_process, parse_config, run_recipe
-from llm_recipes.outputs import stage_main
+from llm_recipes.configs import is_first_process, parse_config, run_recipe
+from llm_recipes.evaluation.config import EvaluateArguments
+from llm_recipes.runs.outputs import stage_main
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[EvaluateArguments]:
@@ -45,8 +46,8 @@ def main(args: EvaluateArguments) -> dict:
         report_settings,
         write_generations,
     )
-    from llm_recipes.manifest import StageRun
-    from llm_recipes.reporting import format_summary
+    from llm_recipes.runs.manifest import StageRun
+    from llm_recipes.runs.summary import format_summary
 
     if not is_first_process():
         return {}  # evaluation runs in one process; under a multi-process launch the others have nothing to do

@@ -17,21 +17,15 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from llm_recipes.configs import (
-    ExportArguments,
-    check_model_path,
-    is_planned,
-    looks_local,
-    parse_config,
-    run_recipe,
-)
+from llm_recipes.configs import check_model_path, is_planned, looks_local, parse_config, run_recipe
 from llm_recipes.errors import UserError
-from llm_recipes.outputs import stage_main
+from llm_recipes.export.config import ExportArguments
+from llm_recipes.runs.outputs import stage_main
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[ExportArguments]:
     """Parse and check the config: everything a user can get wrong fails here, before a model is loaded."""
-    from llm_recipes.export import check_gguf_supported, inspect_source, parse_shard_size, read_json
+    from llm_recipes.export.folder import check_gguf_supported, inspect_source, parse_shard_size, read_json
 
     (args,) = parse_config((ExportArguments,), argv)
     check_model_path(args.model_name_or_path)
@@ -64,7 +58,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ExportArguments]:
 def _check_source(args: ExportArguments, source) -> None:
     """What can be done with this kind of input: adapters merge into a full-precision base; quantized weights and
     unmerged adapters are exported as they are."""
-    from llm_recipes.export import merge_refusal, quantization_of
+    from llm_recipes.export.folder import merge_refusal, quantization_of
 
     weights_change = args.quantization != "none" or args.gguf_type != "none" or args.dtype != "auto"
     if source.kind == "adapter":
@@ -83,11 +77,11 @@ def _check_source(args: ExportArguments, source) -> None:
 
 @stage_main
 def main(args: ExportArguments) -> dict:
-    from llm_recipes.export import inspect_source
+    from llm_recipes.export.folder import inspect_source
     from llm_recipes.hub import CardOptions, push_stage_output, write_model_card
-    from llm_recipes.manifest import StageRun
-    from llm_recipes.outputs import written_in_place
-    from llm_recipes.reporting import format_summary
+    from llm_recipes.runs.manifest import StageRun
+    from llm_recipes.runs.outputs import written_in_place
+    from llm_recipes.runs.summary import format_summary
 
     output = Path(args.output_dir).expanduser()
     source = inspect_source(args.model_name_or_path, args.base_model_name_or_path)
@@ -140,7 +134,7 @@ def main(args: ExportArguments) -> dict:
 
 def export_folder(args: ExportArguments, source, staging: Path) -> dict:
     """Write the model files into `staging`; returns the summary rows."""
-    from llm_recipes.export import (
+    from llm_recipes.export.folder import (
         copy_saved_model,
         load_full_model,
         load_tokenizer,
@@ -152,7 +146,7 @@ def export_folder(args: ExportArguments, source, staging: Path) -> dict:
         weight_files,
         write_gguf,
     )
-    from llm_recipes.modeling import count_parameters
+    from llm_recipes.models.loading import count_parameters
 
     shard_size = parse_shard_size(args.max_shard_size)
     tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code)

@@ -26,9 +26,10 @@ import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time wa
 from transformers import TrainingArguments
 from trl import ModelConfig
 
-from llm_recipes.configs import FinetuneTaskArguments, given_values, parse_config, run_recipe
-from llm_recipes.outputs import stage_main
+from llm_recipes.configs import given_values, parse_config, run_recipe
+from llm_recipes.runs.outputs import stage_main
 from llm_recipes.tasks import CLASSIFICATION, TOKEN_CLASSIFICATION
+from llm_recipes.tasks.config import FinetuneTaskArguments
 
 STAGE = "finetune-task"
 
@@ -91,7 +92,7 @@ def build_trainer(
         set_seed,
     )
 
-    from llm_recipes.modeling import count_parameters
+    from llm_recipes.models.loading import count_parameters
     from llm_recipes.tasks.data import load_task_data
     from llm_recipes.tasks.features import task_features, trained_label_ids
     from llm_recipes.tasks.labels import class_weights
@@ -162,10 +163,10 @@ def build_trainer(
 def main(args: FinetuneTaskArguments, training_args: TrainingArguments, model_args: ModelConfig) -> dict:
     """Train, evaluate, save and report (or search, with a `search:` section)."""
     from llm_recipes.hub import push_trained_output, take_over_trainer_push
-    from llm_recipes.manifest import StageRun
-    from llm_recipes.reporting import format_summary
+    from llm_recipes.runs.manifest import StageRun
+    from llm_recipes.runs.summary import format_summary
     from llm_recipes.tasks.summary import training_summary
-    from llm_recipes.training import resume_point
+    from llm_recipes.training.resume import resume_point
 
     if args.search:
         return run_search(args, training_args, model_args)
@@ -219,8 +220,8 @@ def run_search(args: FinetuneTaskArguments, training_args: TrainingArguments, mo
     import optuna
 
     from llm_recipes.hub import take_over_trainer_push
-    from llm_recipes.manifest import StageRun, write_json_atomically
-    from llm_recipes.reporting import format_summary
+    from llm_recipes.runs.manifest import StageRun, write_json_atomically
+    from llm_recipes.runs.summary import format_summary
     from llm_recipes.tasks.search import (
         BEST_CONFIG_NAME,
         SEARCH_DIR_NAME,

@@ -24,9 +24,10 @@ import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time wa
 # isort: split
 from trl import GRPOConfig, ModelConfig
 
-from llm_recipes.configs import RLScriptArguments, parse_config, run_recipe
-from llm_recipes.outputs import stage_main
-from llm_recipes.rewards import check_rl_arguments
+from llm_recipes.configs import parse_config, run_recipe
+from llm_recipes.rl.config import RLScriptArguments
+from llm_recipes.rl.rewards import check_rl_arguments
+from llm_recipes.runs.outputs import stage_main
 
 # Our defaults where TRL's differ: no tracker unless asked, private pushes.
 GRPO_DEFAULTS = dict(report_to="none", hub_private_repo=True, logging_steps=10)
@@ -45,7 +46,7 @@ def build_trainer(script_args: RLScriptArguments, training_args: GRPOConfig, mod
     """Prompts, policy, reward and TRL's GRPOTrainer, ready to train. Returns (trainer, data)."""
     from trl import GRPOTrainer
 
-    from llm_recipes.online_rl import build_online_rl_trainer
+    from llm_recipes.rl.online import build_online_rl_trainer
 
     return build_online_rl_trainer(GRPOTrainer, script_args, training_args, model_args)
 
@@ -54,7 +55,7 @@ def build_trainer(script_args: RLScriptArguments, training_args: GRPOConfig, mod
 def main(script_args: RLScriptArguments, training_args: GRPOConfig, model_args: ModelConfig) -> dict:
     from trl import GRPOTrainer
 
-    from llm_recipes.online_rl import train_online_rl
+    from llm_recipes.rl.online import train_online_rl
 
     return train_online_rl("grpo", GRPOTrainer, script_args, training_args, model_args)
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from llm_recipes.configs import InitModelArguments, check_dataset_path, parse_config, run_recipe
+from llm_recipes.configs import check_dataset_path, parse_config, run_recipe
 from llm_recipes.errors import UserError
-from llm_recipes.outputs import stage_main
+from llm_recipes.pretrain.config import InitModelArguments
+from llm_recipes.runs.outputs import stage_main
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[InitModelArguments]:
     (args,) = parse_config((InitModelArguments,), argv)
-    from llm_recipes.modeling import DECODER_PRESETS
+    from llm_recipes.models.loading import DECODER_PRESETS
 
     if args.preset not in DECODER_PRESETS:
         raise UserError(f"preset: unknown '{args.preset}'; choose from {', '.join(DECODER_PRESETS)}")
@@ -32,13 +33,13 @@ def main(args: InitModelArguments) -> dict:
     import torch
     from transformers import AutoTokenizer
 
-    from llm_recipes.configs import DatasetSpec
+    from llm_recipes.data.config import DatasetSpec
     from llm_recipes.data.loading import load_standard
     from llm_recipes.data.text import iter_texts
-    from llm_recipes.manifest import StageRun
-    from llm_recipes.modeling import count_parameters, init_decoder
-    from llm_recipes.reporting import format_summary
-    from llm_recipes.tokenizer import train_bpe_tokenizer
+    from llm_recipes.models.loading import count_parameters, init_decoder
+    from llm_recipes.runs.manifest import StageRun
+    from llm_recipes.runs.summary import format_summary
+    from llm_recipes.tokenizer.training import train_bpe_tokenizer
 
     run = StageRun.begin("init-model", args.output_dir, {"script": args})
     run.mark_started()

@@ -27,18 +27,11 @@ import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time wa
 # isort: split
 from trl import ModelConfig
 
-from llm_recipes.configs import (
-    PPOConfig,
-    PPOScriptArguments,
-    check_dataset_path,
-    check_model_path,
-    check_quantized_training,
-    parse_config,
-    run_recipe,
-)
+from llm_recipes.configs import check_dataset_path, check_model_path, check_quantized_training, parse_config, run_recipe
 from llm_recipes.errors import UserError
-from llm_recipes.outputs import stage_main
 from llm_recipes.pipeline.launch import check_ppo_launch, resolve_launch
+from llm_recipes.rl.config import PPOConfig, PPOScriptArguments
+from llm_recipes.runs.outputs import stage_main
 
 # Our defaults where the dataclasses' differ: hold out prompts to measure the gain on.
 PPO_DEFAULTS = dict(eval_split_size=0.1, max_eval_samples=256)
@@ -55,8 +48,8 @@ def check_launch(launcher_args: list[str], parsed: tuple) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> tuple[PPOScriptArguments, PPOConfig, ModelConfig]:
     """Parse and check the config: everything a user can get wrong fails here, before a model is loaded (a launch
     PPO cannot run under, such as DeepSpeed, included)."""
-    from llm_recipes.rewards import check_reward_function
-    from llm_recipes.trainers.ppo_launch import check_launch_environment
+    from llm_recipes.rl.ppo.launch import check_launch_environment
+    from llm_recipes.rl.rewards import check_reward_function
 
     script_args, config, model_args = parse_config((PPOScriptArguments, PPOConfig, ModelConfig), argv, **PPO_DEFAULTS)
     if not script_args.dataset_path:
@@ -94,8 +87,8 @@ def load_value_model(script_args: PPOScriptArguments, model_args: ModelConfig, d
     task), else the policy with a fresh scalar head."""
     from transformers import AutoModelForSequenceClassification
 
-    from llm_recipes.modeling import torch_dtype
-    from llm_recipes.rewards import load_reward_model
+    from llm_recipes.models.loading import torch_dtype
+    from llm_recipes.rl.rewards import load_reward_model
 
     source = script_args.value_model_path or script_args.reward_model_path
     if source:
@@ -114,7 +107,7 @@ def load_value_model(script_args: PPOScriptArguments, model_args: ModelConfig, d
 
 def load_reward(script_args: PPOScriptArguments, model_args: ModelConfig, device: Any):
     """The reward as one callable fn(prompts=, completions=) -> floats, from a reward model or a Python function."""
-    from llm_recipes.rewards import load_reward_model, reward_function_from_path, reward_model_function
+    from llm_recipes.rl.rewards import load_reward_model, reward_function_from_path, reward_model_function
 
     if script_args.reward_function:
         return reward_function_from_path(script_args.reward_function)
@@ -132,8 +125,8 @@ def build_trainer(script_args: PPOScriptArguments, config: PPOConfig, model_args
     from trl import get_peft_config
 
     from llm_recipes.data.preferences import load_prompt_data
-    from llm_recipes.modeling import load_causal_lm, load_tokenizer
-    from llm_recipes.trainers.ppo import PPOTrainer, make_accelerator
+    from llm_recipes.models.loading import load_causal_lm, load_tokenizer
+    from llm_recipes.rl.ppo.trainer import PPOTrainer, make_accelerator
 
     accelerator = make_accelerator(config)
     with accelerator.main_process_first():
@@ -211,9 +204,9 @@ def ppo_summary(trainer: Any, data: Any, train_stats: dict[str, Any], seconds: f
 @stage_main
 def main(script_args: PPOScriptArguments, config: PPOConfig, model_args: ModelConfig) -> dict:
     from llm_recipes.hub import push_trained_output, take_over_trainer_push
-    from llm_recipes.manifest import StageRun
-    from llm_recipes.reporting import format_summary
-    from llm_recipes.training import resume_point
+    from llm_recipes.runs.manifest import StageRun
+    from llm_recipes.runs.summary import format_summary
+    from llm_recipes.training.resume import resume_point
 
     configs = {"script": script_args, "ppo": config, "model": model_args}
     run = StageRun.begin("ppo", config.output_dir, configs, training=True)

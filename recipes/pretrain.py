@@ -25,10 +25,8 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
 from llm_recipes.configs import (
-    PretrainScriptArguments,
     check_dataset_path,
     check_model_path,
-    dataset_specs,
     given_values,
     is_planned,
     looks_local,
@@ -36,8 +34,10 @@ from llm_recipes.configs import (
     run_recipe,
 )
 from llm_recipes.configs.paths import check_eval_split_size
+from llm_recipes.data.config import dataset_specs
 from llm_recipes.errors import UserError
-from llm_recipes.outputs import stage_main
+from llm_recipes.pretrain.config import PretrainScriptArguments
+from llm_recipes.runs.outputs import stage_main
 
 # Our defaults where transformers' differ: no tracker unless asked, frequent logs, two checkpoints kept; and
 # evaluation when we save (see _evaluation_defaults).
@@ -46,7 +46,7 @@ PRETRAIN_DEFAULTS = dict(report_to="none", logging_steps=10, save_total_limit=2)
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[PretrainScriptArguments, TrainingArguments]:
     """Parse and check the config: everything a user can get wrong fails here, before a model is loaded."""
-    from llm_recipes.pretraining import model_config, parse_overrides, prepare_tokenizer
+    from llm_recipes.pretrain.build import model_config, parse_overrides, prepare_tokenizer
 
     given = given_values(argv)
     defaults = {**PRETRAIN_DEFAULTS, **_evaluation_defaults(given)}
@@ -87,7 +87,7 @@ def _evaluation_defaults(given: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_model_source(script_args: PretrainScriptArguments) -> None:
-    from llm_recipes.modeling import preset_names
+    from llm_recipes.models.loading import preset_names
 
     sources = [name for name in ("model_name_or_path", "preset", "config_name") if getattr(script_args, name)]
     if len(sources) != 1:
@@ -155,8 +155,8 @@ def build_trainer(
     """Tokenizer, data blocks, model and trainer, ready to train. Returns (trainer, blocks, facts for the summary)."""
     from transformers import EarlyStoppingCallback, set_seed
 
-    from llm_recipes.configs import DatasetSpec
-    from llm_recipes.pretraining import (
+    from llm_recipes.data.config import DatasetSpec
+    from llm_recipes.pretrain.build import (
         PretrainTrainer,
         build_blocks,
         capped_block_size,
@@ -224,9 +224,9 @@ def build_trainer(
 def main(script_args: PretrainScriptArguments, training_args: TrainingArguments, callbacks: Sequence[Any] = ()) -> dict:
     """Train, evaluate, save and report. `callbacks` are extra `TrainerCallback`s (for users and tests)."""
     from llm_recipes.hub import push_trained_output, take_over_trainer_push
-    from llm_recipes.manifest import StageRun
-    from llm_recipes.reporting import format_summary
-    from llm_recipes.training import resume_point
+    from llm_recipes.runs.manifest import StageRun
+    from llm_recipes.runs.summary import format_summary
+    from llm_recipes.training.resume import resume_point
 
     configs = {"script": script_args, "training": training_args}
     run = StageRun.begin("pretrain", training_args.output_dir, configs, training=True)
@@ -283,8 +283,8 @@ def resumed_epoch(checkpoint: str | None) -> float:
 
 def _summary(script_args, trainer, blocks, facts, train_result, before, eval_metrics, run) -> dict:
     from llm_recipes.data.packing import non_padding_share, row_lengths
-    from llm_recipes.modeling import count_parameters
-    from llm_recipes.training import last_logged
+    from llm_recipes.models.loading import count_parameters
+    from llm_recipes.training.resume import last_logged
 
     state = trainer.state
     args = trainer.args

@@ -28,18 +28,11 @@ import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time wa
 # isort: split
 from transformers import TrainingArguments
 
-from llm_recipes.configs import (
-    PruneArguments,
-    check_dataset_path,
-    check_model_path,
-    is_planned,
-    looks_local,
-    parse_config,
-    run_recipe,
-)
+from llm_recipes.compress.config import PruneArguments
+from llm_recipes.configs import check_dataset_path, check_model_path, is_planned, looks_local, parse_config, run_recipe
 from llm_recipes.configs.code import imports_code
 from llm_recipes.errors import UserError
-from llm_recipes.outputs import stage_main
+from llm_recipes.runs.outputs import stage_main
 
 COMPRESSION_REPORT = "compression_report.json"
 # the pruned model before recovery, inside output_dir while the recovery fine-tune reads it
@@ -57,9 +50,9 @@ PRUNE_REMEDY = (
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[PruneArguments, TrainingArguments]:
     """Parse and check the config: everything a user can get wrong fails here, before a model is loaded."""
-    from llm_recipes.export import inspect_source
-    from llm_recipes.pruning import parse_pattern
-    from llm_recipes.quantization import check_report_fields
+    from llm_recipes.compress.prune import parse_pattern
+    from llm_recipes.compress.quantize import check_report_fields
+    from llm_recipes.export.folder import inspect_source
 
     script_args, training_args = parse_config((PruneArguments, TrainingArguments), argv, **PRUNE_DEFAULTS)
     check_model_path(script_args.model_name_or_path)
@@ -98,7 +91,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PruneArguments, Train
 
 def recovery_specs(script_args: PruneArguments) -> list:
     """The recovery_datasets mixture, checked as SFT checks its `datasets` (none without one)."""
-    from llm_recipes.configs import SFTScriptArguments, dataset_specs
+    from llm_recipes.data.config import dataset_specs
+    from llm_recipes.sft.config import SFTScriptArguments
 
     if not script_args.recovery_datasets:
         return []
@@ -111,7 +105,7 @@ def recovery_specs(script_args: PruneArguments) -> list:
 
 
 def _check_source(script_args: PruneArguments, source) -> None:
-    from llm_recipes.export import merge_refusal, quantization_of
+    from llm_recipes.export.folder import merge_refusal, quantization_of
 
     if source.kind == "quantized":
         raise UserError(
@@ -126,7 +120,7 @@ def _check_source(script_args: PruneArguments, source) -> None:
 def _check_structured(script_args: PruneArguments, source) -> None:
     from transformers import AutoConfig
 
-    from llm_recipes.pruning import check_structured_plan
+    from llm_recipes.compress.prune import check_structured_plan
 
     if script_args.sparsity_pattern != "unstructured" or script_args.sparsity_group != "auto":
         raise UserError(
@@ -141,7 +135,7 @@ def _check_structured(script_args: PruneArguments, source) -> None:
 
 
 def structured_plan(script_args: PruneArguments):
-    from llm_recipes.pruning import StructuredPlan
+    from llm_recipes.compress.prune import StructuredPlan
 
     return StructuredPlan(
         heads_to_prune=script_args.heads_to_prune,
@@ -154,15 +148,15 @@ def structured_plan(script_args: PruneArguments):
 def main(script_args: PruneArguments, training_args: TrainingArguments) -> dict:
     from accelerate import PartialState
 
-    from llm_recipes.compression_report import comparison_summary, format_comparison, protocol_from_fields
+    from llm_recipes.compress.prune import format_layer_sparsity, layer_sparsity
+    from llm_recipes.compress.quantize import format_extras
+    from llm_recipes.compress.report import comparison_summary, format_comparison, protocol_from_fields
     from llm_recipes.evaluation.footprint import weight_sparsity
     from llm_recipes.evaluation.protocol import Protocol, protocol_header
-    from llm_recipes.export import inspect_source, load_tokenizer, parse_shard_size, save_model_folder
+    from llm_recipes.export.folder import inspect_source, load_tokenizer, parse_shard_size, save_model_folder
     from llm_recipes.hub import push_trained_output, take_over_trainer_push
-    from llm_recipes.manifest import StageRun, write_json_atomically
-    from llm_recipes.pruning import format_layer_sparsity, layer_sparsity
-    from llm_recipes.quantization import format_extras
-    from llm_recipes.reporting import format_summary
+    from llm_recipes.runs.manifest import StageRun, write_json_atomically
+    from llm_recipes.runs.summary import format_summary
 
     state = PartialState()
     output = Path(training_args.output_dir).expanduser()
@@ -247,7 +241,7 @@ def main(script_args: PruneArguments, training_args: TrainingArguments) -> dict:
 
 def load_source_model(script_args: PruneArguments, source, tokenizer) -> tuple[Any, str | None]:
     """(the model to prune in full precision, its folder -- None for an adapter merged in memory)."""
-    from llm_recipes.export import load_full_model, merge_adapter
+    from llm_recipes.export.folder import load_full_model, merge_adapter
 
     if source.kind == "adapter":
         return merge_adapter(source, tokenizer, "auto", script_args.trust_remote_code), None
@@ -256,8 +250,8 @@ def load_source_model(script_args: PruneArguments, source, tokenizer) -> tuple[A
 
 def load_calibration(script_args: PruneArguments, tokenizer, model, seed: int):
     """Calibration windows [samples, length], or None."""
+    from llm_recipes.compress.prune import token_windows
     from llm_recipes.evaluation.data import load_eval_data
-    from llm_recipes.pruning import token_windows
 
     if not script_args.calibration_dataset_path:
         return None
@@ -276,7 +270,7 @@ def load_calibration(script_args: PruneArguments, tokenizer, model, seed: int):
 
 def prune(script_args: PruneArguments, model, calibration):
     """The pruned model: `model` itself with zeros written in (unstructured, N:M), or a new smaller model."""
-    from llm_recipes.pruning import prune_structured, prune_unstructured
+    from llm_recipes.compress.prune import prune_structured, prune_unstructured
 
     if script_args.method == "structured":
         return prune_structured(model, structured_plan(script_args), calibration)
@@ -298,9 +292,9 @@ def recover(
     from checkpoints in output_dir), or with SFT's on recovery_datasets; pruned weights are kept at zero. Saves into
     output_dir."""
     from llm_recipes.cli import load_recipe
-    from llm_recipes.configs import PretrainScriptArguments
-    from llm_recipes.pruning import MaskKeeper
-    from llm_recipes.training import last_logged, resume_point
+    from llm_recipes.compress.prune import MaskKeeper
+    from llm_recipes.pretrain.config import PretrainScriptArguments
+    from llm_recipes.training.resume import last_logged, resume_point
 
     if script_args.recovery_datasets:
         return _recover_on_chats(script_args, training_args, pruned_dir, run)
@@ -343,9 +337,9 @@ def _recover_on_chats(
     from trl import ModelConfig, SFTConfig
 
     from llm_recipes.cli import load_recipe
-    from llm_recipes.configs import SFTScriptArguments
-    from llm_recipes.pruning import MaskKeeper
-    from llm_recipes.training import last_logged, resume_point
+    from llm_recipes.compress.prune import MaskKeeper
+    from llm_recipes.sft.config import SFTScriptArguments
+    from llm_recipes.training.resume import last_logged, resume_point
 
     sft = load_recipe("sft")
     values = {f.name: getattr(training_args, f.name) for f in dataclasses.fields(TrainingArguments) if f.init}
@@ -403,7 +397,7 @@ def _report_rows(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def _summary(script_args: PruneArguments, report: dict[str, Any], sparsity) -> dict[str, Any]:
-    from llm_recipes.pruning import overall_sparsity
+    from llm_recipes.compress.prune import overall_sparsity
 
     summary: dict[str, Any] = {"source": script_args.model_name_or_path, "method": report["method"]}
     if "recovery" in report:

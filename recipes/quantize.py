@@ -9,7 +9,7 @@ quantized through transformers' integration of the chosen backend and saves it, 
 it with the source on the evaluation protocol (`protocol`: the evaluate stage's measures -- held-out perplexity,
 task scores, reward, latency, size; without one, the report fields make a small protocol of eval_dataset_path),
 plus the max/mean logit difference on sample inputs and whether the folder reloaded gives the outputs the model gave
-before saving. See llm_recipes/quantization.py for which backend runs where.
+before saving. See llm_recipes/compress/quantize.py for which backend runs where.
 """
 
 from __future__ import annotations
@@ -19,17 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llm_recipes.configs import (
-    QuantizeArguments,
-    check_dataset_path,
-    check_model_path,
-    is_planned,
-    looks_local,
-    parse_config,
-    run_recipe,
-)
+from llm_recipes.compress.config import QuantizeArguments
+from llm_recipes.configs import check_dataset_path, check_model_path, is_planned, looks_local, parse_config, run_recipe
 from llm_recipes.errors import UserError
-from llm_recipes.outputs import stage_main
+from llm_recipes.runs.outputs import stage_main
 
 COMPRESSION_REPORT = "compression_report.json"
 # what to do instead of merging into quantized weights, in this stage's terms
@@ -41,7 +34,7 @@ QUANTIZE_REMEDY = (
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[QuantizeArguments]:
     """Parse and check the config: everything a user can get wrong fails here, before a model is loaded."""
-    from llm_recipes.export import inspect_source, parse_shard_size
+    from llm_recipes.export.folder import inspect_source, parse_shard_size
 
     (args,) = parse_config((QuantizeArguments,), argv)
     check_model_path(args.model_name_or_path)
@@ -53,7 +46,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[QuantizeArguments]:
     if not is_planned(args.model_name_or_path):
         _check_source(args, inspect_source(args.model_name_or_path, args.base_model_name_or_path))
     spec = quantization_spec(args)
-    from llm_recipes.quantization import check_report_fields, check_spec
+    from llm_recipes.compress.quantize import check_report_fields, check_spec
 
     check_spec(spec)
     if args.calibration_dataset_path:
@@ -65,7 +58,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[QuantizeArguments]:
 
 
 def _check_source(args: QuantizeArguments, source) -> None:
-    from llm_recipes.export import merge_refusal, quantization_of
+    from llm_recipes.export.folder import merge_refusal, quantization_of
 
     if source.kind == "quantized":
         raise UserError(
@@ -79,7 +72,7 @@ def _check_source(args: QuantizeArguments, source) -> None:
 
 
 def quantization_spec(args: QuantizeArguments):
-    from llm_recipes.quantization import QuantizationSpec
+    from llm_recipes.compress.quantize import QuantizationSpec
 
     return QuantizationSpec(
         method=args.method,
@@ -93,12 +86,12 @@ def quantization_spec(args: QuantizeArguments):
 
 @stage_main
 def main(args: QuantizeArguments) -> dict:
-    from llm_recipes.compression_report import comparison_summary, format_comparison
-    from llm_recipes.export import inspect_source, load_tokenizer
-    from llm_recipes.manifest import StageRun, write_json_atomically
-    from llm_recipes.outputs import written_in_place
-    from llm_recipes.quantization import format_extras, quantize_folder, report_rows
-    from llm_recipes.reporting import format_summary
+    from llm_recipes.compress.quantize import format_extras, quantize_folder, report_rows
+    from llm_recipes.compress.report import comparison_summary, format_comparison
+    from llm_recipes.export.folder import inspect_source, load_tokenizer
+    from llm_recipes.runs.manifest import StageRun, write_json_atomically
+    from llm_recipes.runs.outputs import written_in_place
+    from llm_recipes.runs.summary import format_summary
 
     output = Path(args.output_dir).expanduser()
     source = inspect_source(args.model_name_or_path, args.base_model_name_or_path)
@@ -143,7 +136,7 @@ def main(args: QuantizeArguments) -> dict:
 
 def load_report_data(args: QuantizeArguments) -> dict[str, Any]:
     """The evaluation protocol with its data read (the report's); calibration texts for GPTQ."""
-    from llm_recipes.compression_report import protocol_from_fields
+    from llm_recipes.compress.report import protocol_from_fields
     from llm_recipes.evaluation.data import load_eval_data
     from llm_recipes.evaluation.protocol import Protocol
 
@@ -162,7 +155,7 @@ def load_report_data(args: QuantizeArguments) -> dict[str, Any]:
 def load_full_precision(args: QuantizeArguments, source, tokenizer, staging: Path) -> tuple[Any, Path]:
     """(the source model in full precision, the folder it is saved in). An adapter is merged into its base and the
     merged model saved beside the output first: quantization loads a saved folder."""
-    from llm_recipes.export import load_full_model, merge_adapter, parse_shard_size, save_model_folder
+    from llm_recipes.export.folder import load_full_model, merge_adapter, parse_shard_size, save_model_folder
 
     if source.kind != "adapter":
         return load_full_model(source, "auto", args.trust_remote_code), Path(args.model_name_or_path).expanduser()
@@ -176,7 +169,7 @@ def quantization_report(
     args: QuantizeArguments, spec, source_model, quantized, tokenizer, data, source_dir: Path, quantized_dir: Path
 ) -> dict[str, Any]:
     """The comparison with the source on the protocol, the logit difference and the reload check."""
-    from llm_recipes.quantization import compare_with_source, sample_inputs
+    from llm_recipes.compress.quantize import compare_with_source, sample_inputs
 
     protocol = data["protocol"]
     texts = protocol.corpus_texts or []

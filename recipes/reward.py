@@ -9,7 +9,7 @@ an optional `margin` column), trains a one-output sequence classifier on top of 
 the score head trained and saved in full; `center_rewards_coefficient` pulls rewards towards zero mean), reports
 pairwise accuracy and mean margin on the held-out pairs, and writes a model that loads with
 `AutoModelForSequenceClassification` (or `AutoPeftModelForSequenceClassification` for LoRA), its tokenizer and
-a manifest. Score with it: `llm_recipes.rewards.load_reward_model` + `score_responses`.
+a manifest. Score with it: `llm_recipes.rl.rewards.load_reward_model` + `score_responses`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import torch
 from trl import ModelConfig, RewardConfig, RewardTrainer
 
 from llm_recipes.configs import (
-    RewardScriptArguments,
     check_dataset_path,
     check_eval_data,
     check_model_path,
@@ -32,7 +31,8 @@ from llm_recipes.configs import (
     run_recipe,
 )
 from llm_recipes.errors import UserError
-from llm_recipes.outputs import stage_main
+from llm_recipes.rl.config import RewardScriptArguments
+from llm_recipes.runs.outputs import stage_main
 
 # Our defaults where TRL's differ: no tracker unless asked, private pushes, a classifier head for LoRA.
 REWARD_DEFAULTS = dict(report_to="none", hub_private_repo=True, logging_steps=10, lora_task_type="SEQ_CLS")
@@ -76,11 +76,11 @@ def build_trainer(script_args: RewardScriptArguments, training_args: RewardConfi
     from transformers import set_seed
     from trl import get_peft_config
 
-    from llm_recipes.chat import ensure_chat_template, read_chat_template
     from llm_recipes.data.mixture import check_batches
     from llm_recipes.data.preferences import load_preference_data
-    from llm_recipes.modeling import load_tokenizer
-    from llm_recipes.rewards import load_reward_model_for_training, pairwise_metrics, record_reward_input
+    from llm_recipes.models.chat import ensure_chat_template, read_chat_template
+    from llm_recipes.models.loading import load_tokenizer
+    from llm_recipes.rl.rewards import load_reward_model_for_training, pairwise_metrics, record_reward_input
 
     # Data: any preference shape -> prompt/chosen/rejected (+ margin), eval pairs held out
     with training_args.main_process_first(desc="loading preference data"):
@@ -151,11 +151,11 @@ def check_pairs_fit(pairs: int, kept: int, max_length: int | None, which: str = 
 @stage_main
 def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_args: ModelConfig) -> dict:
     from llm_recipes.hub import push_trained_output, take_over_trainer_push
-    from llm_recipes.manifest import StageRun
-    from llm_recipes.modeling import count_parameters
-    from llm_recipes.reporting import format_summary
-    from llm_recipes.rewards import save_reward_input
-    from llm_recipes.training import last_logged, resume_point
+    from llm_recipes.models.loading import count_parameters
+    from llm_recipes.rl.rewards import save_reward_input
+    from llm_recipes.runs.manifest import StageRun
+    from llm_recipes.runs.summary import format_summary
+    from llm_recipes.training.resume import last_logged, resume_point
 
     configs = {"script": script_args, "training": training_args, "model": model_args}
     run = StageRun.begin("reward", training_args.output_dir, configs, training=True)

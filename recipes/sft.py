@@ -19,17 +19,17 @@ import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time wa
 from trl import ModelConfig, SFTConfig
 
 from llm_recipes.configs import (
-    SFTScriptArguments,
     check_dataset_path,
     check_eval_data,
     check_model_path,
     check_quantized_training,
-    dataset_specs,
     parse_config,
     run_recipe,
 )
+from llm_recipes.data.config import dataset_specs
 from llm_recipes.errors import UserError
-from llm_recipes.outputs import stage_main
+from llm_recipes.runs.outputs import stage_main
+from llm_recipes.sft.config import SFTScriptArguments
 
 # Our defaults where TRL's differ: loss on what the assistant says, no tracker unless asked, private pushes.
 SFT_DEFAULTS = dict(assistant_only_loss=True, report_to="none", hub_private_repo=True, logging_steps=10)
@@ -61,11 +61,11 @@ def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, mod
     from transformers import set_seed
     from trl import SFTTrainer, get_peft_config
 
-    from llm_recipes.chat import ensure_chat_template, read_chat_template, set_stop_tokens
-    from llm_recipes.configs import DatasetSpec
+    from llm_recipes.data.config import DatasetSpec
     from llm_recipes.data.loading import load_training_data
     from llm_recipes.data.mixture import check_batches
-    from llm_recipes.modeling import freeze_for_partial_finetuning, load_causal_lm, load_tokenizer
+    from llm_recipes.models.chat import ensure_chat_template, read_chat_template, set_stop_tokens
+    from llm_recipes.models.loading import freeze_for_partial_finetuning, load_causal_lm, load_tokenizer
 
     # Data: every source converted to TRL's standard columns, mixed by weight, eval held out
     eval_spec = DatasetSpec(path=script_args.eval_dataset_path) if script_args.eval_dataset_path else None
@@ -119,11 +119,11 @@ def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, mod
 @stage_main
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict:
     from llm_recipes.hub import push_trained_output, take_over_trainer_push
-    from llm_recipes.manifest import StageRun
-    from llm_recipes.modeling import count_parameters
-    from llm_recipes.reporting import format_summary
-    from llm_recipes.sft import check_loss_mask, sft_summary
-    from llm_recipes.training import resume_point
+    from llm_recipes.models.loading import count_parameters
+    from llm_recipes.runs.manifest import StageRun
+    from llm_recipes.runs.summary import format_summary
+    from llm_recipes.sft.summary import check_loss_mask, sft_summary
+    from llm_recipes.training.resume import resume_point
 
     configs = {"script": script_args, "training": training_args, "model": model_args}
     run = StageRun.begin("sft", training_args.output_dir, configs, training=True)

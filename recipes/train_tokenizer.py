@@ -15,15 +15,10 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from llm_recipes.configs import (
-    TrainTokenizerArguments,
-    check_dataset_path,
-    looks_local,
-    parse_config,
-    run_recipe,
-)
+from llm_recipes.configs import check_dataset_path, looks_local, parse_config, run_recipe
 from llm_recipes.errors import UserError
-from llm_recipes.outputs import stage_main
+from llm_recipes.runs.outputs import stage_main
+from llm_recipes.tokenizer.config import TrainTokenizerArguments
 
 # What a previous run of this stage leaves; only such a folder is replaced by a new run.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "llm_recipes_manifest.json")
@@ -50,13 +45,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainTokenizerArgumen
 
 @stage_main
 def main(args: TrainTokenizerArguments) -> dict:
-    from llm_recipes.configs import DatasetSpec
+    from llm_recipes.data.config import DatasetSpec
     from llm_recipes.data.loading import load_standard
     from llm_recipes.data.text import iter_texts
-    from llm_recipes.manifest import StageRun
-    from llm_recipes.outputs import written_in_place
-    from llm_recipes.reporting import format_summary
-    from llm_recipes.tokenizer import measure_fertility
+    from llm_recipes.runs.manifest import StageRun
+    from llm_recipes.runs.outputs import written_in_place
+    from llm_recipes.runs.summary import format_summary
+    from llm_recipes.tokenizer.training import measure_fertility
 
     # written beside the output and renamed into place at the end: a crash never leaves a half-written tokenizer
     run = StageRun.begin("train-tokenizer", args.output_dir, {"script": args})
@@ -91,7 +86,7 @@ def main(args: TrainTokenizerArguments) -> dict:
 
 def build_tokenizer(args: TrainTokenizerArguments, texts: Iterable[str]):
     """A new tokenizer trained on `texts`, or `base_tokenizer` retrained on them."""
-    from llm_recipes.tokenizer import retrain_tokenizer, train_tokenizer
+    from llm_recipes.tokenizer.training import retrain_tokenizer, train_tokenizer
 
     if args.base_tokenizer:
         tokenizer = retrain_tokenizer(_load_base_tokenizer(args.base_tokenizer), texts, args.vocab_size)

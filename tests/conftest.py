@@ -46,8 +46,8 @@ def base_model_dir(tmp_path_factory) -> Path:
     """A tiny random decoder whose tokenizer has no chat template, like most base models."""
     import torch
 
-    from llm_recipes.modeling import init_decoder
-    from llm_recipes.tokenizer import train_bpe_tokenizer
+    from llm_recipes.models.loading import init_decoder
+    from llm_recipes.tokenizer.training import train_bpe_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny-base")
     tokenizer = train_bpe_tokenizer(_corpus(), vocab_size=800)
@@ -63,8 +63,8 @@ def chat_model_dir(tmp_path_factory) -> Path:
     """The same, but its tokenizer already has ChatML tokens and a template."""
     import torch
 
-    from llm_recipes.modeling import init_decoder
-    from llm_recipes.tokenizer import train_bpe_tokenizer
+    from llm_recipes.models.loading import init_decoder
+    from llm_recipes.tokenizer.training import train_bpe_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny-chat")
     tokenizer = train_bpe_tokenizer(_corpus(), vocab_size=800, chat=True)

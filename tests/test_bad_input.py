@@ -16,7 +16,8 @@ import pytest
 import yaml
 from conftest import DEMO_DATA, PROJECT, write_yaml
 
-from llm_recipes.configs import DatasetSpec, check_model_path
+from llm_recipes.configs import check_model_path
+from llm_recipes.data.config import DatasetSpec
 from llm_recipes.data.io import load_dataset_source
 from llm_recipes.data.loading import load_standard, load_training_data
 from llm_recipes.data.mixture import check_batches, hold_out
@@ -90,7 +91,7 @@ def test_bytes_that_are_not_utf8_name_the_file_and_line(tmp_path, suffix):
 
 def test_pretraining_and_evaluation_data_that_is_not_utf8_is_one_line(tmp_path):
     from llm_recipes.evaluation.data import load_eval_data
-    from llm_recipes.pretraining import load_pretraining_texts
+    from llm_recipes.pretrain.build import load_pretraining_texts
 
     path = tmp_path / "corpus.jsonl"
     path.write_bytes(b'{"text": "one"}\n{"text": "two"}\n{"text": "caf\xe9"}\n')

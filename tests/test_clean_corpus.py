@@ -12,7 +12,7 @@ from conftest import PROJECT, write_yaml
 from llm_recipes.cli import load_recipe
 from llm_recipes.corpus.report import REPORT_CHART, REPORT_JSON, REPORT_TABLE
 from llm_recipes.errors import UserError
-from llm_recipes.manifest import read_manifest
+from llm_recipes.runs.manifest import read_manifest
 
 clean_corpus = load_recipe("clean-corpus")
 

@@ -9,11 +9,11 @@ import pytest
 from datasets import Dataset
 from transformers import AutoTokenizer
 
-from llm_recipes.configs import DatasetSpec
+from llm_recipes.data.config import DatasetSpec
 from llm_recipes.data.curriculum import column_scores, curriculum_order, length_scores, model_loss_scores
 from llm_recipes.data.packing import tokenize_documents
 from llm_recipes.errors import UserError
-from llm_recipes.pretraining import load_pretraining_texts, order_documents
+from llm_recipes.pretrain.build import load_pretraining_texts, order_documents
 
 
 def curriculum_args(**overrides) -> SimpleNamespace:

@@ -7,7 +7,7 @@ import json
 import pytest
 from datasets import Dataset, DatasetDict
 
-from llm_recipes.configs import DatasetSpec
+from llm_recipes.data.config import DatasetSpec
 from llm_recipes.data.io import load_dataset_source
 from llm_recipes.data.loading import load_training_data
 from llm_recipes.data.mixture import hold_out, mix_datasets

@@ -15,8 +15,7 @@ from conftest import PROJECT, write_yaml
 from torch.nn import functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
-from llm_recipes.compression_report import compare_models, format_comparison, safetensors_bytes
-from llm_recipes.distillation import (
+from llm_recipes.compress.distill import (
     GKD_MISSING,
     PaddedRowsCollator,
     check_same_tokenizer,
@@ -30,6 +29,7 @@ from llm_recipes.distillation import (
     student_from_teacher,
     token_divergence,
 )
+from llm_recipes.compress.report import compare_models, format_comparison, safetensors_bytes
 from llm_recipes.errors import UserError
 
 
@@ -152,7 +152,7 @@ def test_jsd_matches_trls_gkd_definition():
 @pytest.fixture(scope="module")
 def small_teacher(base_model_dir):
     """A 4-layer random Llama with the base fixture's tokenizer."""
-    from llm_recipes.modeling import init_decoder
+    from llm_recipes.models.loading import init_decoder
 
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     torch.manual_seed(1)
@@ -202,7 +202,7 @@ def test_preset_student_matches_the_teachers_vocabulary(small_teacher):
 
 
 def test_a_different_tokenizer_is_refused(base_model_dir, chat_model_dir, tmp_path):
-    from llm_recipes.tokenizer import train_bpe_tokenizer
+    from llm_recipes.tokenizer.training import train_bpe_tokenizer
 
     teacher = AutoTokenizer.from_pretrained(base_model_dir)
     check_same_tokenizer(teacher, AutoTokenizer.from_pretrained(base_model_dir))  # the same: accepted
@@ -255,7 +255,7 @@ def test_collator_pads_and_never_targets_padding():
 
 
 def test_trainer_loss_is_the_blend_of_teacher_and_student_logits(small_teacher, tmp_path):
-    from llm_recipes.trainers.distill import DistillationTrainer
+    from llm_recipes.compress.distill_trainer import DistillationTrainer
 
     teacher, _ = small_teacher
     student = student_from_teacher(teacher)

@@ -114,7 +114,7 @@ def test_outside_a_dry_run_the_checks_import_the_code(tmp_path, monkeypatch):
     """The other side: a stage's own check (and a real pipeline's check of every stage) imports the code, so a
     missing function fails before any model loads."""
     from llm_recipes.corpus.filters import CallableFilter
-    from llm_recipes.rewards import check_reward_function
+    from llm_recipes.rl.rewards import check_reward_function
 
     reward_marker, filter_marker = tmp_path / "reward-imported", tmp_path / "filter-imported"
     reward_file = marking_code(tmp_path / "my_reward.py", reward_marker, REWARD)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from llm_recipes.configs import EvaluateArguments
 from llm_recipes.errors import UserError
+from llm_recipes.evaluation.config import EvaluateArguments
 
 PREDICTIONS = ["the cat sat on the mat", "a dog runs in the park today", "hello there", "It is a green dog."]
 REFERENCES = ["the cat is on the mat", "the dog runs in a park", "hello there", "It is a dog."]

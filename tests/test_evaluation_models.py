@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from llm_recipes.configs import EvaluateArguments
+from llm_recipes.evaluation.config import EvaluateArguments
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,7 @@ def other_model_dir(tmp_path_factory, base_model_dir):
     """A second policy: the base architecture and tokenizer with other random weights."""
     from transformers import AutoTokenizer
 
-    from llm_recipes.modeling import init_decoder
+    from llm_recipes.models.loading import init_decoder
 
     folder = tmp_path_factory.mktemp("tiny-other")
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
@@ -157,7 +157,7 @@ def test_recurrent_model_scores_and_generates(tmp_path, base_model_dir):
         load_tokenizer_for,
         perplexity,
     )
-    from llm_recipes.modeling import build_config, init_model
+    from llm_recipes.models.loading import build_config, init_model
 
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     torch.manual_seed(0)

@@ -18,10 +18,10 @@ from huggingface_hub import ModelCard
 from test_sft import run_sft, sft_config
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, pipeline
 
-from llm_recipes import export as export_lib
 from llm_recipes import hub
 from llm_recipes.errors import UserError
-from llm_recipes.manifest import read_manifest
+from llm_recipes.export import folder as export_lib
+from llm_recipes.runs.manifest import read_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -291,7 +291,7 @@ def test_quantized_exports_load_in_pipeline(tmp_path, sft_outputs):
 def test_nf4_export_loads_in_pipeline(tmp_path, chat_model_dir, capsys):
     import bitsandbytes as bnb
 
-    from llm_recipes.modeling import init_decoder
+    from llm_recipes.models.loading import init_decoder
 
     # bitsandbytes' CPU 4-bit kernel needs layer widths divisible by 32: llama-tiny's MLP (176) is not
     tokenizer = AutoTokenizer.from_pretrained(chat_model_dir)

@@ -29,7 +29,7 @@ from transformers import (
 from llm_recipes.cli import load_recipe
 from llm_recipes.data.task_demo import ner_rows, qa_rows, sentiment_rows
 from llm_recipes.errors import UserError
-from llm_recipes.manifest import read_manifest
+from llm_recipes.runs.manifest import read_manifest
 from llm_recipes.tasks.models import freeze_lower_layers
 from llm_recipes.tasks.training import TaskTrainer, layerwise_parameter_groups
 

@@ -415,7 +415,7 @@ def test_one_format_with_a_stray_column_is_still_one_format(tmp_path) -> None:
 
 
 def test_rows_that_would_make_different_shapes_are_refused_naming_the_formats(tmp_path) -> None:
-    from llm_recipes.configs import DatasetSpec
+    from llm_recipes.data.config import DatasetSpec
     from llm_recipes.data.loading import load_standard
 
     path = tmp_path / "mixed.jsonl"

@@ -15,7 +15,7 @@ from huggingface_hub.utils import filter_repo_objects
 
 from llm_recipes import hub
 from llm_recipes.errors import UserError
-from llm_recipes.manifest import MANIFEST_NAME
+from llm_recipes.runs.manifest import MANIFEST_NAME
 
 SECRET = "hf_SECRETtoken1234567890abcdef"
 
@@ -599,7 +599,7 @@ def test_a_reward_model_card_scores_as_the_reward_stage_does(reward_input, chat_
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from llm_recipes.rewards import record_reward_input, score_responses
+    from llm_recipes.rl.rewards import record_reward_input, score_responses
 
     folder = tmp_path / "rm"
     tokenizer = AutoTokenizer.from_pretrained(chat_model_dir)

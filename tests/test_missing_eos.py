@@ -12,7 +12,7 @@ from test_rl_trl import task  # noqa: F401  (a fixture: the synthetic colour tas
 from test_seeds import TRL_FAST
 
 from llm_recipes.cli import load_recipe
-from llm_recipes.online_rl import missing_eos_penalty_function, with_missing_eos_penalty
+from llm_recipes.rl.online import missing_eos_penalty_function, with_missing_eos_penalty
 
 SYNTHETIC_REWARD = "llm_recipes.data.synthetic:synthetic_reward"
 

@@ -7,8 +7,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
 from llm_recipes.errors import UserError
-from llm_recipes.modeling import build_config, init_model, preset_names, resize_for_tokenizer
-from llm_recipes.tokenizer import train_bpe_tokenizer
+from llm_recipes.models.loading import build_config, init_model, preset_names, resize_for_tokenizer
+from llm_recipes.tokenizer.training import train_bpe_tokenizer
 
 
 @pytest.fixture(scope="module")

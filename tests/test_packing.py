@@ -20,8 +20,8 @@ from llm_recipes.data.packing import (
     target_token_count,
     tokenize_documents,
 )
-from llm_recipes.modeling import build_config
-from llm_recipes.pretraining import MASK_TOKEN, prepare_tokenizer
+from llm_recipes.models.loading import build_config
+from llm_recipes.pretrain.build import MASK_TOKEN, prepare_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from accelerate.commands.launch import launch_command_parser
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from llm_recipes.errors import UserError
-from llm_recipes.modeling import DECODER_PRESETS, ENCODER_PRESETS
+from llm_recipes.models.loading import DECODER_PRESETS, ENCODER_PRESETS
 from llm_recipes.pipeline.estimates import (
     activation_bytes,
     estimate_stage,

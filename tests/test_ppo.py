@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from llm_recipes.data.synthetic import synthetic_preferences, synthetic_prompts, synthetic_texts
 from llm_recipes.errors import UserError
-from llm_recipes.manifest import read_manifest
+from llm_recipes.runs.manifest import read_manifest
 
 # the colour half of the task: a random policy names the asked animal too rarely to learn the full reward in a
 # few steps (the demo's SFT policy does)
@@ -43,8 +43,8 @@ PPO = load_stage("ppo")
 @pytest.fixture(scope="module")
 def colour_model_dir(tmp_path_factory) -> Path:
     """A tiny random Llama whose tokenizer was trained on the colour task's text (colours are single tokens)."""
-    from llm_recipes.modeling import init_decoder
-    from llm_recipes.tokenizer import train_bpe_tokenizer
+    from llm_recipes.models.loading import init_decoder
+    from llm_recipes.tokenizer.training import train_bpe_tokenizer
 
     folder = tmp_path_factory.mktemp("colour-base")
     tokenizer = train_bpe_tokenizer(synthetic_texts(400), vocab_size=500)
@@ -156,7 +156,7 @@ def test_config_mistakes_are_one_line_errors(tmp_path, colour_model_dir, prompt_
 def test_rollouts_sample_the_whole_distribution_and_stop_at_eos(colour_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llm_recipes.trainers.ppo import SamplingSettings, sample_and_score
+    from llm_recipes.rl.ppo.trainer import SamplingSettings, sample_and_score
 
     model = AutoModelForCausalLM.from_pretrained(colour_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(colour_model_dir)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from llm_recipes.trainers.ppo_core import (
+from llm_recipes.rl.ppo.core import (
     AdaptiveKLController,
     FixedKLController,
     clipped_policy_loss,

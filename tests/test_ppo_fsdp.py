@@ -19,7 +19,7 @@ from test_ppo import PPO, colour_model_dir, interrupting_reward, log_history, pp
 
 from llm_recipes.data.synthetic import synthetic_prompts
 from llm_recipes.errors import UserError
-from llm_recipes.manifest import read_manifest
+from llm_recipes.runs.manifest import read_manifest
 
 CLI = [sys.executable, "-m", "llm_recipes.cli", "ppo"]
 DDP = ["--cpu", "--num_processes", "2"]

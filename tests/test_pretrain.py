@@ -20,10 +20,10 @@ from transformers import (
     TrainerControl,
 )
 
-from llm_recipes.callbacks import NonFiniteLossGuard
 from llm_recipes.cli import load_recipe
 from llm_recipes.errors import UserError
-from llm_recipes.manifest import read_manifest
+from llm_recipes.runs.manifest import read_manifest
+from llm_recipes.training.callbacks import NonFiniteLossGuard
 
 PRETRAIN = load_recipe("pretrain")
 ARITHMETIC = DEMO_DATA / "arithmetic_alpaca.jsonl"
@@ -170,7 +170,7 @@ def test_guard_checks_weights_before_a_save_even_when_the_loss_was_finite(tmp_pa
 
 @pytest.mark.slow
 def test_tokenizer_then_pretraining_on_wiki_lowers_eval_perplexity(tmp_path, shared_data):
-    from llm_recipes.tokenizer import train_bpe_tokenizer
+    from llm_recipes.tokenizer.training import train_bpe_tokenizer
 
     wiki = shared_data / "wiki_demo.txt"
     tokenizer = train_bpe_tokenizer(wiki.read_text(encoding="utf-8").splitlines(), vocab_size=1000)

@@ -54,7 +54,7 @@ MAX_NEW_TOKENS = 6
 def _save_model(folder: Path, tokenizer_dir: Path, seed: int) -> Path:
     from transformers import AutoTokenizer
 
-    from llm_recipes.modeling import init_decoder
+    from llm_recipes.models.loading import init_decoder
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(seed)

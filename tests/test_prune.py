@@ -14,10 +14,10 @@ from conftest import DEMO_DATA, write_yaml
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from llm_recipes import pruning
 from llm_recipes.cli import load_recipe
+from llm_recipes.compress import prune as pruning
 from llm_recipes.errors import UserError
-from llm_recipes.manifest import read_manifest
+from llm_recipes.runs.manifest import read_manifest
 
 CORPUS = str(DEMO_DATA / "raw_corpus.jsonl")
 FAST_REPORT = dict(eval_dataset_path=CORPUS, max_eval_samples=8, latency_new_tokens=4, latency_repeats=1)
@@ -365,7 +365,7 @@ def test_config_mistakes_fail_before_loading(tmp_path, base_model_dir):
 def test_quantized_sources_are_refused(tmp_path, base_model_dir):
     from test_quantize import lora_adapter
 
-    from llm_recipes.quantization import QuantizationSpec, quantize_folder
+    from llm_recipes.compress.quantize import QuantizationSpec, quantize_folder
 
     int8 = tmp_path / "int8"
     quantize_folder(base_model_dir, int8, QuantizationSpec("bnb_int8"))

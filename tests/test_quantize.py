@@ -18,15 +18,15 @@ from conftest import DEMO_DATA, write_yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llm_recipes.cli import load_recipe
-from llm_recipes.errors import UserError
-from llm_recipes.manifest import read_manifest
-from llm_recipes.quantization import (
+from llm_recipes.compress.quantize import (
     QuantizationSpec,
     cannot_run_reason,
     logit_difference,
     quantize_folder,
     reload_check,
 )
+from llm_recipes.errors import UserError
+from llm_recipes.runs.manifest import read_manifest
 
 ARITHMETIC = str(DEMO_DATA / "arithmetic_alpaca.jsonl")
 # a fast report: few eval rows, short generations, one timed run
@@ -59,7 +59,7 @@ def read_report(folder: Path) -> dict:
 @pytest.fixture(scope="module")
 def wide_model_dir(tmp_path_factory, base_model_dir) -> Path:
     """llama-tiny with a 192-wide MLP: every layer width divisible by 32, so bitsandbytes 4-bit runs on a CPU."""
-    from llm_recipes.modeling import init_decoder
+    from llm_recipes.models.loading import init_decoder
 
     folder = tmp_path_factory.mktemp("wide")
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
@@ -248,7 +248,7 @@ def test_an_adapter_is_merged_into_its_full_precision_base_then_quantized(tmp_pa
 
 
 def test_merging_into_a_4bit_base_is_refused(tmp_path, wide_model_dir):
-    from llm_recipes.export import refuse_quantized_base
+    from llm_recipes.export.folder import refuse_quantized_base
 
     nf4_base = tmp_path / "base-nf4"
     quantized = quantize_folder(wide_model_dir, nf4_base, QuantizationSpec("bnb_4bit"))

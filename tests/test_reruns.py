@@ -17,8 +17,8 @@ from transformers import TrainerCallback
 
 from llm_recipes.cli import load_recipe
 from llm_recipes.errors import StageComplete, UserError
-from llm_recipes.manifest import read_manifest
-from llm_recipes.outputs import check_output_path, claim_output, lock_path, settle
+from llm_recipes.runs.manifest import read_manifest
+from llm_recipes.runs.outputs import check_output_path, claim_output, lock_path, settle
 
 CLI = [sys.executable, "-m", "llm_recipes.cli"]
 PRETRAIN = load_recipe("pretrain")
@@ -93,7 +93,9 @@ def test_an_unwritable_output_dir_is_one_line_before_anything_loads(tmp_path, ch
 @pytest.mark.slow
 def test_a_second_run_into_the_same_folder_is_refused_naming_the_first(tmp_path, chat_model_dir):
     output = tmp_path / "export"
-    hold = f"from llm_recipes.outputs import claim_output; claim_output({str(output)!r}); print('held', flush=True)"
+    hold = (
+        f"from llm_recipes.runs.outputs import claim_output; claim_output({str(output)!r}); print('held', flush=True)"
+    )
     holder = subprocess.Popen(
         [sys.executable, "-c", hold + "; import time; time.sleep(120)"],
         stdout=subprocess.PIPE,

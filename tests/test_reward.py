@@ -62,7 +62,7 @@ def _last_token_score(model, ids: list[int]) -> float:
 
 
 def test_score_responses_reads_text_the_way_reward_trainer_trains(base_model_dir):
-    from llm_recipes.rewards import score_responses
+    from llm_recipes.rl.rewards import score_responses
 
     model, tokenizer = _classifier(base_model_dir)
     prompts = ["What is 12 plus 13?", "Name an animal.", "Hi"]
@@ -83,7 +83,7 @@ def test_score_responses_reads_text_the_way_reward_trainer_trains(base_model_dir
 
 
 def test_conversations_are_scored_through_the_chat_template(chat_model_dir):
-    from llm_recipes.rewards import REWARD_INPUT_FIELD, score_responses
+    from llm_recipes.rl.rewards import REWARD_INPUT_FIELD, score_responses
 
     model, tokenizer = _classifier(chat_model_dir)
     conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Sky colour?"}]
@@ -104,7 +104,7 @@ def test_conversations_are_scored_through_the_chat_template(chat_model_dir):
 
 def test_reward_function_from_path(tmp_path):
     from llm_recipes.data.synthetic import synthetic_reward
-    from llm_recipes.rewards import reward_function_from_path
+    from llm_recipes.rl.rewards import reward_function_from_path
 
     assert reward_function_from_path("llm_recipes.data.synthetic:synthetic_reward") is synthetic_reward
     script = tmp_path / "my_rewards.py"
@@ -127,7 +127,7 @@ def test_reward_function_from_path(tmp_path):
 def test_pairwise_metrics_are_exact_over_pairs():
     from transformers import EvalPrediction
 
-    from llm_recipes.rewards import pairwise_metrics
+    from llm_recipes.rl.rewards import pairwise_metrics
 
     pairs = [[2.0, 1.0], [0.0, 3.0], [1.0, 1.0], [5.0, -1.0]]
     metrics = pairwise_metrics(EvalPrediction(predictions=pairs, label_ids=[0, 0, 0, 0]))
@@ -175,8 +175,8 @@ def test_reward_model_smoke_test_on_the_shared_dpo_demo(shared_data, chat_model_
     from transformers import AutoModelForSequenceClassification
 
     from llm_recipes.data.preferences import to_preference_columns
-    from llm_recipes.manifest import read_manifest
-    from llm_recipes.rewards import load_reward_model, score_responses
+    from llm_recipes.rl.rewards import load_reward_model, score_responses
+    from llm_recipes.runs.manifest import read_manifest
 
     output = tmp_path / "rm"
     args = [
@@ -222,7 +222,7 @@ def test_reward_model_smoke_test_on_the_shared_dpo_demo(shared_data, chat_model_
 
 
 def _heldout_accuracy(model_dir, pairs_path) -> float:
-    from llm_recipes.rewards import load_reward_model, score_responses
+    from llm_recipes.rl.rewards import load_reward_model, score_responses
 
     pairs = [json.loads(line) for line in pairs_path.read_text().splitlines()]
     model, tokenizer = load_reward_model(str(model_dir), device="cpu")
@@ -275,7 +275,7 @@ def test_reward_model_learns_the_synthetic_task(synthetic_data, tmp_path):
 @pytest.mark.slow
 def test_lora_reward_model_saves_and_loads_its_score_head(synthetic_data, tmp_path):
     from llm_recipes.evaluation import load_reward_model as evaluation_loader
-    from llm_recipes.rewards import REWARD_INPUT_FILE, load_reward_model, score_responses
+    from llm_recipes.rl.rewards import REWARD_INPUT_FILE, load_reward_model, score_responses
 
     output = tmp_path / "rm-lora"
     extra = ["--use_peft", "true", "--lora_r", "8", "--learning_rate", "1e-2", "--center_rewards_coefficient", "0.01"]
@@ -307,7 +307,7 @@ def test_lora_reward_model_saves_and_loads_its_score_head(synthetic_data, tmp_pa
 def test_every_head_gets_a_chat_template_from_a_base_model(base_model_dir, head):
     import transformers
 
-    from llm_recipes.chat import IM_END, ensure_chat_template
+    from llm_recipes.models.chat import IM_END, ensure_chat_template
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(base_model_dir)
     assert not tokenizer.chat_template

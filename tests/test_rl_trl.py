@@ -194,7 +194,7 @@ def test_rl_config_mistakes_fail_early(task, tmp_path):
 def test_a_reward_model_becomes_a_trl_reward_function(base_model_dir):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from llm_recipes.rewards import reward_model_function, score_responses
+    from llm_recipes.rl.rewards import reward_model_function, score_responses
 
     model = AutoModelForSequenceClassification.from_pretrained(base_model_dir, num_labels=1).eval()
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
@@ -213,7 +213,7 @@ def test_a_reward_model_becomes_a_trl_reward_function(base_model_dir):
 def _loads_as_policy(folder) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llm_recipes.manifest import read_manifest
+    from llm_recipes.runs.manifest import read_manifest
 
     model = AutoModelForCausalLM.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)

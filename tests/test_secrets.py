@@ -15,8 +15,8 @@ import yaml
 from conftest import DEMO_DATA, PROJECT, relocated_demo_pipeline, write_yaml
 
 from llm_recipes.cli import load_recipe
-from llm_recipes.manifest import config_as_dict, read_manifest
-from llm_recipes.secrets import take_secrets, take_token
+from llm_recipes.runs.manifest import config_as_dict, read_manifest
+from llm_recipes.runs.secrets import take_secrets, take_token
 
 FAKE_TOKEN = "hf_FAKEtoken0123456789abcdefXYZ"
 CLI = [sys.executable, "-m", "llm_recipes.cli"]

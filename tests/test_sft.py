@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from llm_recipes.cli import load_recipe
 from llm_recipes.errors import UserError
-from llm_recipes.manifest import read_manifest
+from llm_recipes.runs.manifest import read_manifest
 
 SFT = load_recipe("sft")
 pytestmark = pytest.mark.slow
@@ -255,7 +255,7 @@ def test_partial_finetuning_trains_only_the_top_layer(tmp_path, base_model_dir):
 
 
 def test_a_checkpoint_cut_short_is_not_resumed_from(tmp_path, capsys):
-    from llm_recipes.training import last_complete_checkpoint
+    from llm_recipes.training.resume import last_complete_checkpoint
 
     for step, state in [(5, '{"global_step": 5}'), (10, '{"global_step": 10}'), (15, None), (20, '{"global_')]:
         folder = tmp_path / f"checkpoint-{step}"

@@ -11,9 +11,9 @@ import pytest
 from datasets import ClassLabel, Dataset, Features, List, Value
 from transformers import AutoTokenizer, EvalPrediction
 
-from llm_recipes.configs import FinetuneTaskArguments
 from llm_recipes.data.task_demo import ner_rows, qa_rows, sentiment_rows
 from llm_recipes.errors import UserError
+from llm_recipes.tasks.config import FinetuneTaskArguments
 from llm_recipes.tasks.data import load_task_data, resolve_labels
 from llm_recipes.tasks.features import (
     align_labels,

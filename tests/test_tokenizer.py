@@ -12,10 +12,10 @@ from conftest import DEMO_DATA, PROJECT, write_yaml
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from llm_recipes.chat import IM_END, IM_START
 from llm_recipes.errors import UserError
-from llm_recipes.manifest import read_manifest
-from llm_recipes.tokenizer import (
+from llm_recipes.models.chat import IM_END, IM_START
+from llm_recipes.runs.manifest import read_manifest
+from llm_recipes.tokenizer.training import (
     ALGORITHMS,
     BOS,
     EOS,

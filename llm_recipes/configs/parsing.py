@@ -231,7 +231,7 @@ def run_recipe(main: Callable[..., Any], parse_args: Callable[[], tuple], *, fir
     """A recipe's `__main__`: parse, run, and turn a user error into one line on stderr with exit code 2.
 
     `first_process_only` is for data stages, which do their work on rank 0 (see `is_first_process`)."""
-    from llm_recipes.outputs import abandon_started_outputs
+    from llm_recipes.runs.outputs import abandon_started_outputs
 
     if first_process_only and not is_first_process():
         sys.exit(0)

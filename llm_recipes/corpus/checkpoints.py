@@ -19,7 +19,7 @@ from typing import Any
 
 from datasets import Dataset, load_from_disk
 
-from llm_recipes.manifest import write_json_atomically
+from llm_recipes.runs.manifest import write_json_atomically
 
 STEP_INFO = "step.json"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_recipes.corpus.steps import StepStats
-from llm_recipes.manifest import write_json_atomically
+from llm_recipes.runs.manifest import write_json_atomically
 
 REPORT_JSON, REPORT_TABLE, REPORT_CHART = "corpus_report.json", "corpus_report.txt", "corpus_report.png"
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset
 
-from llm_recipes.configs import DatasetSpec
+from llm_recipes.data.config import DatasetSpec
 from llm_recipes.data.formats import FormatReport, naming_dataset, to_standard_columns
 from llm_recipes.data.io import load_dataset_source
 from llm_recipes.data.mixture import hold_out, mix_datasets

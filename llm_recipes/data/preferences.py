@@ -36,7 +36,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
 
-from llm_recipes.configs import PREFERENCE_FORMATS
 from llm_recipes.data.formats import (
     _DROP,
     _MESSAGES_FEATURE,
@@ -56,6 +55,7 @@ from llm_recipes.data.formats import (
 from llm_recipes.data.io import load_dataset_source
 from llm_recipes.data.mixture import hold_out
 from llm_recipes.errors import UserError
+from llm_recipes.rl.config import PREFERENCE_FORMATS
 
 __all__ = [
     "PREFERENCE_FORMATS",

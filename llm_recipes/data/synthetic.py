@@ -354,8 +354,8 @@ def write_synthetic_base_model(
     is one token, so a ~0.1M-parameter model learns it in seconds): the starting point of the learning proofs."""
     import torch
 
-    from llm_recipes.modeling import init_decoder
-    from llm_recipes.tokenizer import train_bpe_tokenizer
+    from llm_recipes.models.loading import init_decoder
+    from llm_recipes.tokenizer.training import train_bpe_tokenizer
 
     folder = Path(folder)
     tokenizer = train_bpe_tokenizer(synthetic_texts(400), vocab_size=vocab_size)

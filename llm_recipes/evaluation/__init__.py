@@ -5,7 +5,7 @@ with the one before it. One concern per module:
 - `generation`: batched generation and BLEU / chrF / ROUGE / exact match (local `evaluate` modules in
   `llm_recipes.metrics`)
 - `classification`: accuracy, precision, recall, F1 (macro and micro) for sequence and token classification
-- `reward`: reward-model scores, mean reward and win rate of one model over another
+- `reward`: the reward model loaded, its scores, mean reward and win rate of one model over another
 - `lm_eval_bridge`: lm-evaluation-harness tasks on a model folder
 - `protocol` (spec: `protocol_spec`): the one evaluation protocol every model is measured on -- held-out corpus
   perplexity and bits per byte, task scores, reward, answers to fixed prompts, latency, size -- by one definition
@@ -13,7 +13,7 @@ with the one before it. One concern per module:
 - `footprint`: size on disk, latency per generated token, zero weights
 - `plots`: training curves from a stage's trainer_state.json
 - `report`: eval_results.json, the Markdown report, the comparison table, model-card results
-- `data`, `loading`, `suite`: the evaluation data, model loading, and the stage's steps
+- `data`, `loading`, `suite`, `config`: the evaluation data, model loading, the stage's steps and its arguments
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from llm_recipes.evaluation.classification import (
 from llm_recipes.evaluation.data import ClassificationData, EvalData, load_classification_data, load_eval_data
 from llm_recipes.evaluation.generation import build_generation_config, generate_responses, generation_metrics
 from llm_recipes.evaluation.lm_eval_bridge import run_lm_eval
-from llm_recipes.evaluation.loading import check_model_folder, load_model, load_reward_model, load_tokenizer_for
+from llm_recipes.evaluation.loading import check_model_folder, load_model, load_tokenizer_for
 from llm_recipes.evaluation.perplexity import PerplexityResult, perplexity
 from llm_recipes.evaluation.plots import find_trainer_state, plot_training_curves, read_log_history
 from llm_recipes.evaluation.protocol import MEASURES, Protocol, ProtocolResult, ProtocolSpec, read_protocol
@@ -40,7 +40,13 @@ from llm_recipes.evaluation.report import (
     write_eval_results,
     write_markdown_report,
 )
-from llm_recipes.evaluation.reward import RewardComparison, compare_by_reward, reward_scores, win_rate
+from llm_recipes.evaluation.reward import (
+    RewardComparison,
+    compare_by_reward,
+    load_reward_model,
+    reward_scores,
+    win_rate,
+)
 from llm_recipes.evaluation.suite import evaluate_model, run_evaluation
 
 __all__ = [

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_recipes.configs import DatasetSpec, looks_local
+from llm_recipes.configs import looks_local
+from llm_recipes.data.config import DatasetSpec
 from llm_recipes.data.formats import FormatReport
 from llm_recipes.errors import UserError
 from llm_recipes.evaluation.generation import Prompt

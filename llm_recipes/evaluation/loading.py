@@ -158,18 +158,6 @@ def load_model(
     return model
 
 
-def load_reward_model(path: str, **kwargs: Any) -> Any:
-    """A reward model (TRL's RewardTrainer output: a sequence classifier with one output) in eval mode."""
-    if is_adapter(path):
-        from llm_recipes.rewards import load_reward_model as load_with_tokenizer  # a LoRA reward model's base
-
-        return load_with_tokenizer(path, dtype=kwargs.get("dtype"), device=kwargs.get("device"))[0]
-    model = load_model(path, "sequence_classification", **kwargs)
-    if model.config.num_labels != 1:
-        raise UserError(f"reward_model: {path} has {model.config.num_labels} outputs; a reward model has 1")
-    return model
-
-
 def align_pad_token(model: Any, tokenizer: Any) -> None:
     """A classifier reads the last token that is not padding, so its config must know the tokenizer's pad token
     (without one, transformers refuses batches)."""

@@ -123,7 +123,7 @@ def protocol_header(spec: ProtocolSpec) -> dict[str, Any]:
 def chat_loss(model: Any, tokenizer: Any, chats: Sequence[list[dict[str, str]]], *, batch_size: int = 16):
     """(mean negative log-likelihood per assistant-turn token in nats, tokens scored) of `chats` under the chat
     template; (None, 0) when the template marks no assistant tokens ({% generation %})."""
-    from llm_recipes.distillation import IGNORE_INDEX, PaddedRowsCollator, encode_chat
+    from llm_recipes.compress.distill import IGNORE_INDEX, PaddedRowsCollator, encode_chat
 
     limit = getattr(model.config, "max_position_embeddings", None) or 1_000_000
     rows = [encode_chat(tokenizer, list(chat), assistant_only=True) for chat in chats]
@@ -163,7 +163,7 @@ def _load_task(task: TaskSpec) -> TaskData:
         prompts, _ = to_prompt_column(load_dataset_source(task.path, split=task.split), task.data_format)
         rows = prompts["prompt"][: task.max_rows] if task.max_rows else prompts["prompt"]
         return TaskData(task, list(rows))
-    from llm_recipes.configs import DatasetSpec
+    from llm_recipes.data.config import DatasetSpec
     from llm_recipes.data.loading import load_standard
 
     dataset, _ = load_standard(DatasetSpec(path=task.path, format=task.data_format, split=task.split))
@@ -224,7 +224,7 @@ class Protocol:
 
     def reward_model(self) -> tuple[Any, Any]:
         if self._reward is None:
-            from llm_recipes.rewards import load_reward_model
+            from llm_recipes.rl.rewards import load_reward_model
 
             self._reward = load_reward_model(self.spec.reward_model.path, device=self.device())
         return self._reward
@@ -247,7 +247,7 @@ class Protocol:
     ) -> ProtocolResult:
         """Every measure of the spec for one model. `model_dir` is the folder it loads from (its size on disk);
         `cannot_run` (a reason) measures only what needs no forward pass."""
-        from llm_recipes.modeling import count_parameters
+        from llm_recipes.models.loading import count_parameters
 
         self.load()
         result = ProtocolResult(
@@ -300,7 +300,7 @@ class Protocol:
 
     def _tasks(self, model: Any, tokenizer: Any, result: ProtocolResult) -> None:
         from llm_recipes.evaluation.generation import build_generation_config, generate_responses, generation_metrics
-        from llm_recipes.rewards import reward_function_from_path
+        from llm_recipes.rl.rewards import reward_function_from_path
 
         greedy = build_generation_config(model, tokenizer, max_new_tokens=self.spec.max_new_tokens)
         answered: dict[tuple, list[str]] = {}
@@ -329,7 +329,7 @@ class Protocol:
             result.details[key] = {"prompts": len(task.prompts)}
 
     def _reward_model_score(self, result: ProtocolResult) -> None:
-        from llm_recipes.rewards import score_responses
+        from llm_recipes.rl.rewards import score_responses
 
         task = self.spec.reward_task()
         if task is None:

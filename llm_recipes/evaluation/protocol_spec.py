@@ -325,7 +325,7 @@ def check_protocol_paths(spec: ProtocolSpec) -> None:
     """The config check of a stage with a protocol: data files and the reward model exist (or a pipeline stage
     before makes them), reward functions import."""
     from llm_recipes.evaluation.loading import check_model_folder
-    from llm_recipes.rewards import check_reward_function
+    from llm_recipes.rl.rewards import check_reward_function
 
     where = spec.source or "protocol"
     if spec.corpus is not None and spec.corpus.path:

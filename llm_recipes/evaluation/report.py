@@ -28,7 +28,7 @@ from typing import Any
 
 from llm_recipes.errors import UserError
 from llm_recipes.evaluation.protocol import format_measure, measure_title
-from llm_recipes.manifest import write_json_atomically
+from llm_recipes.runs.manifest import write_json_atomically
 
 EVAL_RESULTS = "eval_results.json"
 EVAL_REPORT = "eval_report.md"

@@ -1,6 +1,6 @@
 """The win rate of one model over another on the same prompts, judged by a reward model.
 
-Scoring itself (`reward_scores`) is `llm_recipes.rewards.score_responses`: one place builds the text a reward model
+Scoring itself (`reward_scores`) is `llm_recipes.rl.rewards.score_responses`: one place builds the text a reward model
 reads, the way TRL's RewardTrainer trained it (chat template for conversations, prompt + response + EOS for text).
 """
 
@@ -12,9 +12,10 @@ from typing import Any
 
 from llm_recipes.errors import UserError
 from llm_recipes.evaluation.generation import Prompt, generate_responses
-from llm_recipes.rewards import score_responses as reward_scores
+from llm_recipes.evaluation.loading import is_adapter, load_model
+from llm_recipes.rl.rewards import score_responses as reward_scores
 
-__all__ = ["RewardComparison", "compare_by_reward", "reward_scores", "win_rate"]
+__all__ = ["RewardComparison", "compare_by_reward", "load_reward_model", "reward_scores", "win_rate"]
 
 
 def win_rate(scores_a: Sequence[float], scores_b: Sequence[float]) -> float:
@@ -65,3 +66,15 @@ def compare_by_reward(
     scores_a = reward_scores(*reward_model, prompts, responses_a, batch_size=batch_size)
     scores_b = reward_scores(*reward_model, prompts, responses_b, batch_size=batch_size)
     return RewardComparison(responses_a, responses_b, scores_a, scores_b)
+
+
+def load_reward_model(path: str, **kwargs: Any) -> Any:
+    """A reward model (TRL's RewardTrainer output: a sequence classifier with one output) in eval mode."""
+    if is_adapter(path):
+        from llm_recipes.rl.rewards import load_reward_model as load_with_tokenizer  # a LoRA reward model's base
+
+        return load_with_tokenizer(path, dtype=kwargs.get("dtype"), device=kwargs.get("device"))[0]
+    model = load_model(path, "sequence_classification", **kwargs)
+    if model.config.num_labels != 1:
+        raise UserError(f"reward_model: {path} has {model.config.num_labels} outputs; a reward model has 1")
+    return model

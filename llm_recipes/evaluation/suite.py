@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
-from llm_recipes.configs import EvaluateArguments, check_dataset_path, is_planned, looks_local
+from llm_recipes.configs import check_dataset_path, is_planned, looks_local
 from llm_recipes.errors import UserError
+from llm_recipes.evaluation.config import EvaluateArguments
 from llm_recipes.evaluation.data import (
     ClassificationData,
     EvalData,
@@ -183,7 +184,8 @@ def load_reward(args: EvaluateArguments) -> tuple[Any, Any] | None:
     (a protocol's reward model is the protocol's)."""
     if not args.reward_model or "reward" not in wanted_metrics(args) or not args.dataset_path:
         return None
-    from llm_recipes.evaluation.loading import align_pad_token, load_reward_model, load_tokenizer_for
+    from llm_recipes.evaluation.loading import align_pad_token, load_tokenizer_for
+    from llm_recipes.evaluation.reward import load_reward_model
 
     model = load_reward_model(
         args.reward_model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
@@ -194,7 +196,7 @@ def load_reward(args: EvaluateArguments) -> tuple[Any, Any] | None:
 
 
 def model_stage(path: str) -> str | None:
-    from llm_recipes.manifest import read_manifest
+    from llm_recipes.runs.manifest import read_manifest
 
     if not looks_local(path) or not Path(path).expanduser().is_dir():
         return None

@@ -9,7 +9,7 @@ metrics; the evaluation stage's results; and a usage snippet for what the folder
 
 Pushing is `HfApi.create_repo` (private by default) + `create_branch` + `upload_folder`, once per stage, at its end
 (the Trainer's own pushing is turned off). The token comes from `HF_TOKEN` (where a stage moves a config's
-`hub_token` before anything is saved, llm_recipes.secrets) or the `hf auth login` store, and is never printed or
+`hub_token` before anything is saved, llm_recipes.runs.secrets) or the `hf auth login` store, and is never printed or
 written: Hub errors are turned into one-line `UserError`s with any token text removed. Without a network the push
 stops with a message saying the folder is complete and the exact command that uploads it later.
 

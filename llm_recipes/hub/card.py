@@ -22,8 +22,8 @@ from llm_recipes.hub.results import (
     copy_eval_results,
     read_eval_results,
 )
-from llm_recipes.manifest import SECRET_FIELDS, library_versions
-from llm_recipes.reporting import format_number
+from llm_recipes.runs.manifest import SECRET_FIELDS, library_versions
+from llm_recipes.runs.summary import format_number
 
 CARD_NAME = "README.md"
 DEFAULT_INTENDED_USE = (

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_recipes.export import ADAPTER_CONFIG, quantization_of, read_json
+from llm_recipes.export.folder import ADAPTER_CONFIG, quantization_of, read_json
 
 # What a folder's model does, by the end of its architecture's name in config.json (or an adapter's PEFT task type):
 # the Hub's pipeline tag, what the card calls the model, and its use
@@ -156,7 +156,7 @@ def _task_usage(model_id: str, facts: FolderFacts, needs: str) -> str:
 
 
 def _reward_usage(model_id: str, facts: FolderFacts, needs: str) -> str:
-    """A reward model scores a prompt and its response as the reward stage trained it (llm_recipes.rewards)."""
+    """A reward model scores a prompt and its response as the reward stage trained it (llm_recipes.rl.rewards)."""
     if facts.reward_input == "conversational":
         text = (
             'messages = [{"role": "user", "content": "What is 2 plus 3?"}, {"role": "assistant", "content": "5"}]\n'
@@ -185,8 +185,8 @@ def _reward_usage(model_id: str, facts: FolderFacts, needs: str) -> str:
 
 def _reward_input(folder: Path, config: dict[str, Any], task: str | None, chat: bool) -> str | None:
     """How a reward model reads a response, as the reward stage recorded it; None for other models."""
-    # llm_recipes.rewards loads torch; importing llm_recipes.hub does not
-    from llm_recipes.rewards import REWARD_INPUT_FIELD, REWARD_INPUT_FILE
+    # llm_recipes.rl.rewards loads torch; importing llm_recipes.hub does not
+    from llm_recipes.rl.rewards import REWARD_INPUT_FIELD, REWARD_INPUT_FILE
 
     if task != "text-classification":
         return None

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_recipes.configs.paths import locate_recorded_path, looks_local
-from llm_recipes.manifest import read_manifest
+from llm_recipes.runs.manifest import read_manifest
 
 INPUT_MODEL_KEYS = ("model", "base_model")
 INPUT_DATASET_KEYS = ("datasets", "dataset", "inputs")
@@ -79,8 +79,8 @@ def _input_values(inputs: dict[str, Any]) -> Iterable[str]:
 
 
 def is_hub_id(value: str) -> bool:
-    # llm_recipes.modeling loads torch; importing llm_recipes.hub does not
-    from llm_recipes.modeling import preset_names
+    # llm_recipes.models.loading loads torch; importing llm_recipes.hub does not
+    from llm_recipes.models.loading import preset_names
 
     return bool(value) and not looks_local(value) and value not in preset_names()
 

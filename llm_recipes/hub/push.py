@@ -1,7 +1,7 @@
 """Pushing a stage's output to the Hub: `HfApi.create_repo` (private by default) + `create_branch` + `upload_folder`,
 once per stage, at its end (the Trainer's own pushing is turned off), with the model card written for the final repo
 id. The token comes from `HF_TOKEN` (where a stage moves a config's `hub_token` before anything is saved,
-llm_recipes.secrets) or the `hf auth login` store, and is never printed or written: Hub errors are turned into
+llm_recipes.runs.secrets) or the `hf auth login` store, and is never printed or written: Hub errors are turned into
 one-line `UserError`s with any token text removed. Without a network the push stops with a message saying the folder
 is complete and the exact command that uploads it later."""
 
@@ -20,7 +20,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineMod
 
 from llm_recipes.errors import UserError
 from llm_recipes.hub.card import CardOptions, build_model_card, write_model_card
-from llm_recipes.secrets import take_token
+from llm_recipes.runs.secrets import take_token
 
 # Never uploaded: training checkpoints and logs, pickled training arguments (safetensors only), temporary files
 PUSH_IGNORE = ["checkpoint-*", "runs/*", "*.tmp", ".*", "training_args.bin"]

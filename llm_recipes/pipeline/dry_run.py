@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from llm_recipes.configs import TrainTokenizerArguments
 from llm_recipes.pipeline.estimates import (
     as_saved,
     estimate_stage,
@@ -22,6 +21,7 @@ from llm_recipes.pipeline.estimates import (
 from llm_recipes.pipeline.plan import PipelineSettings, StagePlan
 from llm_recipes.pipeline.report import format_table
 from llm_recipes.pipeline.state import StageStatus
+from llm_recipes.tokenizer.config import TrainTokenizerArguments
 
 ACTIONS = {
     "done": "done, unchanged",

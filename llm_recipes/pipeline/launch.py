@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from llm_recipes.errors import UserError
-from llm_recipes.trainers.ppo_launch import unsupported_launch
+from llm_recipes.rl.ppo.launch import unsupported_launch
 
 
 @dataclass
@@ -215,7 +215,7 @@ def training_config_sharding(plan: LaunchPlan, settings: dict[str, Any], notes: 
 
 def check_ppo_launch(launch: LaunchPlan, settings: dict[str, Any]) -> None:
     """Our PPO trainer runs on one device, under DDP or under FSDP2: anything else is refused here (the dry run), as
-    the recipe refuses it when launched (llm_recipes.trainers.ppo_launch)."""
+    the recipe refuses it when launched (llm_recipes.rl.ppo.launch)."""
     quantized = bool(settings.get("load_in_4bit") or settings.get("load_in_8bit"))
     reason = unsupported_launch(launch.zero_stage is not None, launch.fsdp_version if launch.fsdp else None, quantized)
     if reason:

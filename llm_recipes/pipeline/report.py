@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_recipes.manifest import read_manifest
-from llm_recipes.reporting import format_number
+from llm_recipes.runs.manifest import read_manifest
+from llm_recipes.runs.summary import format_number
 
 # stage -> (label, manifest metric before, manifest metric after); "before" None shows the one value. Labels say
 # whose figure it is (a stage's own eval split), so none reads as a protocol measure.
@@ -251,7 +251,7 @@ def _answers(rows: list[ModelRow], settings: dict[str, Any]) -> list[str]:
 
 def write_report(run_dir: Path, results: list[StageResult], table: str) -> None:
     """report.json (each stage), models.json (each model on the protocol, with its definitions) and report.txt."""
-    from llm_recipes.manifest import write_json_atomically
+    from llm_recipes.runs.manifest import write_json_atomically
 
     header, models = model_rows(results)
     if header is not None:

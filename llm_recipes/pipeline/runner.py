@@ -32,7 +32,7 @@ from llm_recipes.pipeline.state import (
     output_mark,
     upstream_of,
 )
-from llm_recipes.secrets import take_secrets
+from llm_recipes.runs.secrets import take_secrets
 
 
 class StageFailed(RuntimeError):

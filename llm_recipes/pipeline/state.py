@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_recipes.manifest import input_marks, read_manifest, write_json_atomically
 from llm_recipes.pipeline.plan import StagePlan
+from llm_recipes.runs.manifest import input_marks, read_manifest, write_json_atomically
 
 STATE_FILE = "state.json"
 

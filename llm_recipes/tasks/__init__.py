@@ -11,6 +11,7 @@ weights and an Optuna hyperparameter search.
     training.py  the Trainer: class-weighted loss, layer-wise learning-rate decay
     search.py    the `search:` section, Optuna space and objective, best_config.yaml
     options.py   config checks and derived defaults
+    config.py    the stage's arguments (FinetuneTaskArguments)
 """
 
 from llm_recipes.tasks.data import CLASSIFICATION, QUESTION_ANSWERING, TASKS, TOKEN_CLASSIFICATION

@@ -59,8 +59,8 @@ def task_config(args: Any, model_args: Any, tokenizer: Any, labels: Sequence[str
     the task or `freeze_layers` exceeds its depth."""
     from transformers import AutoConfig
 
-    from llm_recipes.modeling import ENCODER_PRESETS, build_config
-    from llm_recipes.pretraining import parse_overrides
+    from llm_recipes.models.loading import ENCODER_PRESETS, build_config
+    from llm_recipes.pretrain.build import parse_overrides
 
     overrides = parse_overrides(args.config_overrides)
     if model_args.model_name_or_path:
@@ -100,7 +100,7 @@ def capped_max_length(max_length: int | None, task: str, config: Any) -> tuple[i
 
 def freeze_lower_layers(model: Any, count: int) -> None:
     """Freeze the embeddings and the lowest `count` transformer blocks; the blocks above and the head train."""
-    from llm_recipes.modeling import transformer_blocks
+    from llm_recipes.models.loading import transformer_blocks
 
     blocks = transformer_blocks(model)
     if count > len(blocks):
@@ -133,7 +133,7 @@ def model_builder(
 ) -> Callable[..., Any]:
     """A `model_init(trial=None)` for the Trainer: loads (or initialises) the task model and applies freezing or
     LoRA. A hyperparameter search calls it once per trial; `lora_overrides(trial)` gives that trial's LoRA rank."""
-    from llm_recipes.modeling import torch_dtype
+    from llm_recipes.models.loading import torch_dtype
 
     model_class = auto_class(args.task)
 

@@ -36,7 +36,7 @@ def evaluation_defaults(given: dict[str, Any]) -> dict[str, Any]:
 def check_arguments(args: Any, training_args: Any, model_args: Any) -> None:
     """Config-level checks: task, paths, model source, option combinations."""
     from llm_recipes.configs import check_dataset_path, check_model_path, looks_local
-    from llm_recipes.modeling import DECODER_PRESETS, ENCODER_PRESETS
+    from llm_recipes.models.loading import DECODER_PRESETS, ENCODER_PRESETS
 
     if args.task not in TASKS:
         raise UserError(f"task is required: one of {', '.join(TASKS)}")

@@ -231,7 +231,7 @@ def changed_fields(instance: Any, skip: set[str]) -> dict[str, Any]:
 def best_config(instances: list[Any], best_params: dict[str, Any], output_dir: str) -> dict[str, Any]:
     """The run's config (every field that differs from its default) with the best trial's values, without the
     search section and with the final output_dir: ready for `llm-recipes finetune-task --config`."""
-    from llm_recipes.manifest import SECRET_FIELDS
+    from llm_recipes.runs.manifest import SECRET_FIELDS
 
     config: dict[str, Any] = {}
     for instance in instances:

@@ -53,7 +53,7 @@ def training_summary(
     eval_metrics: dict[str, float],
     seconds: float,
 ) -> dict[str, Any]:
-    from llm_recipes.training import last_logged
+    from llm_recipes.training.resume import last_logged
 
     data, features = facts["data"], facts["features"]
     state = trainer.state

@@ -14,14 +14,14 @@ from pathlib import Path
 from huggingface_hub import try_to_load_from_cache
 from transformers import AutoConfig, AutoTokenizer, BertConfig, LlamaConfig, PretrainedConfig
 
+from llm_recipes.compress.distill import every_other_layer, student_config_from_teacher
 from llm_recipes.configs import looks_local
-from llm_recipes.distillation import every_other_layer, student_config_from_teacher
 from llm_recipes.errors import UserError
-from llm_recipes.modeling import DECODER_PRESETS, ENCODER_PRESETS
 from llm_recipes.models import RECURRENT_PRESETS, RecurrentLMConfig  # (importing registers them with AutoConfig)
+from llm_recipes.models.loading import DECODER_PRESETS, ENCODER_PRESETS
 from llm_recipes.pipeline.estimates.shapes import parameter_count, with_fields
 from llm_recipes.pipeline.estimates.stage_settings import DATA_STAGES, stage_settings
-from llm_recipes.pretraining import parse_overrides
+from llm_recipes.pretrain.build import parse_overrides
 
 
 def model_config_for(

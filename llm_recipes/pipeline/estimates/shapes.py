@@ -28,7 +28,7 @@ from trl import ModelConfig, get_peft_config
 
 import llm_recipes.models  # noqa: F401  (our recurrent baseline registers with the Auto classes)
 from llm_recipes.errors import UserError
-from llm_recipes.modeling import freeze_for_partial_finetuning, transformer_blocks
+from llm_recipes.models.loading import freeze_for_partial_finetuning, transformer_blocks
 
 HEADS = ("causal_lm", "masked_lm", "sequence_classification")
 

@@ -12,20 +12,18 @@ from typing import Any
 from transformers import TrainingArguments
 from trl import DPOConfig, GRPOConfig, ModelConfig, RewardConfig, RLOOConfig, SFTConfig
 
-from llm_recipes.configs import (
-    DistillArguments,
+from llm_recipes.compress.config import DistillArguments, PruneArguments, QuantizeArguments
+from llm_recipes.evaluation.config import EvaluateArguments
+from llm_recipes.export.config import ExportArguments
+from llm_recipes.pretrain.config import PretrainScriptArguments
+from llm_recipes.rl.config import (
     DPOScriptArguments,
-    EvaluateArguments,
-    ExportArguments,
     PPOConfig,
     PPOScriptArguments,
-    PretrainScriptArguments,
-    PruneArguments,
-    QuantizeArguments,
     RewardScriptArguments,
     RLScriptArguments,
-    SFTScriptArguments,
 )
+from llm_recipes.sft.config import SFTScriptArguments
 
 TRAINING_STAGES = ("pretrain", "sft", "reward", "ppo", "grpo", "rloo", "dpo", "distill")
 WEIGHTS_ONLY_STAGES = ("evaluate", "quantize", "prune", "export")

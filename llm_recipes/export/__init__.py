@@ -1,0 +1,3 @@
+"""The export stage: a trained model (or adapter) made deployable -- merged, sharded, carded, optionally GGUF --
+(`folder`), and its arguments (`config`).
+"""

@@ -1,0 +1,3 @@
+"""The train-tokenizer stage: BPE and unigram tokenizers trained (or retrained) on a dataset with a fertility report
+(`training`), and its arguments (`config`).
+"""
