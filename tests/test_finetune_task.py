@@ -30,6 +30,7 @@ from llm_recipes.cli import load_recipe
 from llm_recipes.data.task_demo import ner_rows, qa_rows, sentiment_rows
 from llm_recipes.errors import UserError
 from llm_recipes.runs.manifest import read_manifest
+from llm_recipes.tasks.build import build_trainer
 from llm_recipes.tasks.models import freeze_lower_layers
 from llm_recipes.tasks.training import TaskTrainer, layerwise_parameter_groups
 
@@ -178,12 +179,12 @@ def test_evaluation_defaults_follow_the_task_and_the_save_schedule(tmp_path, bas
 
 def test_early_stopping_is_wired_in(tmp_path, base_model_dir, task_data):
     config = task_config("classification", task_data, base_model_dir, tmp_path / "out", early_stopping_patience=2)
-    trainer, facts = FT.build_trainer(*parse(tmp_path, config))
+    trainer, built = build_trainer(*parse(tmp_path, config))
     assert any(isinstance(cb, EarlyStoppingCallback) for cb in trainer.callback_handler.callbacks)
-    assert facts["data"].labels == ["negative", "neutral", "positive"]
+    assert built.data.labels == ["negative", "neutral", "positive"]
     assert trainer.model.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
     assert trainer.model.config.hidden_size == 32
-    again, _ = FT.build_trainer(*parse(tmp_path, config))  # seeded: a rerun starts from the same weights
+    again, _ = build_trainer(*parse(tmp_path, config))  # seeded: a rerun starts from the same weights
     assert torch.equal(trainer.model.classifier.weight, again.model.classifier.weight)
 
 

@@ -9,6 +9,8 @@ weights and an Optuna hyperparameter search.
     metrics.py   compute_metrics per task, over our local `evaluate` metric modules
     models.py    the task model (preset or saved), freezing, LoRA, what a pipeline needs saved
     training.py  the Trainer: class-weighted loss, layer-wise learning-rate decay
+    build.py     data -> features -> model -> trainer, from the config (and what was built, for the summary)
+    summary.py   the tables a run or a search ends with (TaskSummary, SearchSummary)
     search.py    the `search:` section, Optuna space and objective, best_config.yaml
     options.py   config checks and derived defaults
     config.py    the stage's arguments (FinetuneTaskArguments)

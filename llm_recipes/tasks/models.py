@@ -203,3 +203,19 @@ def merged(model: Any) -> Any:
     from peft import PeftModel
 
     return model.merge_and_unload() if isinstance(model, PeftModel) else model
+
+
+def save_task_output(trainer: Any, args: Any, output_dir: str, max_length: int) -> None:
+    """The model a pipeline loads (a LoRA adapter merged into its base), its tokenizer, and for QA our pipeline."""
+    from peft import PeftModel
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    prepare_for_pipeline(model, args.task, pipeline_settings(args, max_length))
+    if isinstance(model, PeftModel):
+        if trainer.accelerator.is_main_process:
+            merged(model).save_pretrained(output_dir)
+    else:
+        trainer.save_model(output_dir)
+    if trainer.accelerator.is_main_process:
+        trainer.processing_class.save_pretrained(output_dir)
+        save_pipeline_code(output_dir, args.task)

@@ -103,6 +103,20 @@ def parse_search(
     return SearchSpec(trials=trials, metric=metric, direction=direction, space=dict(space))
 
 
+def search_spec(args: Any, training_args: Any, model_args: Any) -> SearchSpec | None:
+    """The stage's `search:` section checked against its config: the fields it may vary, LoRA or not, and the
+    metric and direction the run would keep its best checkpoint by."""
+    from transformers import TrainingArguments
+
+    return parse_search(
+        args.search,
+        {item.name for item in dataclasses.fields(TrainingArguments)},
+        model_args.use_peft,
+        training_args.metric_for_best_model or "loss",
+        training_args.greater_is_better,
+    )
+
+
 def _check_dimension(name: str, spec: Any, training_field_names: set[str], use_peft: bool) -> None:
     where = f"search.space.{name}"
     if name in LORA_FIELDS:
@@ -262,3 +276,27 @@ def trial_records(study: Any) -> list[dict[str, Any]]:
         {"trial": trial.number, "state": trial.state.name, "value": trial.value, "params": trial.params}
         for trial in study.trials
     ]
+
+
+def run_trials(
+    trainer: Any, spec: SearchSpec, objective: BestObjective, seed: int, study_name: str
+) -> tuple[Any, list[dict[str, Any]]]:
+    """`Trainer.hyperparameter_search` over the spec with Optuna (a seeded TPE sampler, trials named trial-N);
+    returns the best run and, on the main process (the one that holds the study), every trial's record."""
+    import optuna
+
+    storage = optuna.storages.InMemoryStorage()
+    best = trainer.hyperparameter_search(
+        hp_space=hp_space(spec),
+        compute_objective=objective,
+        n_trials=spec.trials,
+        direction=spec.direction,
+        backend="optuna",
+        hp_name=lambda trial: f"trial-{trial.number}",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        storage=storage,
+        study_name=study_name,
+    )
+    if not trainer.accelerator.is_main_process:
+        return best, []
+    return best, trial_records(optuna.load_study(study_name=study_name, storage=storage))
