@@ -61,7 +61,9 @@ def train_ours(args: argparse.Namespace, output_dir: str) -> float:
         "logging_steps": 10_000,
         **SETTINGS,
     }
-    trainer, _ = recipe.build_trainer(*recipe.parse_args([f"--{k}={v}" for k, v in argv.items()]))
+    from llm_recipes.rl.ppo.build import build_trainer
+
+    trainer, _ = build_trainer(*recipe.parse_args([f"--{k}={v}" for k, v in argv.items()]))
     started = time.perf_counter()
     trainer.train()
     return time.perf_counter() - started

@@ -269,6 +269,8 @@ class Evaluator:
 
 def rollout_speed(work: Path, sft_dir: Path, rm_dir: Path, data: Path, args: argparse.Namespace) -> dict[str, float]:
     """PPO rollouts per second, ours (batched generation, KV cache) against each baseline, on the same prompts."""
+    from llm_recipes.rl.ppo.build import build_trainer
+
     recipe = _load_by_path("ppo")
     argv = [
         "--model_name_or_path", str(sft_dir), "--dataset_path", str(data / "rl_prompts.jsonl"),
@@ -277,7 +279,7 @@ def rollout_speed(work: Path, sft_dir: Path, rm_dir: Path, data: Path, args: arg
         "--temperature", "1.0", "--rollout_forward_batch_size", "64", "--eval_split_size", "0",
     ]  # fmt: skip
     with quiet(work / "speed.log"):
-        trainer, _ = recipe.build_trainer(*recipe.parse_args(argv))
+        trainer, _ = build_trainer(*recipe.parse_args(argv))
     prompts = trainer.prompts_for_step(0)
     variants = {
         "batched + KV cache (ours)": dict(batch_size=64, use_cache=True),

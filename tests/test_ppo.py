@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from llm_recipes.data.synthetic import synthetic_preferences, synthetic_prompts, synthetic_texts
 from llm_recipes.errors import UserError
+from llm_recipes.rl.ppo.build import build_trainer
 from llm_recipes.runs.manifest import read_manifest
 
 # the colour half of the task: a random policy names the asked animal too rarely to learn the full reward in a
@@ -418,7 +419,7 @@ def test_a_reward_model_is_the_reward_and_the_value_models_start(
     )
     del config["reward_function"]
     script_args, ppo_args, model_args = PPO.parse_args(["--config", str(write_yaml(tmp_path / "ppo.yaml", config))])
-    trainer, _ = PPO.build_trainer(script_args, ppo_args, model_args)
+    trainer, _ = build_trainer(script_args, ppo_args, model_args)
     reward_model = AutoModelForSequenceClassification.from_pretrained(reward_model_dir)
     torch.testing.assert_close(trainer.unwrapped.value_model.score.weight, reward_model.score.weight)
 
