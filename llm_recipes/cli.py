@@ -99,7 +99,7 @@ def usage() -> str:
 @cache
 def accelerate_flags() -> dict[str, bool]:
     """accelerate launch's options -> whether each takes a value. Fields the recipes also have stay with them."""
-    from accelerate.commands.launch import launch_command_parser
+    from accelerate.commands.launch import launch_command_parser  # noqa: PLC0415  cli stays light: it imports torch
 
     recipe_fields = {"debug", "gradient_accumulation_steps", "config"}
     flags = {}

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from llm_recipes.errors import StageComplete, UserError, did_you_mean, report_user_error
+from llm_recipes.runs.outputs import abandon_started_outputs
 
 # What a local data file or a saved dataset may look like; anything else that does not exist is taken as a Hub id.
 DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt", ".gz", ".zst")
@@ -72,7 +73,7 @@ class _OneLineErrorParser:
 
 
 def _make_parser(dataclass_types: Sequence[type]):
-    from trl import TrlParser
+    from trl import TrlParser  # noqa: PLC0415  configs stay light: trl imports torch and transformers
 
     parser_cls = type("RecipeParser", (_OneLineErrorParser, TrlParser), {})
     return parser_cls(list(dataclass_types))
@@ -231,8 +232,6 @@ def run_recipe(main: Callable[..., Any], parse_args: Callable[[], tuple], *, fir
     """A recipe's `__main__`: parse, run, and turn a user error into one line on stderr with exit code 2.
 
     `first_process_only` is for data stages, which do their work on rank 0 (see `is_first_process`)."""
-    from llm_recipes.runs.outputs import abandon_started_outputs
-
     if first_process_only and not is_first_process():
         sys.exit(0)
     try:

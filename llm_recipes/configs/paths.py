@@ -4,6 +4,7 @@ the folders an earlier stage of a pipeline run will write; and where a path a st
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -71,8 +72,6 @@ def check_dataset_path(path: str, what: str = "dataset") -> None:
         return  # a Hub id: checked when loaded, we have no network to ask now
     expanded = os.path.expanduser(path)
     if "*" in expanded:
-        import glob
-
         if not glob.glob(expanded):
             raise ConfigError(f"{what} '{path}' matches no file")
         return
