@@ -29,6 +29,9 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import ftfy
+from ftfy import TextFixerConfig
+
 from llm_recipes.errors import UserError, did_you_mean
 
 Normalizer = Callable[[str], str]
@@ -87,8 +90,6 @@ class FixMojibake(TextStep):
     name = "fix_mojibake"
 
     def __init__(self, **options: Any):
-        from ftfy import TextFixerConfig
-
         unknown = [key for key in options if key not in TextFixerConfig._fields]
         if unknown:
             raise UserError(
@@ -102,8 +103,6 @@ class FixMojibake(TextStep):
         # Pure ASCII cannot hold mojibake; skipping it saves most of ftfy's cost on English web text.
         if text.isascii() and "\x1b" not in text:
             return text
-        import ftfy
-
         return ftfy.fix_text(text, self._config)
 
 

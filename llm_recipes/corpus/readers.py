@@ -36,6 +36,10 @@ from functools import cache
 from typing import Any, NamedTuple
 
 import datasets
+import lxml.etree
+import lxml.html
+import pyarrow.parquet as pq
+import trafilatura
 import zstandard
 from datasets import Dataset, Features, Value
 
@@ -419,8 +423,6 @@ def read_csv(path: str, options: dict, report: ReadReport) -> Iterator[Record]:
 
 
 def read_parquet(path: str, options: dict, report: ReadReport) -> Iterator[Record]:
-    import pyarrow.parquet as pq
-
     with open_binary(path) as stream:
         # parquet must seek, which a decompressing stream cannot: a compressed file is read into memory
         parquet = pq.ParquetFile(io.BytesIO(stream.read()) if path.lower().endswith(COMPRESSION_SUFFIXES) else stream)
@@ -441,8 +443,6 @@ def read_html(path: str, options: dict, report: ReadReport) -> Iterator[Record]:
         page, replaced = repair_text(_decode(stream.read().removeprefix(_BOM)))
     text = page
     if options["html"] == "extract" and page.strip():
-        import trafilatura
-
         text = trafilatura.extract(page, include_comments=False, include_tables=True, favor_recall=True)
         if not text or not text.strip():
             report.html_fallbacks += 1
@@ -452,9 +452,6 @@ def read_html(path: str, options: dict, report: ReadReport) -> Iterator[Record]:
 
 def strip_tags(page: str) -> str:
     """All visible text of a page (no scripts or styles), one line per non-blank line."""
-    import lxml.etree
-    import lxml.html
-
     try:
         tree = lxml.html.fromstring(page)
     except (lxml.etree.ParserError, ValueError):

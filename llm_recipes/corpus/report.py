@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from llm_recipes.corpus.steps import StepStats
 from llm_recipes.runs.manifest import write_json_atomically
 
@@ -89,14 +91,11 @@ def _row(cells: Sequence[Any], widths: Sequence[int]) -> str:
 
 def plot_report(report: dict[str, Any], path: str | Path) -> None:
     """Two bar charts, documents and characters removed per step, so the aggressive step stands out."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
     steps = report["steps"]
     names = [step["name"] for step in steps]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(names) + 1.6), sharey=True)
+    # a bare Figure, not pyplot: no GUI backend to pick, and nothing left open in a global figure list
+    fig = Figure(figsize=(11, 0.45 * len(names) + 1.6))
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, (title, removed) in zip(
         axes,
         (
@@ -114,7 +113,6 @@ def plot_report(report: dict[str, Any], path: str | Path) -> None:
     fig.suptitle(f"corpus: {totals['documents_in']:,} -> {totals['documents_out']:,} documents")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def write_report(folder: str | Path, report: dict[str, Any]) -> str:

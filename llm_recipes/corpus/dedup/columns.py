@@ -29,8 +29,8 @@ def map_to_numpy(
     ds: Dataset, function, column: str, num_proc: int | None = None, feature=None, width: int | None = None
 ) -> np.ndarray:
     """Run a batch function over a dataset and return its one output column as a numpy array."""
-    import pyarrow as pa
-    from datasets import Features
+    import pyarrow as pa  # noqa: PLC0415  corpus workers import this module: no datasets/pyarrow
+    from datasets import Features  # noqa: PLC0415  corpus workers import this module: no datasets/pyarrow
 
     if len(ds) == 0:
         return np.empty((0, width) if width else 0, dtype=np.uint32 if width else np.uint64)

@@ -36,7 +36,7 @@ def dedup_across_splits(
     (that is `exact_dedup` / `near_dedup`'s job). Clusters are transitive: a train document that is a near
     duplicate of another train document that duplicates a test document goes too.
     """
-    from datasets import Value
+    from datasets import Value  # noqa: PLC0415  corpus workers import this module: no datasets
 
     config = config or MinHashConfig()
     unknown = [name for name in splits if name not in priority]
@@ -153,7 +153,7 @@ def decontaminate(
     words counts as one n-gram of its own length when it has at least `min_words` words (see `eval_ngram_index`).
     Stats: documents, dropped, kept, eval_ngrams, eval_texts_too_short, and examples of the n-grams matched.
     """
-    from datasets import Features, Value
+    from datasets import Features, Value  # noqa: PLC0415  corpus workers import this module: no datasets
 
     if ngram < 1 or min_words < 1:
         raise UserError(f"ngram ({ngram}) and min_words ({min_words}) must be >= 1")

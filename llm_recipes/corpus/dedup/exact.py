@@ -40,7 +40,7 @@ class ExactDedupStats:
 
 def exact_dedup(ds: Dataset, text_field: str = "text", num_proc: int | None = None) -> tuple[Dataset, ExactDedupStats]:
     """Drop documents whose normalised text equals an earlier document's; the first occurrence is kept."""
-    from datasets import Value
+    from datasets import Value  # noqa: PLC0415  corpus workers import this module: no datasets
 
     check_text_column(ds, text_field)
     hashes = map_to_numpy(ds, ExactHashBatch(text_field), "exact_hash", num_proc, Value("uint64"))

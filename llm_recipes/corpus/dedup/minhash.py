@@ -159,7 +159,7 @@ def dataset_signatures(
     ds: Dataset, config: MinHashConfig, text_field: str = "text", num_proc: int | None = None
 ) -> np.ndarray:
     """The (n, num_perm) signatures of a dataset's texts, computed with `Dataset.map`."""
-    from datasets import List, Value
+    from datasets import List, Value  # noqa: PLC0415  corpus workers import this module: no datasets
 
     column_type = List(Value("uint32"), length=config.num_perm)
     return map_to_numpy(ds, MinHashBatch(config, text_field), "minhash", num_proc, column_type, config.num_perm)

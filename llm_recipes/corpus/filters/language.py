@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+
 from llm_recipes.corpus.filters.document import Document, Filter, check_fraction
 from llm_recipes.errors import UserError
 
@@ -42,8 +44,6 @@ class LanguageFilter(Filter):
         self._detector = None
 
     def _lingua_languages(self) -> list:
-        from lingua import IsoCode639_1, Language
-
         found = []
         for code in self.candidates:
             iso = getattr(IsoCode639_1, code.upper(), None)
@@ -58,8 +58,6 @@ class LanguageFilter(Filter):
     def detector(self):
         # Built on first use in each process (lingua's detector cannot be pickled), models loaded lazily by lingua.
         if self._detector is None:
-            from lingua import LanguageDetectorBuilder
-
             builder = LanguageDetectorBuilder.from_languages(*self._lingua_languages())
             if self.low_accuracy:
                 builder = builder.with_low_accuracy_mode()
