@@ -17,7 +17,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+import llm_recipes.models  # noqa: F401  (our recurrent baseline can serve as the scorer too)
+from llm_recipes.data.packing import row_lengths
 from llm_recipes.errors import UserError
 
 SCHEDULES = ("sorted", "buckets")
@@ -36,8 +39,6 @@ def curriculum_order(scores: Sequence[float], schedule: str = "sorted", buckets:
 
 def length_scores(tokenized: Dataset) -> list[float]:
     """Tokens per document, from the Arrow offsets of `input_ids`."""
-    from llm_recipes.data.packing import row_lengths
-
     return row_lengths(tokenized).astype(np.float64).tolist()
 
 
@@ -65,10 +66,6 @@ def model_loss_scores(
     """Mean per-token loss of each text under a small causal LM (its own tokenizer, truncated to `max_length`).
 
     A text too short to have a target (one token) scores 0: there is nothing in it to find hard."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    import llm_recipes.models  # noqa: F401  (our recurrent baseline can serve as the scorer too)
-
     tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
         model_name_or_path, use_safetensors=True, trust_remote_code=trust_remote_code

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import datasets
 import fsspec
 import pyarrow as pa
+import zstandard
 from datasets import Dataset, DatasetDict
 
 from llm_recipes.configs import looks_local
@@ -225,7 +226,6 @@ def _zstd_complete(data_file: str) -> bool:
     nothing, which `datasets` reports as a bare StopIteration), so it is checked before loading."""
     if not data_file.lower().endswith(".zst"):
         return True
-    import zstandard
 
     in_frame = False
     decompressor = zstandard.ZstdDecompressor().decompressobj()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -21,8 +22,11 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from trl import get_quantization_config
 
+import llm_recipes.models  # noqa: F401  (registers our recurrent baseline with the Auto classes)
 from llm_recipes.errors import UserError
+from llm_recipes.models import RECURRENT_PRESETS, RecurrentLMConfig
 
 # Llama-style decoder sizes. "llama-tiny" is for tests and the CPU demo; the larger ones are real starting points
 # (llama-1b has Llama-3.2-1B's shape). Parameter counts below exclude the (tied) embeddings.
@@ -109,8 +113,6 @@ OBJECTIVES = ("clm", "mlm")
 
 
 def preset_names() -> list[str]:
-    from llm_recipes.models import RECURRENT_PRESETS
-
     return [*DECODER_PRESETS, *ENCODER_PRESETS, *RECURRENT_PRESETS]
 
 
@@ -133,8 +135,6 @@ def build_config(
 ) -> PretrainedConfig:
     """The architecture of a from-scratch model: a named preset, or any `AutoConfig` (a folder or Hub id), with
     `overrides` applied on top. The vocabulary and special token ids always follow the tokenizer."""
-    from llm_recipes.models import RECURRENT_PRESETS, RecurrentLMConfig
-
     if objective not in OBJECTIVES:
         raise UserError(f"objective: unknown '{objective}'; choose from {', '.join(OBJECTIVES)}")
     if (preset is None) == (config_name is None):
@@ -166,8 +166,6 @@ ENCODER_MODEL_TYPES = ("bert", "roberta", "distilbert", "deberta", "deberta-v2",
 
 def init_model(config: PretrainedConfig, objective: str = "clm") -> PreTrainedModel:
     """A randomly initialised model for `config`: a causal LM, or a masked LM for objective mlm."""
-    import llm_recipes.models  # noqa: F401  (registers our recurrent baseline with the Auto classes)
-
     auto_class = AutoModelForMaskedLM if objective == "mlm" else AutoModelForCausalLM
     model = auto_class.from_config(config)
     if objective == "clm" and getattr(model, "generation_config", None) is not None:
@@ -206,9 +204,6 @@ def load_tokenizer(model_args: Any, trust_remote_code: bool = False) -> PreTrain
 
 def load_causal_lm(model_args: Any, trust_remote_code: bool = False) -> PreTrainedModel:
     """Load the model named by TRL's `ModelConfig`, quantized when it asks for 4-bit or 8-bit."""
-    from accelerate import PartialState
-    from trl import get_quantization_config
-
     quantization_config = get_quantization_config(model_args)
     if quantization_config is not None and model_args.load_in_4bit:
         # bitsandbytes computes in this dtype; float32 is the safe choice on CPU when none is given
