@@ -14,79 +14,46 @@ with the one before it. One concern per module:
 - `plots`: training curves from a stage's trainer_state.json
 - `report`: eval_results.json, the Markdown report, the comparison table, model-card results
 - `data`, `loading`, `suite`, `config`: the evaluation data, model loading, the stage's steps and its arguments
+
+Names are imported on first use, so `import llm_recipes.evaluation.config` (a recipe's parse path) stays cheap.
 """
 
 from __future__ import annotations
 
-from llm_recipes.evaluation.classification import (
-    classification_metrics,
-    predict_sequence_labels,
-    predict_token_labels,
-)
-from llm_recipes.evaluation.data import ClassificationData, EvalData, load_classification_data, load_eval_data
-from llm_recipes.evaluation.generation import build_generation_config, generate_responses, generation_metrics
-from llm_recipes.evaluation.lm_eval_bridge import run_lm_eval
-from llm_recipes.evaluation.loading import check_model_folder, load_model, load_tokenizer_for
-from llm_recipes.evaluation.perplexity import PerplexityResult, perplexity
-from llm_recipes.evaluation.plots import find_trainer_state, plot_training_curves, read_log_history
-from llm_recipes.evaluation.protocol import MEASURES, Protocol, ProtocolResult, ProtocolSpec, read_protocol
-from llm_recipes.evaluation.report import (
-    ModelResult,
-    comparison_rows,
-    eval_results_for_card,
-    load_eval_results,
-    markdown_report,
-    text_table,
-    write_eval_results,
-    write_markdown_report,
-)
-from llm_recipes.evaluation.reward import (
-    RewardComparison,
-    compare_by_reward,
-    load_reward_model,
-    reward_scores,
-    win_rate,
-)
-from llm_recipes.evaluation.suite import evaluate_model, run_evaluation
+import importlib
+from typing import Any
 
-__all__ = [
-    "MEASURES",
-    "ClassificationData",
-    "EvalData",
-    "ModelResult",
-    "PerplexityResult",
-    "Protocol",
-    "ProtocolResult",
-    "ProtocolSpec",
-    "RewardComparison",
-    "build_generation_config",
-    "check_model_folder",
-    "classification_metrics",
-    "compare_by_reward",
-    "comparison_rows",
-    "eval_results_for_card",
-    "evaluate_model",
-    "find_trainer_state",
-    "generate_responses",
-    "generation_metrics",
-    "load_classification_data",
-    "load_eval_data",
-    "load_eval_results",
-    "load_model",
-    "load_reward_model",
-    "load_tokenizer_for",
-    "markdown_report",
-    "perplexity",
-    "plot_training_curves",
-    "predict_sequence_labels",
-    "predict_token_labels",
-    "read_log_history",
-    "read_protocol",
-    "reward_scores",
-    "run_evaluation",
-    "run_lm_eval",
-    "text_table",
-    "win_rate",
-    "write_eval_results",
-    "write_markdown_report",
-]
+EXPORTS = {
+    "classification": ["classification_metrics", "predict_sequence_labels", "predict_token_labels"],
+    "data": ["ClassificationData", "EvalData", "load_classification_data", "load_eval_data"],
+    "generation": ["build_generation_config", "generate_responses", "generation_metrics"],
+    "lm_eval_bridge": ["run_lm_eval"],
+    "loading": ["check_model_folder", "load_model", "load_tokenizer_for"],
+    "perplexity": ["PerplexityResult", "perplexity"],
+    "plots": ["find_trainer_state", "plot_training_curves", "read_log_history"],
+    "protocol": ["MEASURES", "Protocol", "ProtocolResult", "ProtocolSpec", "read_protocol"],
+    "report": [
+        "ModelResult",
+        "comparison_rows",
+        "eval_results_for_card",
+        "load_eval_results",
+        "markdown_report",
+        "text_table",
+        "write_eval_results",
+        "write_markdown_report",
+    ],
+    "reward": ["RewardComparison", "compare_by_reward", "load_reward_model", "reward_scores", "win_rate"],
+    "suite": ["evaluate_model", "run_evaluation"],
+}
+_WHERE = {name: module for module, names in EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'llm_recipes.evaluation' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"llm_recipes.evaluation.{_WHERE[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -16,6 +16,9 @@ from typing import Any
 from llm_recipes.configs import looks_local
 from llm_recipes.data.config import DatasetSpec
 from llm_recipes.data.formats import FormatReport
+from llm_recipes.data.io import load_dataset_source
+from llm_recipes.data.loading import load_standard, standard_shape
+from llm_recipes.data.text import row_text
 from llm_recipes.errors import UserError
 from llm_recipes.evaluation.generation import Prompt
 
@@ -82,9 +85,6 @@ def load_eval_data(
     max_samples: int | None = None,
 ) -> EvalData:
     """The first `max_samples` rows of a dataset as texts, and prompts with references where it has answers."""
-    from llm_recipes.data.loading import load_standard, standard_shape
-    from llm_recipes.data.text import row_text
-
     dataset, report = load_standard(DatasetSpec(path=path, format=data_format, split=split, text_field=text_field))
     if len(dataset) == 0:
         raise UserError(f"dataset '{path}': no usable rows after conversion ({report.dropped})")
@@ -116,8 +116,6 @@ def load_classification_data(
 ) -> ClassificationData:
     """Inputs and labels of a classification dataset: a text column (or a column of word lists, for token
     classification) and a label column (ints or label names; lists of them for token classification)."""
-    from llm_recipes.data.io import load_dataset_source
-
     dataset = load_dataset_source(path, split=split)
     if len(dataset) == 0:
         raise UserError(f"dataset '{path}' is empty")

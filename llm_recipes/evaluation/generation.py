@@ -15,9 +15,11 @@ from functools import cache
 from typing import Any
 
 import torch
+from transformers import GenerationConfig
 
 from llm_recipes.errors import UserError
 from llm_recipes.evaluation.loading import model_device
+from llm_recipes.metrics import load_metric
 
 GENERATION_METRICS = ("bleu", "chrf", "rouge", "exact_match")
 # models that read padding as input (no attention mask): generated one prompt at a time
@@ -44,8 +46,6 @@ def render_prompt(tokenizer: Any, prompt: Prompt) -> tuple[str, bool]:
 
 def check_generation_overrides(overrides: dict[str, Any]) -> None:
     """Every key must be a GenerationConfig field (GenerationConfig itself keeps unknown keys without a word)."""
-    from transformers import GenerationConfig
-
     valid = list(GenerationConfig().to_dict())
     for key in overrides:
         if key not in valid:
@@ -58,8 +58,6 @@ def build_generation_config(
     model: Any, tokenizer: Any, *, max_new_tokens: int = 64, overrides: dict[str, Any] | None = None
 ) -> Any:
     """The model's generation config, greedy, with `max_new_tokens` and `overrides` (GenerationConfig fields)."""
-    from transformers import GenerationConfig
-
     base = getattr(model, "generation_config", None)
     config = copy.deepcopy(base) if base is not None else GenerationConfig()
     config.do_sample = False
@@ -117,8 +115,6 @@ def generate_responses(
 
 @cache
 def _metric(name: str):
-    from llm_recipes.metrics import load_metric
-
     try:
         return load_metric(name)
     except ImportError:

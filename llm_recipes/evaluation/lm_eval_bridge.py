@@ -9,19 +9,22 @@ the results flattened to `{task: {metric: value}}` for the report.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import lm_eval
+from lm_eval.tasks import TaskManager
+
+import llm_recipes.models  # noqa: F401  (registers our recurrent LM with the Auto classes)
 from llm_recipes.errors import UserError
 from llm_recipes.evaluation.loading import ADAPTER_CONFIG, is_adapter
 
 
 def lm_eval_available() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("lm_eval") is not None
 
 
@@ -37,8 +40,6 @@ def lm_eval_model_args(model_path: str, *, dtype: str | None = None, trust_remot
 
 
 def _task_manager(tasks: Sequence[str], include_path: str | None):
-    from lm_eval.tasks import TaskManager
-
     if include_path is not None:
         if not Path(include_path).exists():
             raise UserError(f"lm_eval_include_path: folder not found: {include_path}")
@@ -91,9 +92,6 @@ def run_lm_eval(
         raise UserError("lm_eval_tasks needs lm-evaluation-harness: pip install lm-eval")
     if not tasks:
         raise UserError("lm_eval_tasks: no task named")
-    import lm_eval
-
-    import llm_recipes.models  # noqa: F401  (registers our recurrent LM with the Auto classes)
 
     manager = _task_manager(list(tasks), include_path)
     output = lm_eval.simple_evaluate(

@@ -13,7 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft import (
+    AutoPeftModelForCausalLM,
+    AutoPeftModelForSequenceClassification,
+    AutoPeftModelForTokenClassification,
+)
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+)
 
+import llm_recipes.models  # noqa: F401  (registers our recurrent LM with the Auto classes)
 from llm_recipes.configs import is_planned, looks_local
 from llm_recipes.errors import UserError
 
@@ -51,9 +64,6 @@ def model_kind(path: str) -> str:
     if is_adapter(folder):
         task = json.loads(Path(folder, ADAPTER_CONFIG).read_text(encoding="utf-8")).get("task_type") or ""
         return {"SEQ_CLS": "sequence_classification", "TOKEN_CLS": "token_classification"}.get(task, "causal_lm")
-    from transformers import AutoConfig
-
-    import llm_recipes.models  # noqa: F401  (registers our recurrent LM with the Auto classes)
 
     architectures = AutoConfig.from_pretrained(folder).architectures or []
     for architecture in architectures:
@@ -82,8 +92,6 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype | str:
 
 def load_tokenizer_for(path: str, tokenizer_path: str | None = None, trust_remote_code: bool = False):
     """The model's tokenizer; an adapter folder saved without one falls back to its base model's."""
-    from transformers import AutoTokenizer
-
     source = tokenizer_path or path
     folder = Path(os.path.expanduser(source))
     has_tokenizer = (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file()
@@ -98,24 +106,12 @@ def load_tokenizer_for(path: str, tokenizer_path: str | None = None, trust_remot
 
 def _auto_class(kind: str, adapter: bool):
     if adapter:
-        from peft import (
-            AutoPeftModelForCausalLM,
-            AutoPeftModelForSequenceClassification,
-            AutoPeftModelForTokenClassification,
-        )
-
         classes = {
             "causal_lm": AutoPeftModelForCausalLM,
             "sequence_classification": AutoPeftModelForSequenceClassification,
             "token_classification": AutoPeftModelForTokenClassification,
         }
     else:
-        from transformers import (
-            AutoModelForCausalLM,
-            AutoModelForSequenceClassification,
-            AutoModelForTokenClassification,
-        )
-
         classes = {
             "causal_lm": AutoModelForCausalLM,
             "sequence_classification": AutoModelForSequenceClassification,
@@ -138,8 +134,6 @@ def load_model(
     trust_remote_code: bool = False,
 ) -> Any:
     """A model in eval mode on `device`: full weights or a PEFT adapter (on its base), quantized or not."""
-    import llm_recipes.models  # noqa: F401  (registers our recurrent LM with the Auto classes)
-
     if kind not in MODEL_KINDS:
         raise UserError(f"unknown model kind '{kind}'; choose from {', '.join(MODEL_KINDS)}")
     check_model_folder(path)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from llm_recipes.errors import UserError
 
 TRAINER_STATE = "trainer_state.json"
@@ -75,8 +77,6 @@ def curve_series(log_history: list[dict[str, Any]]) -> dict[str, dict[str, tuple
 
 def plot_training_curves(source: str | Path, output_dir: str | Path, *, title: str | None = None) -> list[Path]:
     """Write loss.png, learning_rate.png, reward.png and kl.png (those the run logged) to `output_dir`."""
-    from matplotlib.figure import Figure
-
     figures = curve_series(read_log_history(source))
     output_dir = Path(output_dir)
     written = []

@@ -34,8 +34,17 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from llm_recipes.compress.distill import IGNORE_INDEX, PaddedRowsCollator, encode_chat
+from llm_recipes.data.config import DatasetSpec
+from llm_recipes.data.io import load_dataset_source
+from llm_recipes.data.loading import load_standard
+from llm_recipes.data.preferences import to_prompt_column
 from llm_recipes.errors import UserError
+from llm_recipes.evaluation.data import load_eval_data
 from llm_recipes.evaluation.footprint import generation_ms_per_token, model_device, size_on_disk
+from llm_recipes.evaluation.generation import build_generation_config, generate_responses, generation_metrics
+from llm_recipes.evaluation.loading import load_model, load_tokenizer_for
+from llm_recipes.evaluation.perplexity import perplexity
 from llm_recipes.evaluation.protocol_spec import (
     FUNCTION_KINDS,
     GENERATIVE_KINDS,
@@ -56,6 +65,8 @@ from llm_recipes.evaluation.protocol_spec import (
     read_protocol,
     spec_from_dict,
 )
+from llm_recipes.models.loading import count_parameters
+from llm_recipes.rl.rewards import load_reward_model, reward_function_from_path, score_responses
 
 __all__ = [
     "FUNCTION_KINDS",
@@ -123,8 +134,6 @@ def protocol_header(spec: ProtocolSpec) -> dict[str, Any]:
 def chat_loss(model: Any, tokenizer: Any, chats: Sequence[list[dict[str, str]]], *, batch_size: int = 16):
     """(mean negative log-likelihood per assistant-turn token in nats, tokens scored) of `chats` under the chat
     template; (None, 0) when the template marks no assistant tokens ({% generation %})."""
-    from llm_recipes.compress.distill import IGNORE_INDEX, PaddedRowsCollator, encode_chat
-
     limit = getattr(model.config, "max_position_embeddings", None) or 1_000_000
     rows = [encode_chat(tokenizer, list(chat), assistant_only=True) for chat in chats]
     rows = [{"input_ids": row["input_ids"][:limit], "labels": row["labels"][:limit]} for row in rows]
@@ -150,10 +159,6 @@ class TaskData:
 
 
 def _load_task(task: TaskSpec) -> TaskData:
-    from llm_recipes.data.io import load_dataset_source
-    from llm_recipes.data.preferences import to_prompt_column
-    from llm_recipes.evaluation.data import load_eval_data
-
     if task.kind == "exact_match":
         data = load_eval_data(task.path, data_format=task.data_format, split=task.split, max_samples=task.max_rows)
         if not data.has_references:
@@ -163,8 +168,6 @@ def _load_task(task: TaskSpec) -> TaskData:
         prompts, _ = to_prompt_column(load_dataset_source(task.path, split=task.split), task.data_format)
         rows = prompts["prompt"][: task.max_rows] if task.max_rows else prompts["prompt"]
         return TaskData(task, list(rows))
-    from llm_recipes.data.config import DatasetSpec
-    from llm_recipes.data.loading import load_standard
 
     dataset, _ = load_standard(DatasetSpec(path=task.path, format=task.data_format, split=task.split))
     rows = list(dataset.select(range(min(task.max_rows or len(dataset), len(dataset)))))
@@ -208,8 +211,6 @@ class Protocol:
         if corpus is not None and corpus.texts is not None:
             self.corpus_texts = [text for text in corpus.texts[: corpus.max_texts or None] if text]
         elif corpus is not None:
-            from llm_recipes.evaluation.data import load_eval_data
-
             data = load_eval_data(
                 corpus.path,
                 data_format=corpus.data_format,
@@ -224,8 +225,6 @@ class Protocol:
 
     def reward_model(self) -> tuple[Any, Any]:
         if self._reward is None:
-            from llm_recipes.rl.rewards import load_reward_model
-
             self._reward = load_reward_model(self.spec.reward_model.path, device=self.device())
         return self._reward
 
@@ -247,8 +246,6 @@ class Protocol:
     ) -> ProtocolResult:
         """Every measure of the spec for one model. `model_dir` is the folder it loads from (its size on disk);
         `cannot_run` (a reason) measures only what needs no forward pass."""
-        from llm_recipes.models.loading import count_parameters
-
         self.load()
         result = ProtocolResult(
             model=name or (os.fspath(model_dir) if model_dir is not None else type(model).__name__),
@@ -281,8 +278,6 @@ class Protocol:
         return result
 
     def _corpus(self, model: Any, tokenizer: Any, result: ProtocolResult) -> None:
-        from llm_recipes.evaluation.perplexity import perplexity
-
         if not self.corpus_texts:
             return
         corpus = self.spec.corpus
@@ -299,9 +294,6 @@ class Protocol:
         result.details["corpus"] = measured.as_dict()
 
     def _tasks(self, model: Any, tokenizer: Any, result: ProtocolResult) -> None:
-        from llm_recipes.evaluation.generation import build_generation_config, generate_responses, generation_metrics
-        from llm_recipes.rl.rewards import reward_function_from_path
-
         greedy = build_generation_config(model, tokenizer, max_new_tokens=self.spec.max_new_tokens)
         answered: dict[tuple, list[str]] = {}
         for task in self.tasks.values():
@@ -329,8 +321,6 @@ class Protocol:
             result.details[key] = {"prompts": len(task.prompts)}
 
     def _reward_model_score(self, result: ProtocolResult) -> None:
-        from llm_recipes.rl.rewards import score_responses
-
         task = self.spec.reward_task()
         if task is None:
             return
@@ -343,8 +333,6 @@ class Protocol:
         result.measures["reward_model_score"] = sum(scores) / len(scores)
 
     def _samples(self, model: Any, tokenizer: Any, result: ProtocolResult) -> None:
-        from llm_recipes.evaluation.generation import build_generation_config, generate_responses
-
         samples = self.spec.samples
         if not samples.prompts:
             return
@@ -382,8 +370,6 @@ def measure(
     `tokenizer` is None); a model object is measured where it is (give `model_dir` for its size on disk)."""
     protocol = spec if isinstance(spec, Protocol) else Protocol(spec)
     if isinstance(model_or_dir, str | os.PathLike):
-        from llm_recipes.evaluation.loading import load_model, load_tokenizer_for
-
         path = os.fspath(model_or_dir)
         model = load_model(path, device=protocol.device())
         tokenizer = tokenizer or load_tokenizer_for(path)

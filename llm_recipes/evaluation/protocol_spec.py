@@ -14,6 +14,8 @@ from typing import Any
 from llm_recipes.configs import check_dataset_path, load_yaml_config
 from llm_recipes.errors import UserError, did_you_mean
 from llm_recipes.evaluation.footprint import LATENCY_PROMPT
+from llm_recipes.evaluation.loading import check_model_folder
+from llm_recipes.rl.rewards import check_reward_function
 
 TASK_KINDS = ("exact_match", "true_reward", "share", "chat_loss")
 GENERATIVE_KINDS = ("exact_match", "true_reward", "share")  # answered by greedy generation (a reward model can score)
@@ -324,9 +326,6 @@ def check_spec(spec: ProtocolSpec) -> None:
 def check_protocol_paths(spec: ProtocolSpec) -> None:
     """The config check of a stage with a protocol: data files and the reward model exist (or a pipeline stage
     before makes them), reward functions import."""
-    from llm_recipes.evaluation.loading import check_model_folder
-    from llm_recipes.rl.rewards import check_reward_function
-
     where = spec.source or "protocol"
     if spec.corpus is not None and spec.corpus.path:
         check_dataset_path(spec.corpus.path, f"{where}: corpus")

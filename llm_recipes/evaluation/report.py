@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import EvalResult
+
 from llm_recipes.errors import UserError
 from llm_recipes.evaluation.protocol import format_measure, measure_title
 from llm_recipes.runs.manifest import write_json_atomically
@@ -214,8 +216,6 @@ def find_model_key(document: dict[str, Any], model_path: str) -> str:
 
 def eval_results_for_card(path_to_eval_results_json: str | Path, model_path: str) -> list[Any]:
     """The model-index results of `model_path` as `huggingface_hub.EvalResult`s, for `ModelCardData(eval_results=)`."""
-    from huggingface_hub import EvalResult
-
     document = load_eval_results(path_to_eval_results_json)
     entries = document["model_index"][find_model_key(document, model_path)]
     return [EvalResult(**entry) for entry in entries]

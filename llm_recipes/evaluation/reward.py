@@ -13,6 +13,7 @@ from typing import Any
 from llm_recipes.errors import UserError
 from llm_recipes.evaluation.generation import Prompt, generate_responses
 from llm_recipes.evaluation.loading import is_adapter, load_model
+from llm_recipes.rl.rewards import load_reward_model as load_with_tokenizer  # a LoRA reward model's base
 from llm_recipes.rl.rewards import score_responses as reward_scores
 
 __all__ = ["RewardComparison", "compare_by_reward", "load_reward_model", "reward_scores", "win_rate"]
@@ -71,8 +72,6 @@ def compare_by_reward(
 def load_reward_model(path: str, **kwargs: Any) -> Any:
     """A reward model (TRL's RewardTrainer output: a sequence classifier with one output) in eval mode."""
     if is_adapter(path):
-        from llm_recipes.rl.rewards import load_reward_model as load_with_tokenizer  # a LoRA reward model's base
-
         return load_with_tokenizer(path, dtype=kwargs.get("dtype"), device=kwargs.get("device"))[0]
     model = load_model(path, "sequence_classification", **kwargs)
     if model.config.num_labels != 1:

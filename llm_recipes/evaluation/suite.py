@@ -22,10 +22,17 @@ import torch
 
 from llm_recipes.configs import check_dataset_path, is_planned, looks_local
 from llm_recipes.errors import UserError
+from llm_recipes.evaluation.classification import (
+    classification_metrics,
+    label_ids,
+    predict_sequence_labels,
+    predict_token_labels,
+)
 from llm_recipes.evaluation.config import EvaluateArguments
 from llm_recipes.evaluation.data import (
     ClassificationData,
     EvalData,
+    dataset_display_name,
     load_classification_data,
     load_eval_data,
 )
@@ -33,11 +40,24 @@ from llm_recipes.evaluation.generation import (
     GENERATION_METRICS,
     build_generation_config,
     check_generation_overrides,
+    generate_responses,
+    generation_metrics,
     prompt_text,
 )
-from llm_recipes.evaluation.loading import check_model_folder, model_kind
-from llm_recipes.evaluation.protocol import Protocol, ProtocolSpec, check_protocol_paths, read_protocol
-from llm_recipes.evaluation.report import DatasetRef, ModelResult
+from llm_recipes.evaluation.lm_eval_bridge import lm_eval_available, run_lm_eval
+from llm_recipes.evaluation.loading import (
+    align_pad_token,
+    check_model_folder,
+    load_model,
+    load_tokenizer_for,
+    model_kind,
+)
+from llm_recipes.evaluation.perplexity import perplexity
+from llm_recipes.evaluation.plots import plot_training_curves
+from llm_recipes.evaluation.protocol import Protocol, ProtocolSpec, check_protocol_paths, protocol_header, read_protocol
+from llm_recipes.evaluation.report import DatasetRef, ModelResult, write_eval_results, write_markdown_report
+from llm_recipes.evaluation.reward import load_reward_model, reward_scores, win_rate
+from llm_recipes.runs.manifest import read_manifest
 
 # per-model outputs inside the output folder
 GENERATIONS_DIR = "generations"
@@ -129,8 +149,6 @@ def check_arguments(args: EvaluateArguments) -> None:
         raise UserError(f"stride: {args.stride} must be below context_length ({args.context_length})")
     check_generation_overrides(parse_generation_overrides(args.generation_config))
     if args.lm_eval_tasks:
-        from llm_recipes.evaluation.lm_eval_bridge import lm_eval_available
-
         if not lm_eval_available():
             raise UserError("lm_eval_tasks needs lm-evaluation-harness: pip install lm-eval")
         if args.lm_eval_include_path and not Path(args.lm_eval_include_path).expanduser().exists():
@@ -184,8 +202,6 @@ def load_reward(args: EvaluateArguments) -> tuple[Any, Any] | None:
     (a protocol's reward model is the protocol's)."""
     if not args.reward_model or "reward" not in wanted_metrics(args) or not args.dataset_path:
         return None
-    from llm_recipes.evaluation.loading import align_pad_token, load_tokenizer_for
-    from llm_recipes.evaluation.reward import load_reward_model
 
     model = load_reward_model(
         args.reward_model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
@@ -196,8 +212,6 @@ def load_reward(args: EvaluateArguments) -> tuple[Any, Any] | None:
 
 
 def model_stage(path: str) -> str | None:
-    from llm_recipes.runs.manifest import read_manifest
-
     if not looks_local(path) or not Path(path).expanduser().is_dir():
         return None
     manifest = read_manifest(Path(path).expanduser())
@@ -208,8 +222,6 @@ def evaluate_model(
     path: str, args: EvaluateArguments, inputs: EvalInputs, reward: tuple[Any, Any] | None = None
 ) -> ModelResult:
     """Load one model, measure everything asked for on the shared data, and free it again."""
-    from llm_recipes.evaluation.loading import align_pad_token, load_model, load_tokenizer_for
-
     kind = model_kind(path) if looks_local(path) else "causal_lm"
     result = ModelResult(path=path, kind=kind, stage=model_stage(path))
     if kind == "causal_lm" and inputs.data is None and inputs.perplexity_data is None and inputs.protocol is None:
@@ -247,8 +259,6 @@ def add_protocol(result: ModelResult, model: Any, tokenizer: Any, protocol: Prot
 
 def protocol_datasets(spec: ProtocolSpec) -> dict[str, DatasetRef]:
     """The data each protocol measure was taken on, for the model card (latency, size and parameters have none)."""
-    from llm_recipes.evaluation.data import dataset_display_name
-
     refs: dict[str, DatasetRef] = {}
     corpus = spec.corpus
     if corpus is not None and corpus.path:
@@ -270,10 +280,6 @@ def _evaluate_causal_lm(
     inputs: EvalInputs,
     reward: tuple[Any, Any] | None,
 ) -> None:
-    from llm_recipes.evaluation.generation import generate_responses, generation_metrics
-    from llm_recipes.evaluation.perplexity import perplexity
-    from llm_recipes.evaluation.reward import reward_scores
-
     wanted = wanted_metrics(args)
     ppl_data, data = inputs.perplexity_data, inputs.data
     if "perplexity" in wanted and ppl_data is not None:
@@ -322,13 +328,6 @@ def _evaluate_causal_lm(
 def _evaluate_classifier(
     model: Any, tokenizer: Any, result: ModelResult, args: EvaluateArguments, inputs: EvalInputs
 ) -> None:
-    from llm_recipes.evaluation.classification import (
-        classification_metrics,
-        label_ids,
-        predict_sequence_labels,
-        predict_token_labels,
-    )
-
     data = inputs.classification
     if data is None:
         raise UserError(f"{result.path} is a classifier: set label_field (and text_field) to its labelled data")
@@ -354,8 +353,6 @@ def _evaluate_classifier(
 
 def add_win_rates(results: Sequence[ModelResult]) -> None:
     """Each model's win rate over the first (the baseline) on the same prompts, by reward."""
-    from llm_recipes.evaluation.reward import win_rate
-
     baseline = results[0]
     if baseline.reward_scores is None:
         return
@@ -365,8 +362,6 @@ def add_win_rates(results: Sequence[ModelResult]) -> None:
 
 
 def add_lm_eval(result: ModelResult, args: EvaluateArguments) -> None:
-    from llm_recipes.evaluation.lm_eval_bridge import run_lm_eval
-
     result.lm_eval = run_lm_eval(
         result.path,
         args.lm_eval_tasks,
@@ -387,8 +382,6 @@ def slug(path: str) -> str:
 
 def add_plots(result: ModelResult, output_dir: str | Path) -> None:
     """Training curves of the model's stage, if it left a trainer state."""
-    from llm_recipes.evaluation.plots import plot_training_curves
-
     if not looks_local(result.path) or not Path(result.path).expanduser().is_dir():
         return
     folder = Path(output_dir) / PLOTS_DIR / slug(result.path)
@@ -437,8 +430,6 @@ def report_settings(args: EvaluateArguments, inputs: EvalInputs | None = None) -
     generation.setdefault("do_sample", False)
     settings: dict[str, Any] = {"generation": generation, "reward_model": args.reward_model}
     if inputs is not None and inputs.protocol is not None:
-        from llm_recipes.evaluation.protocol import protocol_header
-
         settings["protocol"] = protocol_header(inputs.protocol.spec)
     return settings
 
@@ -446,8 +437,6 @@ def report_settings(args: EvaluateArguments, inputs: EvalInputs | None = None) -
 def run_evaluation(args: EvaluateArguments, *, write: bool = True) -> list[ModelResult]:
     """The whole stage in one call: every model on the same data, win rates, lm-eval tasks, curves, and (with
     `write`) eval_results.json, eval_report.md, generations/ and plots/ in `args.output_dir`."""
-    from llm_recipes.evaluation.report import write_eval_results, write_markdown_report
-
     check_arguments(args)
     inputs = load_inputs(args)
     reward = load_reward(args)
