@@ -185,8 +185,7 @@ def _reward_usage(model_id: str, facts: FolderFacts, needs: str) -> str:
 
 def _reward_input(folder: Path, config: dict[str, Any], task: str | None, chat: bool) -> str | None:
     """How a reward model reads a response, as the reward stage recorded it; None for other models."""
-    # llm_recipes.rl.rewards loads torch; importing llm_recipes.hub does not
-    from llm_recipes.rl.rewards import REWARD_INPUT_FIELD, REWARD_INPUT_FILE
+    from llm_recipes.rl.rewards import REWARD_INPUT_FIELD, REWARD_INPUT_FILE  # noqa: PLC0415  it loads torch; hub does not
 
     if task != "text-classification":
         return None

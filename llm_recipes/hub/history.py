@@ -79,8 +79,7 @@ def _input_values(inputs: dict[str, Any]) -> Iterable[str]:
 
 
 def is_hub_id(value: str) -> bool:
-    # llm_recipes.models.loading loads torch; importing llm_recipes.hub does not
-    from llm_recipes.models.loading import preset_names
+    from llm_recipes.models.loading import preset_names  # noqa: PLC0415  it loads torch; importing llm_recipes.hub does not
 
     return bool(value) and not looks_local(value) and value not in preset_names()
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_recipes.runs.manifest import read_manifest
+from llm_recipes.runs.manifest import read_manifest, write_json_atomically
 from llm_recipes.runs.summary import format_number
 
 # stage -> (label, manifest metric before, manifest metric after); "before" None shows the one value. Labels say
@@ -192,8 +192,8 @@ def _clip(text: str, limit: int) -> str:
 
 def format_model_table(header: dict[str, Any], rows: list[ModelRow]) -> str:
     """One row per model, one column per protocol measure, the definitions once, then what the models answer."""
-    from llm_recipes.evaluation.protocol import format_measure, measure_title
-    from llm_recipes.evaluation.report import text_table
+    from llm_recipes.evaluation.protocol import format_measure, measure_title  # noqa: PLC0415  pipeline plans without torch (recipes/pipeline.py)
+    from llm_recipes.evaluation.report import text_table  # noqa: PLC0415  pipeline plans without torch (recipes/pipeline.py)
 
     names = header["measures"]
     other = [row for row in rows if row.result.get("protocol") != header["fingerprint"]]
@@ -251,8 +251,6 @@ def _answers(rows: list[ModelRow], settings: dict[str, Any]) -> list[str]:
 
 def write_report(run_dir: Path, results: list[StageResult], table: str) -> None:
     """report.json (each stage), models.json (each model on the protocol, with its definitions) and report.txt."""
-    from llm_recipes.runs.manifest import write_json_atomically
-
     header, models = model_rows(results)
     if header is not None:
         write_json_atomically(

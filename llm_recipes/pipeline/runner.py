@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from llm_recipes import cli
 from llm_recipes.configs import planned_outputs
 from llm_recipes.errors import StageComplete, UserError
 from llm_recipes.pipeline.plan import PipelineSettings, StagePlan, planned_paths
@@ -60,14 +61,12 @@ def write_stage_configs(plan: list[StagePlan], config_dir: Path) -> dict[str, Pa
 
 def check_plan(plan: list[StagePlan], config_paths: dict[str, Path]) -> None:
     """Every stage's own checks, before anything runs; a failure names the stage (the message names the field)."""
-    from llm_recipes.cli import load_recipe
-
     with planned_outputs(planned_paths(plan)):
         for step in plan:
             if step.action != "run":
                 continue
             try:
-                load_recipe(step.stage).parse_args(["--config", str(config_paths[step.stage])])
+                cli.load_recipe(step.stage).parse_args(["--config", str(config_paths[step.stage])])
             except UserError as err:
                 raise UserError(f"stage {step.stage}: {err}") from None
 
@@ -76,8 +75,8 @@ def check_plan(plan: list[StagePlan], config_paths: dict[str, Path]) -> None:
 def checks_as_on_a_gpu_machine() -> Iterator[bool]:
     """Check GPU configs on a machine without one as the GPU machine would (a dry run plans for the cluster from a
     laptop): transformers refuses `bf16: true` where no GPU supports it. Yields whether the check was relaxed."""
-    import torch
-    import transformers.training_args as training_args
+    import torch  # noqa: PLC0415  pipeline plans without torch (recipes/pipeline.py)
+    import transformers.training_args as training_args  # noqa: PLC0415  pipeline plans without torch (recipes/pipeline.py)
 
     if torch.cuda.is_available():
         yield False
@@ -177,8 +176,6 @@ def run_plan(
 def run_stage(step: StagePlan, config_path: Path, *, overwrite: bool = False) -> None:
     """In this process, or through `accelerate launch` when the pipeline gives the stage launch flags; a user error
     comes back as a UserError either way."""
-    from llm_recipes import cli
-
     args = ["--config", str(config_path)] + (["--overwrite_output_dir", "true"] if overwrite else [])
     if step.launch_args:
         code = cli.launch_stage(step.stage, [*args, *step.launch_args])
@@ -189,7 +186,7 @@ def run_stage(step: StagePlan, config_path: Path, *, overwrite: bool = False) ->
     recipe.main(*recipe.parse_args(args))
     del recipe
     gc.collect()  # the stage's model and data go before the next stage loads its own
-    import torch
+    import torch  # noqa: PLC0415  pipeline plans without torch (recipes/pipeline.py)
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # a later stage may be a multi-process launch that needs this GPU's memory
