@@ -29,6 +29,7 @@ from llm_recipes.compress.distill import (
     student_from_teacher,
     token_divergence,
 )
+from llm_recipes.compress.distill_build import LABELS_ONLY
 from llm_recipes.compress.report import compare_models, format_comparison, safetensors_bytes
 from llm_recipes.errors import UserError
 
@@ -521,7 +522,7 @@ def test_labels_only_baseline_gets_the_same_budget(tmp_path, chat_model_dir):
     assert manifest["metrics"]["protocol measures"]["models"] == "source -> labels only, same budget -> compressed"
     assert "labels only, same budget" in result.stdout
     # trained apart from the distilled student, from the same start
-    baseline_model = AutoModelForCausalLM.from_pretrained(out / DISTILL.LABELS_ONLY)
+    baseline_model = AutoModelForCausalLM.from_pretrained(out / LABELS_ONLY)
     distilled_model = AutoModelForCausalLM.from_pretrained(out)
     assert not torch.equal(baseline_model.lm_head.weight, distilled_model.lm_head.weight)
 

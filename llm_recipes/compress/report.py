@@ -43,6 +43,8 @@ from llm_recipes.evaluation.protocol import (
     read_protocol,
 )
 
+# the file each compression stage writes in its output folder (the layout above); the pipeline table reads it
+COMPRESSION_REPORT = "compression_report.json"
 # the report fields a protocol replaces: set with `protocol`, they would say a second thing about the same figures
 REPORT_DATA_FIELDS = ("eval_dataset_path", "reward_model_path", "eval_accuracy")
 
