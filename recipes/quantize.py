@@ -17,19 +17,11 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from llm_recipes.compress.config import QuantizeArguments
 from llm_recipes.configs import check_dataset_path, check_model_path, is_planned, looks_local, parse_config, run_recipe
 from llm_recipes.errors import UserError
 from llm_recipes.runs.outputs import stage_main
-
-COMPRESSION_REPORT = "compression_report.json"
-# what to do instead of merging into quantized weights, in this stage's terms
-QUANTIZE_REMEDY = (
-    "merge the adapter into the full-precision base first (base_model_name_or_path: the unquantized model), "
-    "then quantize the merged model"
-)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[QuantizeArguments]:
@@ -43,11 +35,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[QuantizeArguments]:
     if Path(args.output_dir).expanduser().resolve() == Path(args.model_name_or_path).expanduser().resolve():
         raise UserError("output_dir must differ from model_name_or_path: the quantized model is a new folder")
     parse_shard_size(args.max_shard_size)
-    if not is_planned(args.model_name_or_path):
-        _check_source(args, inspect_source(args.model_name_or_path, args.base_model_name_or_path))
-    spec = quantization_spec(args)
-    from llm_recipes.compress.quantize import check_report_fields, check_spec
+    from llm_recipes.compress.quantize import check_report_fields, check_source, check_spec, quantization_spec
 
+    if not is_planned(args.model_name_or_path):
+        check_source(args, inspect_source(args.model_name_or_path, args.base_model_name_or_path))
+    spec = quantization_spec(args)
     check_spec(spec)
     if args.calibration_dataset_path:
         check_dataset_path(args.calibration_dataset_path, "calibration")
@@ -57,37 +49,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[QuantizeArguments]:
     return (args,)
 
 
-def _check_source(args: QuantizeArguments, source) -> None:
-    from llm_recipes.export.folder import merge_refusal, quantization_of
-
-    if source.kind == "quantized":
-        raise UserError(
-            f"{args.model_name_or_path} is already quantized ({source.quantization}); quantize the full-precision "
-            "model it came from"
-        )
-    if source.kind == "adapter":
-        check_model_path(source.base_model, "base_model_name_or_path")
-        if source.config is not None and quantization_of(source.config):
-            raise merge_refusal(source.base_model, quantization_of(source.config), QUANTIZE_REMEDY)
-
-
-def quantization_spec(args: QuantizeArguments):
-    from llm_recipes.compress.quantize import QuantizationSpec
-
-    return QuantizationSpec(
-        method=args.method,
-        bnb_4bit_quant_type=args.bnb_4bit_quant_type,
-        bnb_4bit_use_double_quant=args.bnb_4bit_use_double_quant,
-        bnb_4bit_compute_dtype=args.bnb_4bit_compute_dtype,
-        gptq_bits=args.gptq_bits,
-        gptq_group_size=args.gptq_group_size,
-    )
-
-
 @stage_main
 def main(args: QuantizeArguments) -> dict:
-    from llm_recipes.compress.quantize import format_extras, quantize_folder, report_rows
-    from llm_recipes.compress.report import comparison_summary, format_comparison
+    from llm_recipes.compress.quantize import format_extras, quantization_spec, quantize_folder, report_rows
+    from llm_recipes.compress.quantize_build import load_full_precision, load_report_data, quantization_report
+    from llm_recipes.compress.report import COMPRESSION_REPORT, comparison_summary, format_comparison
+    from llm_recipes.compress.summaries import QuantizeSummary
     from llm_recipes.export.folder import inspect_source, load_tokenizer
     from llm_recipes.runs.manifest import StageRun, write_json_atomically
     from llm_recipes.runs.outputs import written_in_place
@@ -122,8 +89,7 @@ def main(args: QuantizeArguments) -> dict:
         if full_precision.parent == staging:
             shutil.rmtree(full_precision)
         write_json_atomically(staging / COMPRESSION_REPORT, report)
-        summary = _summary(args, spec, report)
-        summary["seconds"] = round(run.seconds, 1)
+        summary = QuantizeSummary.of_report(args.model_name_or_path, spec.describe(), report, run.seconds).as_summary()
         run.write({"script": args}, {**summary, "protocol measures": comparison_summary(report["comparison"])})
     print(format_summary(f"quantization finished: {output}", summary))
     print(format_comparison(report["comparison"], f"{spec.describe()} vs source"))
@@ -131,74 +97,6 @@ def main(args: QuantizeArguments) -> dict:
         print(format_extras(rows))
     for note in report["notes"]:
         print(f"note: {note}")
-    return summary
-
-
-def load_report_data(args: QuantizeArguments) -> dict[str, Any]:
-    """The evaluation protocol with its data read (the report's); calibration texts for GPTQ."""
-    from llm_recipes.compress.report import protocol_from_fields
-    from llm_recipes.evaluation.data import load_eval_data
-    from llm_recipes.evaluation.protocol import Protocol
-
-    data: dict[str, Any] = {"protocol": Protocol(protocol_from_fields(args)).load()}
-    if args.calibration_dataset_path and args.method == "gptq":
-        calibration = load_eval_data(
-            args.calibration_dataset_path,
-            data_format=args.data_format,
-            text_field=args.text_field,
-            max_samples=args.calibration_samples,
-        )
-        data["calibration"] = calibration.texts
-    return data
-
-
-def load_full_precision(args: QuantizeArguments, source, tokenizer, staging: Path) -> tuple[Any, Path]:
-    """(the source model in full precision, the folder it is saved in). An adapter is merged into its base and the
-    merged model saved beside the output first: quantization loads a saved folder."""
-    from llm_recipes.export.folder import load_full_model, merge_adapter, parse_shard_size, save_model_folder
-
-    if source.kind != "adapter":
-        return load_full_model(source, "auto", args.trust_remote_code), Path(args.model_name_or_path).expanduser()
-    merged = merge_adapter(source, tokenizer, args.dtype, args.trust_remote_code)
-    folder = staging / ".full-precision"
-    save_model_folder(merged, tokenizer, folder, parse_shard_size(args.max_shard_size))
-    return merged, folder
-
-
-def quantization_report(
-    args: QuantizeArguments, spec, source_model, quantized, tokenizer, data, source_dir: Path, quantized_dir: Path
-) -> dict[str, Any]:
-    """The comparison with the source on the protocol, the logit difference and the reload check."""
-    from llm_recipes.compress.quantize import compare_with_source, sample_inputs
-
-    protocol = data["protocol"]
-    texts = protocol.corpus_texts or []
-    positions = getattr(source_model.config, "max_position_embeddings", None) or args.compare_length
-    samples = sample_inputs(
-        tokenizer, texts, count=args.compare_samples, length=min(args.compare_length, positions), seed=args.seed
-    )
-    report = {"stage": "quantize", "method": spec.describe()}
-    report.update(
-        compare_with_source(
-            protocol,
-            source_model,
-            quantized,
-            tokenizer,
-            samples,
-            source_dir=source_dir,
-            quantized_dir=quantized_dir,
-            source_name=args.model_name_or_path,
-        )
-    )
-    protocol.close()
-    return report
-
-
-def _summary(args: QuantizeArguments, spec, report: dict[str, Any]) -> dict[str, Any]:
-    summary: dict[str, Any] = {"source": args.model_name_or_path, "method": spec.describe()}
-    if "logit_difference" in report:
-        summary["max |logit difference|"] = report["logit_difference"]["max"]
-        summary["reload gives same outputs"] = report["reload"]["identical_outputs"]
     return summary
 
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from llm_recipes.compress.config import QuantizeArguments
 from llm_recipes.errors import UserError
 
 QUANTIZATION_METHODS = ("bnb_int8", "bnb_4bit", "torchao_int8_weight_only", "torchao_int8_dynamic", "gptq")
@@ -73,6 +74,18 @@ class QuantizationSpec:
         return f"GPTQ {self.gptq_bits}-bit, group size {self.gptq_group_size}"
 
 
+def quantization_spec(args: QuantizeArguments) -> QuantizationSpec:
+    """The spec a quantize config names."""
+    return QuantizationSpec(
+        method=args.method,
+        bnb_4bit_quant_type=args.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=args.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=args.bnb_4bit_compute_dtype,
+        gptq_bits=args.gptq_bits,
+        gptq_group_size=args.gptq_group_size,
+    )
+
+
 def check_spec(spec: QuantizationSpec) -> None:
     """The settings, and whether this machine has what the backend needs. Raises UserError, one line."""
     if spec.method not in QUANTIZATION_METHODS:
@@ -98,6 +111,30 @@ def check_spec(spec: QuantizationSpec) -> None:
         missing = [name for name in ("optimum", "gptqmodel") if not _installed(name)]
         if missing:
             raise UserError(f"method gptq needs {' and '.join(missing)}: pip install {' '.join(missing)}")
+
+
+# what to do instead of merging into quantized weights, in this stage's terms
+QUANTIZE_REMEDY = (
+    "merge the adapter into the full-precision base first (base_model_name_or_path: the unquantized model), "
+    "then quantize the merged model"
+)
+
+
+def check_source(args: QuantizeArguments, source: Any) -> None:
+    """The folder to quantize (`export.folder.inspect_source`) holds full-precision weights: not a model quantized
+    already, nor an adapter trained on a quantized base (merging into quantized weights loses them)."""
+    from llm_recipes.configs import check_model_path
+    from llm_recipes.export.folder import merge_refusal, quantization_of
+
+    if source.kind == "quantized":
+        raise UserError(
+            f"{args.model_name_or_path} is already quantized ({source.quantization}); quantize the full-precision "
+            "model it came from"
+        )
+    if source.kind == "adapter":
+        check_model_path(source.base_model, "base_model_name_or_path")
+        if source.config is not None and quantization_of(source.config):
+            raise merge_refusal(source.base_model, quantization_of(source.config), QUANTIZE_REMEDY)
 
 
 def _installed(module: str) -> bool:
