@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pruning.py --threads 1 --retrain   # two seeds from scratch, ~14 min
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pruning.py --threads 1             # rerun: reuses the trained models
 
-Each seed's model is trained by the pretrain recipe itself (its `build_trainer`) from a fresh Llama-style preset
+Each seed's model is trained by the pretrain stage (`pretrain.trainer.build_trainer`) from a fresh Llama-style preset
 (llama-small at half width by default: 1.0M parameters) for 3,000 steps of 8 x 128 tokens (5.5 epochs) on
 `../shared/data` -- wiki articles and C4 web documents, with a BPE tokenizer trained on the training share; a
 held-out share of the documents is the eval set, never seen in training or calibration. Trained models are kept in
@@ -103,6 +103,7 @@ def train(args: argparse.Namespace, seed: int, train_texts: list[str]) -> tuple[
     import yaml
 
     from llm_recipes.cli import load_recipe
+    from llm_recipes.pretrain.trainer import build_trainer
     from llm_recipes.tokenizer.training import train_bpe_tokenizer
 
     workdir = model_folder(args, seed)
@@ -139,7 +140,7 @@ def train(args: argparse.Namespace, seed: int, train_texts: list[str]) -> tuple[
     (workdir / "pretrain.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     pretrain = load_recipe("pretrain")
     script_args, training_args = pretrain.parse_args(["--config", str(workdir / "pretrain.yaml")])
-    trainer, blocks, _ = pretrain.build_trainer(script_args, training_args)
+    trainer, blocks, _ = build_trainer(script_args, training_args)
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started

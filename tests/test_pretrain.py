@@ -22,6 +22,7 @@ from transformers import (
 
 from llm_recipes.cli import load_recipe
 from llm_recipes.errors import UserError
+from llm_recipes.pretrain.trainer import build_trainer
 from llm_recipes.runs.manifest import read_manifest
 from llm_recipes.training.callbacks import NonFiniteLossGuard
 
@@ -122,7 +123,7 @@ def test_config_overrides_and_dropout_shape_the_model(tmp_path, base_model_dir):
         save_strategy="steps",
         save_steps=2,
     )
-    trainer, blocks, _ = PRETRAIN.build_trainer(*parse(tmp_path, config))
+    trainer, blocks, _ = build_trainer(*parse(tmp_path, config))
     model_config = trainer.model.config
     assert (model_config.num_hidden_layers, model_config.hidden_size, model_config.attention_dropout) == (1, 32, 0.2)
     assert model_config.vocab_size == len(AutoTokenizer.from_pretrained(base_model_dir))  # follows the tokenizer
@@ -271,7 +272,7 @@ def test_continued_pretraining_grows_the_embeddings_for_new_tokens(tmp_path, bas
 @pytest.mark.slow
 def test_curriculum_rows_reach_the_model_in_curriculum_order(tmp_path, base_model_dir):
     config = pretrain_config(base_model_dir, tmp_path / "out", curriculum="length", packing=False, eval_split_size=0)
-    trainer, blocks, _ = PRETRAIN.build_trainer(*parse(tmp_path, config))
+    trainer, blocks, _ = build_trainer(*parse(tmp_path, config))
     lengths = [len(row) for row in blocks.train["input_ids"]]
     assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
     seen = []

@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from llm_recipes.cli import load_recipe
 from llm_recipes.errors import UserError
 from llm_recipes.runs.manifest import read_manifest
+from llm_recipes.sft.build import build_trainer
 
 SFT = load_recipe("sft")
 pytestmark = pytest.mark.slow
@@ -146,7 +147,7 @@ def test_loss_mask_covers_only_assistant_tokens(tmp_path, base_model_dir):
     data = tmp_path / "chats.json"
     data.write_text(json.dumps(rows))
     args = parse_sft(tmp_path, sft_config(base_model_dir, tmp_path / "o", dataset_path=str(data)))
-    trainer, _ = SFT.build_trainer(*args)
+    trainer, _ = build_trainer(*args)
     tokenizer = trainer.processing_class
 
     supervised = []
@@ -167,7 +168,7 @@ def test_prompt_completion_trains_on_completion_only(tmp_path, base_model_dir):
         )
     )
     args = parse_sft(tmp_path, sft_config(base_model_dir, tmp_path / "o", dataset_path=str(data)))
-    trainer, data_ = SFT.build_trainer(*args)
+    trainer, data_ = build_trainer(*args)
     assert data_.shape == "prompt_completion"
     tokenizer = trainer.processing_class
     for example in trainer.train_dataset:
@@ -218,7 +219,7 @@ def test_qlora_trains_a_4bit_base_on_cpu(tmp_path, base_model_dir):
         lora_r=8,
         max_steps=2,
     )
-    trainer, _ = SFT.build_trainer(*parse_sft(tmp_path, config))
+    trainer, _ = build_trainer(*parse_sft(tmp_path, config))
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in trainer.model.modules())
     result = trainer.train()
     assert torch.isfinite(torch.tensor(result.training_loss))
@@ -339,7 +340,7 @@ def test_packing_fills_fixed_length_blocks(tmp_path, base_model_dir):
     texts = [f"The {i}th sentence is short." for i in range(64)]
     data.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
     config = sft_config(base_model_dir, tmp_path / "packed", dataset_path=str(data), packing=True, max_length=64)
-    trainer, prepared = SFT.build_trainer(*parse_sft(tmp_path, config))
+    trainer, prepared = build_trainer(*parse_sft(tmp_path, config))
     lengths = sorted(len(ids) for ids in trainer.train_dataset["input_ids"])
     assert len(lengths) < len(prepared.train) / 3  # several documents share each block
     # blocks are nearly full: every block but the last has no room left for another document (documents are not
@@ -359,7 +360,7 @@ def test_config_supplied_chat_template(tmp_path, base_model_dir):
     )
     data = PROJECT / "configs" / "demo" / "data" / "arithmetic_alpaca.jsonl"
     config = sft_config(base_model_dir, tmp_path / "o", dataset_path=str(data), chat_template_path=str(template))
-    trainer, _ = SFT.build_trainer(*parse_sft(tmp_path, config))
+    trainer, _ = build_trainer(*parse_sft(tmp_path, config))
     tokenizer = trainer.processing_class
     assert tokenizer.chat_template == template.read_text()
     assert "<|im_start|>" not in tokenizer.get_vocab()  # no ChatML was forced on top

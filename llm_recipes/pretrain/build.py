@@ -1,4 +1,5 @@
-"""The pieces of the pretrain stage: text from any dataset, the model (from scratch or continued), the trainer.
+"""The pieces of the pretrain stage: text from any dataset, the model (from scratch or continued), the trainer class
+(`trainer.build_trainer` puts them together).
 
 `PretrainTrainer` is `transformers.Trainer` with the few things pretraining needs and upstream lacks:
 a sequential sampler when a curriculum ordered the data, eval loss averaged over tokens (not batches) with its
@@ -121,6 +122,19 @@ def load_pretraining_texts(
 
 # --------------------------------------------------------------------------------------------------------------
 # Tokenizer and model
+
+
+def load_tokenizer(script_args: Any) -> PreTrainedTokenizerBase:
+    """The tokenizer to train with (tokenizer_name_or_path, else the continued model's); a UserError when it will
+    not load."""
+    from transformers import AutoTokenizer
+
+    path = script_args.tokenizer_name_or_path or script_args.model_name_or_path
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=script_args.trust_remote_code)
+    except (OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"tokenizer_name_or_path: cannot load a tokenizer from '{path}': {first_line}") from None
 
 
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, objective: str) -> list[str]:

@@ -1,1 +1,2 @@
-"""The SFT stage: checks that anything is supervised and the run summary (`summary`), and its arguments (`config`)."""
+"""The SFT stage: its trainer (`build`), checks that anything is supervised and the run summary (`summary`), and its
+arguments (`config`)."""

@@ -1,0 +1,90 @@
+"""The pretrain stage's trainer, ready to train: tokenizer, data blocks, model and `PretrainTrainer` (the prune
+stage's recovery fine-tune uses it too)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
+
+from llm_recipes.data.config import DatasetSpec, dataset_specs
+from llm_recipes.data.formats import FormatReport
+from llm_recipes.pretrain.build import (
+    PretrainingBlocks,
+    PretrainTrainer,
+    build_blocks,
+    capped_block_size,
+    load_or_init_model,
+    load_pretraining_texts,
+    load_tokenizer,
+    make_collator,
+    model_config,
+    prepare_tokenizer,
+)
+from llm_recipes.pretrain.config import PretrainScriptArguments
+
+
+@dataclass
+class BuildFacts:
+    """What building the trainer found that the run's summary reports."""
+
+    reports: list[tuple[str, FormatReport]]  # (dataset path, rows kept from it)
+    embedding_rows_added: int
+
+
+def build_trainer(
+    script_args: PretrainScriptArguments, training_args: TrainingArguments, callbacks: Sequence[Any] = ()
+) -> tuple[PretrainTrainer, PretrainingBlocks, BuildFacts]:
+    """Tokenizer, data blocks, model and trainer, ready to train. Returns (trainer, blocks, facts for the summary)."""
+    # Tokenizer and architecture: the vocabulary follows the tokenizer, blocks fit the model's positions
+    tokenizer = load_tokenizer(script_args)
+    notes = prepare_tokenizer(tokenizer, script_args.objective)
+    config = model_config(script_args, tokenizer)
+    block_size = capped_block_size(script_args.block_size, config)
+    if block_size < script_args.block_size:
+        notes.append(f"block_size {script_args.block_size} capped at the model's {block_size} positions")
+
+    # Data: text -> documents (EOS-terminated) -> curriculum order -> blocks
+    eval_spec = None
+    if script_args.eval_dataset_path:
+        eval_spec = DatasetSpec(
+            path=script_args.eval_dataset_path, format=script_args.data_format, text_field=script_args.text_field
+        )
+    with training_args.main_process_first(desc="preparing pretraining data"):
+        texts = load_pretraining_texts(
+            dataset_specs(script_args),
+            eval_spec=eval_spec,
+            eval_size=script_args.eval_split_size,
+            max_train_samples=script_args.max_train_samples,
+            max_eval_samples=script_args.max_eval_samples,
+            seed=training_args.seed,
+            num_proc=script_args.dataset_num_proc,
+            score_column=script_args.curriculum_column if script_args.curriculum == "column" else None,
+        )
+        blocks = build_blocks(texts, tokenizer, script_args, block_size, seed=training_args.seed)
+
+    # Model: seeded, so a rerun (or a resumed run) starts from the same weights
+    set_seed(training_args.seed)
+    model, rows_added = load_or_init_model(script_args, config, tokenizer)
+    if rows_added:
+        notes.append(f"the tokenizer grew: {rows_added} embedding rows added")
+
+    extra_callbacks = list(callbacks)
+    if script_args.early_stopping_patience is not None:
+        extra_callbacks.append(EarlyStoppingCallback(early_stopping_patience=script_args.early_stopping_patience))
+    trainer = PretrainTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=blocks.train,
+        eval_dataset=blocks.eval,
+        processing_class=tokenizer,
+        data_collator=make_collator(tokenizer, script_args, model, block_size),
+        callbacks=extra_callbacks,
+        sequential=script_args.curriculum != "none",
+        causal=script_args.objective == "clm",
+    )
+    for note in notes:
+        trainer.accelerator.print(f"note: {note}")
+    return trainer, blocks, BuildFacts(reports=texts.reports, embedding_rows_added=rows_added)
