@@ -7,17 +7,32 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from transformers import AutoModelForCausalLM, TrainingArguments, set_seed
 
 from llm_recipes.compress.config import DistillArguments
+from llm_recipes.compress.distill import (
+    PaddedRowsCollator,
+    check_same_vocab_size,
+    eval_samples,
+    gkd_beta,
+    load_gkd,
+    prepare_rows,
+    student_from_preset,
+    student_from_teacher,
+)
 from llm_recipes.compress.distill_checks import load_tokenizer
-from llm_recipes.compress.report import COMPRESSION_REPORT
+from llm_recipes.compress.distill_trainer import DistillationTrainer
+from llm_recipes.compress.report import COMPRESSION_REPORT, compare_models
 from llm_recipes.data.config import DatasetSpec, dataset_specs
+from llm_recipes.data.loading import load_training_data
 from llm_recipes.errors import UserError
+from llm_recipes.evaluation.protocol import Protocol, read_protocol
+from llm_recipes.models.loading import torch_dtype
+from llm_recipes.pretrain.build import parse_overrides
 from llm_recipes.runs.manifest import write_json_atomically
-
-if TYPE_CHECKING:
-    from transformers import TrainingArguments
+from llm_recipes.training.resume import last_logged
 
 # compare_labels_only: the same student trained without the teacher, inside output_dir
 LABELS_ONLY = "labels-only"
@@ -41,12 +56,6 @@ class DistillInputs:
 
 def load_models(script_args: DistillArguments) -> tuple[Any, Any, Any, str]:
     """(teacher, student, tokenizer, how the student was made). The teacher is frozen, in eval mode."""
-    from transformers import AutoModelForCausalLM
-
-    from llm_recipes.compress.distill import student_from_preset, student_from_teacher
-    from llm_recipes.models.loading import torch_dtype
-    from llm_recipes.pretrain.build import parse_overrides
-
     tokenizer = load_tokenizer(script_args.teacher_name_or_path, script_args.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # padding is masked out, so which token it is does not matter
@@ -75,9 +84,6 @@ def load_data(
     script_args: DistillArguments, training_args: TrainingArguments, tokenizer: Any, max_length: int
 ) -> tuple[Any, Any]:
     """The standard-column data (TrainingData) and its training rows (DistillationRows; None for gkd)."""
-    from llm_recipes.compress.distill import prepare_rows
-    from llm_recipes.data.loading import load_training_data
-
     eval_spec = DatasetSpec(path=script_args.eval_dataset_path) if script_args.eval_dataset_path else None
     with training_args.main_process_first(desc="preparing distillation data"):
         data = load_training_data(
@@ -112,11 +118,6 @@ def load_data(
 
 def build_trainer(script_args: DistillArguments, training_args: TrainingArguments) -> tuple[Any, Any, DistillInputs]:
     """Teacher, student, data and the trainer, ready to train. Returns (trainer, teacher, what else was built)."""
-    from transformers import set_seed
-
-    from llm_recipes.compress.distill import PaddedRowsCollator, check_same_vocab_size, eval_samples
-    from llm_recipes.compress.distill_trainer import DistillationTrainer
-
     set_seed(training_args.seed)  # the student's random initialisation (preset) is reproducible
     teacher, student, tokenizer, origin = load_models(script_args)
     check_same_vocab_size(teacher.config, student.config)
@@ -160,10 +161,6 @@ def gkd_trainer(
     max_length: int,
 ) -> Any:
     """TRL's experimental GKDTrainer, its config built from our TrainingArguments and distill fields."""
-    from transformers import TrainingArguments
-
-    from llm_recipes.compress.distill import gkd_beta, load_gkd
-
     gkd_config_class, gkd_trainer_class = load_gkd()
     values = {f.name: getattr(training_args, f.name) for f in dataclasses.fields(TrainingArguments) if f.init}
     gkd_args = gkd_config_class(
@@ -190,9 +187,6 @@ def compare_with_teacher(
 ) -> dict[str, Any]:
     """The saved student vs the teacher on the protocol, both loaded afresh on its device; without a protocol, on
     the eval rows' texts (windows of the length the student trained on), size, CPU latency."""
-    from llm_recipes.compress.report import compare_models
-    from llm_recipes.evaluation.protocol import read_protocol
-
     return compare_models(
         script_args.teacher_name_or_path,
         output_dir,
@@ -237,11 +231,6 @@ def train_labels_only(script_args: DistillArguments, training_args: TrainingArgu
     """The baseline at equal budget: the same student from the same start, data, steps, rate and seed, trained on the
     labels alone (alpha 0; the teacher never runs), saved in output_dir/labels-only and measured on the protocol.
     Returns (its protocol measures, its training figures). Runs on the main process (the report's)."""
-    from transformers import AutoModelForCausalLM
-
-    from llm_recipes.evaluation.protocol import Protocol, read_protocol
-    from llm_recipes.training.resume import last_logged
-
     folder = Path(training_args.output_dir) / LABELS_ONLY
     baseline_args = dataclasses.replace(script_args, alpha=0.0, compare_labels_only=False)
     baseline_training = copy.deepcopy(training_args)

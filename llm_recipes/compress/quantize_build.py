@@ -8,14 +8,14 @@ from typing import Any
 
 from llm_recipes.compress.config import QuantizeArguments
 from llm_recipes.compress.quantize import QuantizationSpec, compare_with_source, sample_inputs
+from llm_recipes.compress.report import protocol_from_fields
+from llm_recipes.evaluation.data import load_eval_data
+from llm_recipes.evaluation.protocol import Protocol
+from llm_recipes.export.folder import load_full_model, merge_adapter, parse_shard_size, save_model_folder
 
 
 def load_report_data(args: QuantizeArguments) -> dict[str, Any]:
     """The evaluation protocol with its data read (the report's); calibration texts for GPTQ."""
-    from llm_recipes.compress.report import protocol_from_fields
-    from llm_recipes.evaluation.data import load_eval_data
-    from llm_recipes.evaluation.protocol import Protocol
-
     data: dict[str, Any] = {"protocol": Protocol(protocol_from_fields(args)).load()}
     if args.calibration_dataset_path and args.method == "gptq":
         calibration = load_eval_data(
@@ -31,8 +31,6 @@ def load_report_data(args: QuantizeArguments) -> dict[str, Any]:
 def load_full_precision(args: QuantizeArguments, source: Any, tokenizer: Any, staging: Path) -> tuple[Any, Path]:
     """(the source model in full precision, the folder it is saved in). An adapter is merged into its base and the
     merged model saved beside the output first: quantization loads a saved folder."""
-    from llm_recipes.export.folder import load_full_model, merge_adapter, parse_shard_size, save_model_folder
-
     if source.kind != "adapter":
         return load_full_model(source, "auto", args.trust_remote_code), Path(args.model_name_or_path).expanduser()
     merged = merge_adapter(source, tokenizer, args.dtype, args.trust_remote_code)

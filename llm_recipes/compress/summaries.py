@@ -7,6 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from llm_recipes.models.loading import count_parameters
+from llm_recipes.training.resume import last_logged
+
 
 def distill_loss(script_args: Any) -> str:
     """The distill stage's training objective in words (the summary's and the report's "loss"/"method")."""
@@ -50,9 +53,6 @@ class DistillSummary:
         seconds: float,
     ) -> DistillSummary:
         """From the trained trainer, what build_trainer made (`DistillInputs`) and the eval metrics."""
-        from llm_recipes.models.loading import count_parameters
-        from llm_recipes.training.resume import last_logged
-
         state = trainer.state
         _, parameters = count_parameters(trainer.accelerator.unwrap_model(trainer.model))
         return cls(
