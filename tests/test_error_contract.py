@@ -55,7 +55,10 @@ def stage_config(stage: str, base: Path, chat: Path, bad: Path, output: Path) ->
         "ppo": ("ppo.yaml", {"dataset_path": bad, "model_name_or_path": chat, "reward_model_path": chat}),
         "grpo": ("grpo.yaml", {"dataset_path": bad, "model_name_or_path": chat, "reward_model_path": chat}),
         "rloo": ("rloo.yaml", {"dataset_path": bad, "model_name_or_path": chat}),
-        "distill": ("distill.yaml", {"datasets": None, "dataset_path": bad, "teacher_name_or_path": chat}),
+        "distill": (
+            "distill.yaml",
+            {"datasets": None, "dataset_path": bad, "teacher_name_or_path": chat, "compare_labels_only": False},
+        ),
         "quantize": ("quantize.yaml", {"model_name_or_path": chat, "eval_dataset_path": bad}),
         "prune": (
             "prune.yaml",
