@@ -13,70 +13,25 @@ to a (private by default) Hub repo.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from llm_recipes.configs import check_model_path, is_planned, looks_local, parse_config, run_recipe
-from llm_recipes.errors import UserError
+from llm_recipes.configs import parse_config, run_recipe
+from llm_recipes.export.checks import check_export_arguments
 from llm_recipes.export.config import ExportArguments
 from llm_recipes.runs.outputs import stage_main
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[ExportArguments]:
     """Parse and check the config: everything a user can get wrong fails here, before a model is loaded."""
-    from llm_recipes.export.folder import check_gguf_supported, inspect_source, parse_shard_size, read_json
-
     (args,) = parse_config((ExportArguments,), argv)
-    check_model_path(args.model_name_or_path)
-    if not looks_local(args.model_name_or_path):
-        raise UserError(f"model_name_or_path: {args.model_name_or_path} must be a local stage output folder")
-    parse_shard_size(args.max_shard_size)
-    if Path(args.output_dir).expanduser().resolve() == Path(args.model_name_or_path).expanduser().resolve():
-        raise UserError("output_dir must differ from model_name_or_path: the export is a new folder")
-    if not is_planned(args.model_name_or_path):
-        _check_source(args, inspect_source(args.model_name_or_path, args.base_model_name_or_path))
-    if args.gguf_type != "none" and not is_planned(args.model_name_or_path):
-        model_folder = Path(args.model_name_or_path).expanduser()
-        tokenizer_file = model_folder / "tokenizer.json"
-        source = inspect_source(args.model_name_or_path, args.base_model_name_or_path)
-        check_gguf_supported(source.config, read_json(tokenizer_file) if tokenizer_file.is_file() else None)
-    if args.eval_results_path and not is_planned(args.eval_results_path):
-        from llm_recipes.hub import read_eval_results
-
-        read_eval_results(args.eval_results_path, args.model_name_or_path)
-    if args.push_to_hub and args.hub_model_id:
-        from huggingface_hub.utils import validate_repo_id
-
-        try:
-            validate_repo_id(args.hub_model_id)
-        except ValueError as err:
-            raise UserError(f"hub_model_id: {str(err).splitlines()[0]}") from None
+    check_export_arguments(args)
     return (args,)
-
-
-def _check_source(args: ExportArguments, source) -> None:
-    """What can be done with this kind of input: adapters merge into a full-precision base; quantized weights and
-    unmerged adapters are exported as they are."""
-    from llm_recipes.export.folder import merge_refusal, quantization_of
-
-    weights_change = args.quantization != "none" or args.gguf_type != "none" or args.dtype != "auto"
-    if source.kind == "adapter":
-        if args.merge_adapter:
-            check_model_path(source.base_model, "base_model_name_or_path")
-            if source.config is not None and quantization_of(source.config):
-                raise merge_refusal(source.base_model, quantization_of(source.config))
-        elif weights_change:
-            raise UserError("quantization, gguf_type and dtype change merged weights: set merge_adapter: true")
-    if source.kind == "quantized" and weights_change:
-        raise UserError(
-            f"{args.model_name_or_path} is already quantized ({source.quantization}): quantization, gguf_type and "
-            "dtype need the full-precision model"
-        )
 
 
 @stage_main
 def main(args: ExportArguments) -> dict:
+    from llm_recipes.export.build import export_folder
     from llm_recipes.export.folder import inspect_source
     from llm_recipes.hub import CardOptions, push_stage_output, write_model_card
     from llm_recipes.runs.manifest import StageRun
@@ -107,18 +62,18 @@ def main(args: ExportArguments) -> dict:
             run.inputs["base_model"] = source.base_model
         if args.eval_results_path:
             run.inputs["eval_results"] = args.eval_results_path
-        summary["seconds"] = round(run.seconds, 1)
-        run.write({"script": args}, summary)
+        summary.seconds = run.seconds
+        run.write({"script": args}, summary.as_summary())
         # the card reads the manifests, this stage's included, so it is written last
         write_model_card(staging, args.hub_model_id or str(output), card, evaluated_model=args.model_name_or_path)
-    print(format_summary(f"export finished: {output}", summary))
+    print(format_summary(f"export finished: {output}", summary.as_summary()))
     if args.push_to_hub:
         result = push_stage_output(
             output,
             args.hub_model_id,
             private=args.hub_private_repo,
             revision=args.hub_revision,
-            commit_message=args.commit_message or f"Export with llm-recipes ({summary['exported']})",
+            commit_message=args.commit_message or f"Export with llm-recipes ({summary.exported})",
             card=card,
             evaluated_model=args.model_name_or_path,
             what="export",
@@ -128,75 +83,8 @@ def main(args: ExportArguments) -> dict:
             f"pushed to {result.repo_id} ({visibility}{', ' + result.revision if result.revision else ''}): "
             f"{result.commit_url}"
         )
-        summary["pushed to"] = result.repo_id
-    return summary
-
-
-def export_folder(args: ExportArguments, source, staging: Path) -> dict:
-    """Write the model files into `staging`; returns the summary rows."""
-    from llm_recipes.export.folder import (
-        copy_saved_model,
-        load_full_model,
-        load_tokenizer,
-        merge_adapter,
-        nf4_cpu_problems,
-        parse_shard_size,
-        save_model_folder,
-        save_quantized,
-        weight_files,
-        write_gguf,
-    )
-    from llm_recipes.models.loading import count_parameters
-
-    shard_size = parse_shard_size(args.max_shard_size)
-    tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code)
-    summary: dict = {"source": f"{source.kind} {args.model_name_or_path}"}
-    if source.kind == "adapter" and not args.merge_adapter:
-        files = copy_saved_model(source, tokenizer, staging)
-        summary["exported"] = f"{source.adapter_method} adapter for {source.base_model} (not merged)"
-        summary["weight files"] = len(files)
-        return summary
-    if source.kind == "quantized":
-        files = copy_saved_model(source, tokenizer, staging)
-        summary["exported"] = f"{source.quantization} model (weights copied as saved)"
-        summary["weight files"] = len(files)
-        return summary
-
-    if source.kind == "adapter":
-        model = merge_adapter(source, tokenizer, args.dtype, args.trust_remote_code)
-        summary["exported"] = f"{source.adapter_method} adapter merged into {source.base_model}"
-    else:
-        model = load_full_model(source, args.dtype, args.trust_remote_code)
-        summary["exported"] = "full model"
-    _, parameters = count_parameters(model)
-    summary["parameters"] = parameters
-    summary["dtype"] = str(model.dtype).replace("torch.", "")
-
-    if args.quantization == "none":
-        files = save_model_folder(model, tokenizer, staging, shard_size)
-    else:
-        full_precision = staging / ".full-precision"
-        save_model_folder(model, tokenizer, full_precision, shard_size)
-        quantized = save_quantized(full_precision, staging, args.quantization, shard_size)
-        shutil.rmtree(full_precision)
-        tokenizer.save_pretrained(staging)
-        files = weight_files(staging)
-        summary["quantization"] = f"{args.quantization} (bitsandbytes)"
-        if args.quantization == "nf4" and (problems := nf4_cpu_problems(quantized)):
-            print(
-                f"note: bitsandbytes' CPU 4-bit kernel needs output widths divisible by 32; {len(problems)} layers "
-                f"(e.g. {problems[0]}) are not, so this nf4 export runs on GPU (or CPUs without AVX512-BF16) only"
-            )
-    summary["weight files"] = len(files)
-    summary["max shard size"] = args.max_shard_size
-    if args.gguf_type != "none":
-        report = write_gguf(model, tokenizer, staging / f"model-{args.gguf_type}.gguf", args.gguf_type)
-        summary["gguf file"] = f"{report.path.name} ({report.bytes:,} bytes, {report.tensors} tensors)"
-    eos = model.generation_config.eos_token_id
-    summary["generation stops at"] = ", ".join(
-        tokenizer.convert_ids_to_tokens(i) for i in (eos if isinstance(eos, list) else [eos])
-    )
-    return summary
+        summary.pushed_to = result.repo_id
+    return summary.as_summary()
 
 
 if __name__ == "__main__":
