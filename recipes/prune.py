@@ -33,7 +33,6 @@ from llm_recipes.configs import parse_config, run_recipe
 from llm_recipes.errors import UserError
 from llm_recipes.runs.outputs import stage_main
 
-COMPRESSION_REPORT = "compression_report.json"
 # the pruned model before recovery, inside output_dir while the recovery fine-tune reads it
 UNRECOVERED = ".pruned-before-recovery"
 # Our defaults where transformers' differ (they apply to the recovery fine-tune): no tracker unless asked, frequent
@@ -64,7 +63,7 @@ def main(script_args: PruneArguments, training_args: TrainingArguments) -> dict:
     from llm_recipes.compress.prune_build import load_calibration, load_source_model, measure_model, prune_model
     from llm_recipes.compress.prune_recovery import recover
     from llm_recipes.compress.prune_report import prune_report
-    from llm_recipes.compress.report import protocol_from_fields
+    from llm_recipes.compress.report import COMPRESSION_REPORT, protocol_from_fields
     from llm_recipes.evaluation.protocol import Protocol
     from llm_recipes.export.folder import inspect_source, load_tokenizer, parse_shard_size, save_model_folder
     from llm_recipes.hub import push_trained_output, take_over_trainer_push

@@ -9,15 +9,14 @@ from typing import Any
 from llm_recipes.compress.config import PruneArguments
 from llm_recipes.compress.prune import prune_structured, prune_unstructured, token_windows
 from llm_recipes.compress.prune_checks import structured_plan
+from llm_recipes.evaluation.data import load_eval_data
 from llm_recipes.evaluation.footprint import weight_sparsity
 from llm_recipes.evaluation.protocol import Protocol
-from llm_recipes.export.folder import ModelSource
+from llm_recipes.export.folder import ModelSource, load_full_model, merge_adapter
 
 
 def load_source_model(script_args: PruneArguments, source: ModelSource, tokenizer: Any) -> tuple[Any, str | None]:
     """(the model to prune in full precision, its folder -- None for an adapter merged in memory)."""
-    from llm_recipes.export.folder import load_full_model, merge_adapter
-
     if source.kind == "adapter":
         return merge_adapter(source, tokenizer, "auto", script_args.trust_remote_code), None
     return load_full_model(source, "auto", script_args.trust_remote_code), script_args.model_name_or_path
@@ -25,8 +24,6 @@ def load_source_model(script_args: PruneArguments, source: ModelSource, tokenize
 
 def load_calibration(script_args: PruneArguments, tokenizer: Any, model: Any, seed: int) -> Any:
     """Calibration windows [samples, length], or None."""
-    from llm_recipes.evaluation.data import load_eval_data
-
     if not script_args.calibration_dataset_path:
         return None
     texts = load_eval_data(

@@ -4,18 +4,17 @@ base is one), data that exists, a method with its matching settings, a structure
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from transformers import AutoConfig
 
 from llm_recipes.compress.config import PruneArguments
+from llm_recipes.compress.prune import StructuredPlan, check_structured_plan, parse_pattern
 from llm_recipes.configs import check_dataset_path, check_model_path, is_planned, looks_local
 from llm_recipes.configs.code import imports_code
 from llm_recipes.data.config import DatasetSpec, dataset_specs
 from llm_recipes.errors import UserError
 from llm_recipes.export.folder import ModelSource, inspect_source, merge_refusal, quantization_of
 from llm_recipes.sft.config import SFTScriptArguments
-
-if TYPE_CHECKING:
-    from llm_recipes.compress.prune import StructuredPlan
 
 PRUNE_REMEDY = (
     "merge the adapter into the full-precision base first (base_model_name_or_path: the unquantized model), "
@@ -72,8 +71,6 @@ def recovery_specs(script_args: PruneArguments) -> list[DatasetSpec]:
 
 def check_method(script_args: PruneArguments, source: ModelSource | None) -> None:
     """Each method's settings, and none of another's; a structured plan checked against the source's config."""
-    from llm_recipes.compress.prune import parse_pattern
-
     if script_args.method == "structured":
         if source is not None:
             _check_structured(script_args, source)
@@ -86,10 +83,6 @@ def check_method(script_args: PruneArguments, source: ModelSource | None) -> Non
 
 
 def _check_structured(script_args: PruneArguments, source: ModelSource) -> None:
-    from transformers import AutoConfig
-
-    from llm_recipes.compress.prune import check_structured_plan
-
     if script_args.sparsity_pattern != "unstructured" or script_args.sparsity_group != "auto":
         raise UserError(
             "sparsity_pattern and sparsity_group are for magnitude and wanda; structured removes whole heads and "
@@ -104,8 +97,6 @@ def _check_structured(script_args: PruneArguments, source: ModelSource) -> None:
 
 def structured_plan(script_args: PruneArguments) -> StructuredPlan:
     """What a structured pruning with these arguments removes."""
-    from llm_recipes.compress.prune import StructuredPlan
-
     return StructuredPlan(
         heads_to_prune=script_args.heads_to_prune,
         prune_kv_heads=script_args.prune_kv_heads,

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transformers import TrainingArguments
+from trl import ModelConfig, SFTConfig
 
 from llm_recipes.compress.config import PruneArguments
 from llm_recipes.compress.prune import MaskKeeper
 from llm_recipes.errors import UserError
 from llm_recipes.pretrain.config import PretrainScriptArguments
 from llm_recipes.pretrain.trainer import build_trainer as build_pretrain_trainer
+from llm_recipes.sft.build import build_trainer as build_sft_trainer
 from llm_recipes.sft.config import SFTScriptArguments
 from llm_recipes.training.resume import last_logged, resume_point
 
@@ -65,10 +67,6 @@ def _recover_on_chats(
 ) -> tuple[Any, dict[str, Any]]:
     """The recovery fine-tune as SFT: the run's training arguments as an `SFTConfig`, the recovery mixture as SFT's
     datasets."""
-    from trl import ModelConfig, SFTConfig
-
-    from llm_recipes.sft.build import build_trainer as build_sft_trainer
-
     values = {f.name: getattr(training_args, f.name) for f in dataclasses.fields(TrainingArguments) if f.init}
     sft_config = SFTConfig(
         **values,

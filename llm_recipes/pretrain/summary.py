@@ -6,9 +6,14 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from transformers import TrainerState
+
+from llm_recipes.data.packing import non_padding_share, row_lengths
+from llm_recipes.models.loading import count_parameters
 from llm_recipes.pretrain.build import PretrainingBlocks
 from llm_recipes.pretrain.config import PretrainScriptArguments
 from llm_recipes.pretrain.trainer import BuildFacts
+from llm_recipes.training.resume import last_logged
 
 PACKING_DESCRIPTIONS = {"cross": "on, attention across documents", "separate": "on, attention within each document"}
 
@@ -26,8 +31,6 @@ def final_evaluation(trainer: Any) -> dict[str, float]:
 
 def resumed_epoch(checkpoint: str | None) -> float:
     """How far the checkpoint a run resumes from had trained, in epochs (0 for a fresh start)."""
-    from transformers import TrainerState
-
     if not checkpoint:
         return 0.0
     return TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json")).epoch or 0.0
@@ -99,10 +102,6 @@ def pretrain_summary(
 ) -> PretrainSummary:
     """The summary of a finished run; `evaluations` are the eval metrics (before training, after), `epoch_before`
     how far the checkpoint it resumed from had trained."""
-    from llm_recipes.data.packing import non_padding_share, row_lengths
-    from llm_recipes.models.loading import count_parameters
-    from llm_recipes.training.resume import last_logged
-
     before, after = evaluations
     state = trainer.state
     args = trainer.args
