@@ -10,6 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from llm_recipes.export.config import ExportArguments
+from llm_recipes.export.folder import (
+    copy_saved_model,
+    load_full_model,
+    load_tokenizer,
+    merge_adapter,
+    nf4_cpu_problems,
+    parse_shard_size,
+    save_model_folder,
+    save_quantized,
+    weight_files,
+    write_gguf,
+)
+from llm_recipes.models.loading import count_parameters
 
 
 @dataclass
@@ -48,20 +61,6 @@ class ExportSummary:
 
 def export_folder(args: ExportArguments, source: Any, staging: Path) -> ExportSummary:
     """Write the model files into `staging`; returns what was exported."""
-    from llm_recipes.export.folder import (
-        copy_saved_model,
-        load_full_model,
-        load_tokenizer,
-        merge_adapter,
-        nf4_cpu_problems,
-        parse_shard_size,
-        save_model_folder,
-        save_quantized,
-        weight_files,
-        write_gguf,
-    )
-    from llm_recipes.models.loading import count_parameters
-
     shard_size = parse_shard_size(args.max_shard_size)
     tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code)
     described = f"{source.kind} {args.model_name_or_path}"

@@ -8,9 +8,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from trl import RewardTrainer
+from transformers import set_seed
+from trl import RewardTrainer, get_peft_config
 
+from llm_recipes.data.mixture import check_batches
+from llm_recipes.data.preferences import load_preference_data
 from llm_recipes.errors import UserError
+from llm_recipes.models.chat import ensure_chat_template, read_chat_template
+from llm_recipes.models.loading import count_parameters, load_tokenizer
+from llm_recipes.rl.rewards import load_reward_model_for_training, pairwise_metrics, record_reward_input
+from llm_recipes.training.resume import last_logged
 
 if TYPE_CHECKING:
     from trl import ModelConfig, RewardConfig
@@ -37,15 +44,6 @@ def build_trainer(
     script_args: RewardScriptArguments, training_args: RewardConfig, model_args: ModelConfig
 ) -> tuple[PairwiseRewardTrainer, Any]:
     """Data, tokenizer, model and the reward trainer, ready to train. Returns (trainer, data)."""
-    from transformers import set_seed
-    from trl import get_peft_config
-
-    from llm_recipes.data.mixture import check_batches
-    from llm_recipes.data.preferences import load_preference_data
-    from llm_recipes.models.chat import ensure_chat_template, read_chat_template
-    from llm_recipes.models.loading import load_tokenizer
-    from llm_recipes.rl.rewards import load_reward_model_for_training, pairwise_metrics, record_reward_input
-
     # Data: any preference shape -> prompt/chosen/rejected (+ margin), eval pairs held out
     with training_args.main_process_first(desc="loading preference data"):
         data = load_preference_data(
@@ -141,9 +139,6 @@ class RewardSummary:
     def of(
         cls, trainer: Any, data: Any, train_result: Any, eval_metrics: dict[str, float], seconds: float
     ) -> RewardSummary:
-        from llm_recipes.models.loading import count_parameters
-        from llm_recipes.training.resume import last_logged
-
         trainable, total = count_parameters(trainer.model)
         state = trainer.state
         return cls(

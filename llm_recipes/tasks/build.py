@@ -7,7 +7,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llm_recipes.tasks.data import TOKEN_CLASSIFICATION
+from transformers import (
+    DataCollatorForTokenClassification,
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    set_seed,
+)
+
+from llm_recipes.models.loading import count_parameters
+from llm_recipes.tasks.data import TOKEN_CLASSIFICATION, load_task_data
+from llm_recipes.tasks.features import task_features, trained_label_ids
+from llm_recipes.tasks.labels import class_weights
+from llm_recipes.tasks.metrics import compute_metrics_for
+from llm_recipes.tasks.models import capped_max_length, load_task_tokenizer, model_builder, task_config
+from llm_recipes.tasks.options import check_metric_name
+from llm_recipes.tasks.search import lora_overrides
+from llm_recipes.tasks.training import TaskTrainer
 
 
 @dataclass
@@ -32,23 +47,6 @@ def build_trainer(
 ) -> tuple[Any, TaskBuild]:
     """Data, tokenizer, features, model and trainer, ready to train (or to search with, given a search spec and
     its objective). Returns (trainer, what was built for the summary)."""
-    from transformers import (
-        DataCollatorForTokenClassification,
-        DataCollatorWithPadding,
-        EarlyStoppingCallback,
-        set_seed,
-    )
-
-    from llm_recipes.models.loading import count_parameters
-    from llm_recipes.tasks.data import load_task_data
-    from llm_recipes.tasks.features import task_features, trained_label_ids
-    from llm_recipes.tasks.labels import class_weights
-    from llm_recipes.tasks.metrics import compute_metrics_for
-    from llm_recipes.tasks.models import capped_max_length, load_task_tokenizer, model_builder, task_config
-    from llm_recipes.tasks.options import check_metric_name
-    from llm_recipes.tasks.search import lora_overrides
-    from llm_recipes.tasks.training import TaskTrainer
-
     # Data: columns, labels and answers checked before any model is built
     with training_args.main_process_first(desc="loading task data"):
         data = load_task_data(args, seed=training_args.seed)

@@ -3,8 +3,17 @@ wired into our `PPOTrainer` -- and the table a run ends with (`PPOSummary`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
+
+from peft import TaskType, get_peft_model
+from transformers import AutoModelForSequenceClassification, set_seed
+from trl import get_peft_config
+
+from llm_recipes.data.preferences import load_prompt_data
+from llm_recipes.models.loading import load_causal_lm, load_tokenizer, torch_dtype
+from llm_recipes.rl.ppo.trainer import PPOTrainer, make_accelerator
+from llm_recipes.rl.rewards import load_reward_model, reward_function_from_path, reward_model_function
 
 if TYPE_CHECKING:
     from trl import ModelConfig
@@ -15,11 +24,6 @@ if TYPE_CHECKING:
 def load_value_model(script_args: PPOScriptArguments, model_args: ModelConfig, device: Any) -> Any:
     """The value model's starting point: value_model_path, else the reward model (its backbone already reads the
     task), else the policy with a fresh scalar head."""
-    from transformers import AutoModelForSequenceClassification
-
-    from llm_recipes.models.loading import torch_dtype
-    from llm_recipes.rl.rewards import load_reward_model
-
     source = script_args.value_model_path or script_args.reward_model_path
     if source:
         model, _ = load_reward_model(source, dtype=model_args.dtype, device=device)
@@ -37,8 +41,6 @@ def load_value_model(script_args: PPOScriptArguments, model_args: ModelConfig, d
 
 def load_reward(script_args: PPOScriptArguments, model_args: ModelConfig, device: Any) -> Any:
     """The reward as one callable fn(prompts=, completions=) -> floats, from a reward model or a Python function."""
-    from llm_recipes.rl.rewards import load_reward_model, reward_function_from_path, reward_model_function
-
     if script_args.reward_function:
         return reward_function_from_path(script_args.reward_function)
     model, tokenizer = load_reward_model(script_args.reward_model_path, dtype=model_args.dtype, device=device)
@@ -48,16 +50,6 @@ def load_reward(script_args: PPOScriptArguments, model_args: ModelConfig, device
 
 def build_trainer(script_args: PPOScriptArguments, config: PPOConfig, model_args: ModelConfig) -> tuple[Any, Any]:
     """Prompts, tokenizer, policy, reference, value model, reward and our PPOTrainer. Returns (trainer, data)."""
-    from dataclasses import replace
-
-    from peft import TaskType, get_peft_model
-    from transformers import set_seed
-    from trl import get_peft_config
-
-    from llm_recipes.data.preferences import load_prompt_data
-    from llm_recipes.models.loading import load_causal_lm, load_tokenizer
-    from llm_recipes.rl.ppo.trainer import PPOTrainer, make_accelerator
-
     accelerator = make_accelerator(config)
     with accelerator.main_process_first():
         data = load_prompt_data(
