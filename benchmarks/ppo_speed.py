@@ -25,23 +25,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[1]
 EPISODES_PER_STEP, MINI_BATCH, PPO_EPOCHS = 64, 16, 2
 SETTINGS = {"learning_rate": 3e-3, "kl_coef": 0.05, "missing_eos_penalty": 1.0, "temperature": 1.0}
 
 
 def train_ours(args: argparse.Namespace, output_dir: str) -> float:
-    import importlib.util
+    from llm_recipes.cli import parse_here
+    from llm_recipes.rl.ppo.build import build_trainer
 
-    sys.path.insert(0, str(PROJECT))
-    spec = importlib.util.spec_from_file_location("ppo_recipe", PROJECT / "recipes" / "ppo.py")
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
     argv = {
         "model_name_or_path": args.policy,
         "reward_model_path": args.reward_model,
@@ -61,9 +56,7 @@ def train_ours(args: argparse.Namespace, output_dir: str) -> float:
         "logging_steps": 10_000,
         **SETTINGS,
     }
-    from llm_recipes.rl.ppo.build import build_trainer
-
-    trainer, _ = build_trainer(*recipe.parse_args([f"--{k}={v}" for k, v in argv.items()]))
+    trainer, _ = build_trainer(*parse_here("ppo", [f"--{k}={v}" for k, v in argv.items()]))
     started = time.perf_counter()
     trainer.train()
     return time.perf_counter() - started

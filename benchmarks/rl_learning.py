@@ -76,29 +76,14 @@ def quiet(log_path: Path):
 
 
 def run_stage(stage: str, args: dict[str, Any], log: Path) -> tuple[dict, float]:
-    from llm_recipes.cli import load_recipe
+    """One stage through the library's in-process runner (as the pipeline runs it); (its summary, seconds)."""
+    from llm_recipes.cli import run_here
 
-    recipe = load_recipe(stage) if _registered(stage) else _load_by_path(stage)
     argv = [item for key, value in args.items() for item in (f"--{key}", str(value))]
     started = time.time()
     with quiet(log):
-        summary = recipe.main(*recipe.parse_args(argv))
+        summary = run_here(stage, argv)
     return summary, time.time() - started
-
-
-def _registered(stage: str) -> bool:
-    from llm_recipes.cli import STAGES
-
-    return stage in STAGES
-
-
-def _load_by_path(stage: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"bench_{stage}", PROJECT / "recipes" / f"{stage}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -269,9 +254,9 @@ class Evaluator:
 
 def rollout_speed(work: Path, sft_dir: Path, rm_dir: Path, data: Path, args: argparse.Namespace) -> dict[str, float]:
     """PPO rollouts per second, ours (batched generation, KV cache) against each baseline, on the same prompts."""
+    from llm_recipes.cli import parse_here
     from llm_recipes.rl.ppo.build import build_trainer
 
-    recipe = _load_by_path("ppo")
     argv = [
         "--model_name_or_path", str(sft_dir), "--dataset_path", str(data / "rl_prompts.jsonl"),
         "--reward_model_path", str(rm_dir), "--output_dir", str(work / "ppo-speed"), "--use_cpu", "true",
@@ -279,7 +264,7 @@ def rollout_speed(work: Path, sft_dir: Path, rm_dir: Path, data: Path, args: arg
         "--temperature", "1.0", "--rollout_forward_batch_size", "64", "--eval_split_size", "0",
     ]  # fmt: skip
     with quiet(work / "speed.log"):
-        trainer, _ = build_trainer(*recipe.parse_args(argv))
+        trainer, _ = build_trainer(*parse_here("ppo", argv))
     prompts = trainer.prompts_for_step(0)
     variants = {
         "batched + KV cache (ours)": dict(batch_size=64, use_cache=True),

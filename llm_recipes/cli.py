@@ -138,6 +138,19 @@ def load_recipe(stage: str) -> ModuleType:
     return module
 
 
+def parse_here(stage: str, args: Sequence[str]) -> tuple:
+    """A stage's config parsed and checked in this process, as the stage itself would (its dataclasses, in the
+    order its main takes them): for scripts that build a stage's trainer from the library."""
+    return load_recipe(stage).parse_args(list(args))
+
+
+def run_here(stage: str, args: Sequence[str]) -> dict:
+    """A stage in this process, as `python recipes/<stage>.py ARGS` runs it (the pipeline's in-process stages, the
+    benchmarks): its config parsed and checked, then its main; returns the stage's summary."""
+    recipe = load_recipe(stage)
+    return recipe.main(*recipe.parse_args(list(args)))
+
+
 def cpu_data_parallel(launcher_args: list[str]) -> tuple[list[str], dict[str, str]]:
     """Make `--cpu --num_processes N` mean N data-parallel CPU processes.
 

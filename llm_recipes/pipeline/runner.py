@@ -182,9 +182,7 @@ def run_stage(step: StagePlan, config_path: Path, *, overwrite: bool = False) ->
         if code != 0:
             raise RuntimeError(f"llm-recipes {step.stage} exited with code {code}")
         return
-    recipe = cli.load_recipe(step.stage)
-    recipe.main(*recipe.parse_args(args))
-    del recipe
+    cli.run_here(step.stage, args)
     gc.collect()  # the stage's model and data go before the next stage loads its own
     import torch  # noqa: PLC0415  pipeline plans without torch (recipes/pipeline.py)
 
