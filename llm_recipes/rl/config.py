@@ -1,4 +1,4 @@
-"""Reward modelling, DPO, TRL's online RL trainers (GRPO, RLOO) and our PPO: their script arguments."""
+"""Reward modelling, DPO, KTO, TRL's online RL trainers (GRPO, RLOO) and our PPO: their script arguments."""
 
 from __future__ import annotations
 
@@ -53,6 +53,48 @@ class RewardScriptArguments(PreferenceDataArguments):
 class DPOScriptArguments(PreferenceDataArguments):
     """What the DPO recipe needs beyond TRL's `DPOConfig` and `ModelConfig`; the reference model is the starting
     policy (a frozen copy, or the base under a LoRA adapter)."""
+
+
+# KTO reads unpaired rows, or pairs split into them: `unpaired` is one answer per row with a `label`
+KTO_FORMATS = ("auto", "unpaired", *PREFERENCE_FORMATS[1:])
+
+
+@dataclass
+class KTOScriptArguments(PreferenceDataArguments):
+    """What the KTO recipe needs beyond TRL's `KTOConfig` (`beta`, `desirable_weight`, `undesirable_weight`, ...)
+    and `ModelConfig`; the reference model is the starting policy, as for DPO."""
+
+    dataset_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Thumbs-up/thumbs-down data: a data file (json, jsonl, csv, parquet), a `save_to_disk` folder or "
+            "a Hub dataset id with one answer per row and a true/false `label` (prompt/completion/label, or "
+            "messages/label whose last assistant turn is the answer), or preference pairs, split into a true and a "
+            "false row each."
+        },
+    )
+    data_format: str = field(
+        default="auto",
+        metadata={
+            "help": "Format of `dataset_path`. `auto` reads a `label` column as unpaired rows and chosen/rejected "
+            "columns as pairs to split (the columns say which it is, so no switch is needed); `unpaired` insists on "
+            "labelled rows; a preference format reads pairs of that shape.",
+            "choices": KTO_FORMATS,
+        },
+    )
+    eval_split_size: float = field(
+        default=0.1,
+        metadata={
+            "help": "Rows (pairs, for pair data: held out whole) for evaluation: a share (0 <= x < 1) or a count "
+            "(>= 1); 0 for none."
+        },
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use at most this many training rows (pairs, for pair data: two rows each)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Use at most this many eval rows (pairs, for pair data)."}
+    )
 
 
 @dataclass
@@ -112,6 +154,8 @@ RANGE_CHECKS["center_rewards_coefficient"] = (lambda v: v is None or v >= 0, "mu
 RANGE_CHECKS["reward_batch_size"] = (lambda v: v >= 1, "must be >= 1")
 RANGE_CHECKS["beta"] = (lambda v: v >= 0, "must be >= 0")
 RANGE_CHECKS["max_completion_length"] = (lambda v: v is None or v >= 1, "must be >= 1")
+RANGE_CHECKS["desirable_weight"] = (lambda v: v > 0, "must be > 0")
+RANGE_CHECKS["undesirable_weight"] = (lambda v: v > 0, "must be > 0")
 
 
 # --------------------------------------------------------------------------------------------------------------
