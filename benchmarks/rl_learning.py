@@ -1,7 +1,10 @@
 """Proof that the preference stages learn: SFT -> reward model -> PPO, GRPO and DPO on the synthetic colour task.
 
-The task (llm_recipes/data/synthetic.py): asked about an animal, a good answer names a colour. Its exact reward
-(1 if the answer names a colour, else 0) is known, so every stage is measured against the truth:
+The task (llm_recipes/data/synthetic.py), in its colour-only variant: asked about an animal, a good answer names a
+colour. Its exact reward (`colour_only_reward`: 1 if the answer names a colour, else 0) is known, so every stage is
+measured against the truth. (The demo's full task also requires the answer to be about the asked animal; a ~0.1M
+random Llama after a few seconds of SFT names the asked animal too rarely for that to measure the RL stages: 0.02
+true reward before RL with seed 0.)
 
 1. A tokenizer and a tiny random Llama (`--preset`), then SFT (recipes/sft.py) on answers half of which name a
    colour: the SFT policy starts at roughly half the maximum reward.
@@ -46,8 +49,6 @@ import llm_recipes  # noqa: E402,F401  (first: it quiets bitsandbytes' import-ti
 # isort: split
 import torch  # noqa: E402
 
-SYNTHETIC_REWARD = "llm_recipes.data.synthetic:synthetic_reward"
-
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,6 +60,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--response-length", type=int, default=24)
     parser.add_argument("--eval-prompts", type=int, default=256)
     parser.add_argument("--ppo-steps", type=int, default=20, help="PPO steps of 64 episodes.")
+    parser.add_argument("--ppo-learning-rate", type=float, default=2e-3, help="3e-3 diverged with seed 0 (KL 109).")
     parser.add_argument("--grpo-steps", type=int, default=40, help="GRPO steps of 32 completions (8 per prompt).")
     parser.add_argument("--dpo-epochs", type=float, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest).")
@@ -151,7 +153,7 @@ def ppo(work: Path, sft_dir: Path, rm_dir: Path, data: Path, args: argparse.Name
         "num_ppo_steps": args.ppo_steps,
         "response_length": args.response_length,
         "temperature": 1.0,
-        "learning_rate": 3e-3,
+        "learning_rate": args.ppo_learning_rate,
         "kl_coef": 0.05,
         "missing_eos_penalty": 1.0,
         "save_steps": 1000,
@@ -202,12 +204,17 @@ def dpo(work: Path, sft_dir: Path, data: Path, args: argparse.Namespace) -> tupl
 # Measurements
 
 
+def pair_count(data: Path) -> int:
+    with open(data / "preferences.jsonl", encoding="utf-8") as rows:
+        return sum(1 for line in rows if line.strip())
+
+
 def held_out_pairwise_accuracy(rm_dir: Path, seed: int) -> float:
     from llm_recipes.data.synthetic import as_conversation, synthetic_preferences
     from llm_recipes.rl.rewards import load_reward_model, score_responses
 
     model, tokenizer = load_reward_model(str(rm_dir))
-    pairs = [as_conversation(row) for row in synthetic_preferences(200, seed=1000 + seed)]  # training: seed 0
+    pairs = [as_conversation(row) for row in synthetic_preferences(200, seed=1000 + seed, wrong_animal_share=0.0)]
     prompts = [row["prompt"] for row in pairs]
     chosen = score_responses(model, tokenizer, prompts, [row["chosen"][0]["content"] for row in pairs])
     rejected = score_responses(model, tokenizer, prompts, [row["rejected"][0]["content"] for row in pairs])
@@ -237,13 +244,13 @@ class Evaluator:
     def __call__(self, policy_dir: Path) -> dict[str, float]:
         from transformers import AutoModelForCausalLM
 
-        from llm_recipes.data.synthetic import synthetic_reward
+        from llm_recipes.data.synthetic import colour_only_reward
         from llm_recipes.evaluation.generation import prompt_text
         from llm_recipes.rl.ppo.trainer import completions_for, evaluation_sums, means_from_sums
 
         policy = AutoModelForCausalLM.from_pretrained(policy_dir).eval()
         sums, batch = evaluation_sums(
-            policy, self.reference, self.tokenizer, self.prompts, synthetic_reward, self.settings, seed=self.seed
+            policy, self.reference, self.tokenizer, self.prompts, colour_only_reward, self.settings, seed=self.seed
         )
         result = means_from_sums(sums, prefix="")
         rm_scores = self.reward_model(prompts=self.prompts, completions=completions_for(self.prompts, batch.texts))
@@ -334,7 +341,7 @@ def main() -> None:
         temporary = tempfile.TemporaryDirectory(prefix="rl-learning-")
         work = Path(temporary.name)
     data = work / "data"
-    write_synthetic_demo_data(data)
+    write_synthetic_demo_data(data, wrong_animal_share=0.0)  # rejected answers: no colour (the colour-only task)
     print(f"workdir {work} (stage logs: *.log)", flush=True)
 
     base = make_base(work, args.preset, args.seed)
@@ -355,13 +362,15 @@ def main() -> None:
     rows.append(("GRPO (TRL)", evaluate(grpo_dir), grpo_seconds, f"{args.grpo_steps} x 32 completions"))
     dpo_dir, dpo_seconds = dpo(work, sft_dir, data, args)
     print(f"DPO done in {dpo_seconds:.0f} s", flush=True)
-    rows.append(("DPO (TRL)", evaluate(dpo_dir), dpo_seconds, f"{args.dpo_epochs:g} epochs of 600 pairs"))
+    dpo_budget = f"{args.dpo_epochs:g} epochs of {pair_count(data):,} pairs"
+    rows.append(("DPO (TRL)", evaluate(dpo_dir), dpo_seconds, dpo_budget))
     speed = rollout_speed(work, sft_dir, rm_dir, data, args)
     trl_speed = ppo_speed_against_trl(work, sft_dir, rm_dir, data, args)
 
     print()
     print(f"Synthetic colour task, {args.preset}, seed {args.seed}, {len(evaluate.prompts)} held-out prompts, answers")
-    print(f"sampled at temperature 1 (<= {args.response_length} tokens). True reward: 1 if the answer names a colour.")
+    print(f"sampled at temperature 1 (<= {args.response_length} tokens). True reward: 1 if the answer names a colour")
+    print("(colour_only_reward; the demo's full task also asks for the right animal).")
     print()
     print(f"SFT: {sft_seconds:.0f} s. Reward model: {rm_seconds:.0f} s, held-out pairwise accuracy {accuracy:.3f} on")
     print(f"200 fresh pairs (its own eval split: {rm_summary.get('eval pairwise accuracy')}).")
