@@ -44,6 +44,7 @@ STAGES: dict[str, str] = {
     "grpo": "grpo.py",
     "rloo": "rloo.py",
     "dpo": "dpo.py",
+    "kto": "kto.py",
     "distill": "distill.py",
     "quantize": "quantize.py",
     "prune": "prune.py",

@@ -5,7 +5,7 @@
 
 The config has a `pipeline:` section (rl_algorithm, skip, use_existing, launch, output_root) and one section per
 stage, each exactly that stage's own config. Stages run in order: clean-corpus, train-tokenizer, pretrain, sft,
-reward, the RL algorithm (ppo, grpo, rloo or dpo), evaluate, distill, quantize, prune, export. Each stage's missing
+reward, the RL algorithm (ppo, grpo, rloo, dpo or kto), evaluate, distill, quantize, prune, export. Each stage's missing
 input fields are filled from the outputs before it. Rerunning the same command skips finished stages whose config
 and inputs are unchanged and resumes an interrupted one from its checkpoint. The run ends with a table of what every
 stage did and how long it took.

@@ -17,7 +17,19 @@ from conftest import PROJECT, write_yaml
 DEMO = PROJECT / "configs" / "demo"
 CLI = [sys.executable, "-m", "llm_recipes.cli"]
 TOKEN = "hf_FAKEtokenForTheErrorContract0123"
-STAGES_WITH_HUB_TOKEN = {"pretrain", "sft", "finetune-task", "reward", "ppo", "grpo", "rloo", "dpo", "distill", "prune"}
+STAGES_WITH_HUB_TOKEN = {
+    "pretrain",
+    "sft",
+    "finetune-task",
+    "reward",
+    "ppo",
+    "grpo",
+    "rloo",
+    "dpo",
+    "kto",
+    "distill",
+    "prune",
+}
 
 
 def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -52,6 +64,7 @@ def stage_config(stage: str, base: Path, chat: Path, bad: Path, output: Path) ->
         "sft": ("sft.yaml", {"datasets": None, "dataset_path": bad, "model_name_or_path": base}),
         "reward": ("reward.yaml", {"dataset_path": bad, "model_name_or_path": base}),
         "dpo": ("dpo.yaml", {"dataset_path": bad, "model_name_or_path": chat}),
+        "kto": ("kto.yaml", {"dataset_path": bad, "model_name_or_path": chat}),
         "ppo": ("ppo.yaml", {"dataset_path": bad, "model_name_or_path": chat, "reward_model_path": chat}),
         "grpo": ("grpo.yaml", {"dataset_path": bad, "model_name_or_path": chat, "reward_model_path": chat}),
         "rloo": ("rloo.yaml", {"dataset_path": bad, "model_name_or_path": chat}),
@@ -94,6 +107,7 @@ DATA_STAGES = [
     "sft",
     "reward",
     "dpo",
+    "kto",
     "ppo",
     "grpo",
     "rloo",

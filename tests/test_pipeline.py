@@ -91,7 +91,7 @@ def test_skipped_and_existing_stages_reroute_the_chain(tmp_path):
     "change, message",
     [
         ({"sfft": {}}, "unknown section 'sfft'; did you mean sft?"),
-        ({"pipeline": {"rl_algorithm": "a2c"}}, "pipeline.rl_algorithm: 'a2c' is not one of ppo, grpo, rloo, dpo"),
+        ({"pipeline": {"rl_algorithm": "a2c"}}, "pipeline.rl_algorithm: 'a2c' is not one of ppo, grpo, rloo, dpo, kto"),
         ({"pipeline": {"skpi": ["prune"]}}, "pipeline.skpi: unknown setting; did you mean skip?"),
         ({"pipeline": {"skip": ["prun"]}}, "pipeline.skip: unknown stage 'prun'; did you mean prune?"),
         ({"pipeline": {"use_existing": {"sft": "./nowhere"}}}, "pipeline.use_existing.sft: ./nowhere does not exist"),
@@ -377,7 +377,13 @@ def test_each_demo_section_is_its_stage_file_and_runs_as_it_does_alone(monkeypat
     for name, section in raw.items():
         if name != "pipeline":
             assert list(section) == ["config"], f"{name}: settings belong in {section.get('config')}"
-    for rl in ("ppo", "grpo", "rloo", "dpo"):  # the files downstream of RL name the PPO policy, the demo's choice
+    for rl in (
+        "ppo",
+        "grpo",
+        "rloo",
+        "dpo",
+        "kto",
+    ):  # the files downstream of RL name the PPO policy, the demo's choice
         settings.rl_algorithm = rl
         for step in build_plan(settings, sections):
             if step.action != "run" or (rl != "ppo" and step.slot != "rl"):

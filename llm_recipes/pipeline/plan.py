@@ -32,8 +32,8 @@ SLOTS = (
     "prune",
     "export",
 )
-RL_ALGORITHMS = ("ppo", "grpo", "rloo", "dpo")
-TRAINING_STAGES = frozenset({"pretrain", "sft", "reward", "ppo", "grpo", "rloo", "dpo", "distill", "prune"})
+RL_ALGORITHMS = ("ppo", "grpo", "rloo", "dpo", "kto")
+TRAINING_STAGES = frozenset({"pretrain", "sft", "reward", "ppo", "grpo", "rloo", "dpo", "kto", "distill", "prune"})
 SECTION_NAMES = frozenset(SLOTS) - {"rl"} | set(RL_ALGORITHMS)
 
 NEWEST_MODEL = ("rl", "sft", "pretrain")
@@ -47,6 +47,7 @@ CHAINS: dict[str, dict[str, tuple[str, ...]]] = {
     "grpo": {"model_name_or_path": ("sft", "pretrain"), "reward_model_path": ("reward",)},
     "rloo": {"model_name_or_path": ("sft", "pretrain"), "reward_model_path": ("reward",)},
     "dpo": {"model_name_or_path": ("sft", "pretrain")},
+    "kto": {"model_name_or_path": ("sft", "pretrain")},
     "evaluate": {"reward_model": ("reward",)},
     "distill": {"teacher_name_or_path": NEWEST_MODEL},
     "quantize": {"model_name_or_path": NEWEST_MODEL},

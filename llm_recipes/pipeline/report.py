@@ -39,6 +39,7 @@ HEADLINES: dict[str, list[tuple[str, str | None, str]]] = {
     "grpo": [("reward on its eval prompts", "eval reward before", "eval reward after")],
     "rloo": [("reward on its eval prompts", "eval reward before", "eval reward after")],
     "dpo": [("eval reward accuracy", None, "eval reward accuracy"), ("eval margin", None, "eval reward margin")],
+    "kto": [("eval margin (good - bad answers)", None, "eval reward margin"), ("eval KL", None, "eval KL")],
     "distill": [("student", None, "student"), ("optimizer steps", None, "optimizer steps"), ("loss", None, "loss")],
     "quantize": [("method", None, "method")],
     "prune": [

@@ -245,7 +245,7 @@ def _roles(stage, settings, config, head, teacher_config, reward_config, value_c
     quantized = bool(settings.get("load_in_4bit") or settings.get("load_in_8bit"))
     roles = [_Role("policy", config, head, True, load, quantized=quantized)]
     peft = bool(settings.get("use_peft"))
-    if stage == "dpo" and not peft:
+    if stage in ("dpo", "kto") and not peft:
         roles.append(_Role("reference", config, "causal_lm", False, load, quantized=quantized))
         if settings.get("precompute_ref_log_probs"):
             notes.append("precompute_ref_log_probs: the reference still loads for the precomputation")
@@ -278,7 +278,7 @@ def _roles(stage, settings, config, head, teacher_config, reward_config, value_c
             return None
         teacher_bytes = dtype_bytes(settings.get("teacher_dtype"), teacher_config, notes, "teacher")
         roles.append(_Role("teacher", teacher_config, "causal_lm", False, teacher_bytes))
-    if peft and stage in ("dpo", "grpo", "rloo", "ppo"):
+    if peft and stage in ("dpo", "kto", "grpo", "rloo", "ppo"):
         notes.append("LoRA: the reference is the policy with its adapter disabled (no copy)")
     return roles
 

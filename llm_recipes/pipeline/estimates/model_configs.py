@@ -235,7 +235,7 @@ def as_saved(stage: str, section: dict, config: PretrainedConfig) -> PretrainedC
     settings = stage_settings(stage, section)
     if stage == "distill" or (stage == "pretrain" and not settings.get("model_name_or_path")):
         saved = "float32"
-    elif stage in ("sft", "reward", "dpo", "grpo", "rloo", "ppo", "export"):
+    elif stage in ("sft", "reward", "dpo", "kto", "grpo", "rloo", "ppo", "export"):
         saved = settings.get("dtype")
     else:
         return config

@@ -10,7 +10,7 @@ import functools
 from typing import Any
 
 from transformers import TrainingArguments
-from trl import DPOConfig, GRPOConfig, ModelConfig, RewardConfig, RLOOConfig, SFTConfig
+from trl import DPOConfig, GRPOConfig, KTOConfig, ModelConfig, RewardConfig, RLOOConfig, SFTConfig
 
 from llm_recipes.compress.config import DistillArguments, PruneArguments, QuantizeArguments
 from llm_recipes.evaluation.config import EvaluateArguments
@@ -18,6 +18,7 @@ from llm_recipes.export.config import ExportArguments
 from llm_recipes.pretrain.config import PretrainScriptArguments
 from llm_recipes.rl.config import (
     DPOScriptArguments,
+    KTOScriptArguments,
     PPOConfig,
     PPOScriptArguments,
     RewardScriptArguments,
@@ -25,10 +26,10 @@ from llm_recipes.rl.config import (
 )
 from llm_recipes.sft.config import SFTScriptArguments
 
-TRAINING_STAGES = ("pretrain", "sft", "reward", "ppo", "grpo", "rloo", "dpo", "distill")
+TRAINING_STAGES = ("pretrain", "sft", "reward", "ppo", "grpo", "rloo", "dpo", "kto", "distill")
 WEIGHTS_ONLY_STAGES = ("evaluate", "quantize", "prune", "export")
 DATA_STAGES = ("clean-corpus", "train-tokenizer")
-RL_STAGES = ("ppo", "grpo", "rloo", "dpo")
+RL_STAGES = ("ppo", "grpo", "rloo", "dpo", "kto")
 
 # each stage's dataclasses, later ones' defaults overridden by earlier ones' (as the recipes parse them)
 _STAGE_TYPES: dict[str, tuple[type, ...]] = {
@@ -36,6 +37,7 @@ _STAGE_TYPES: dict[str, tuple[type, ...]] = {
     "sft": (SFTScriptArguments, SFTConfig, ModelConfig),
     "reward": (RewardScriptArguments, RewardConfig, ModelConfig),
     "dpo": (DPOScriptArguments, DPOConfig, ModelConfig),
+    "kto": (KTOScriptArguments, KTOConfig, ModelConfig),
     "grpo": (RLScriptArguments, GRPOConfig, ModelConfig),
     "rloo": (RLScriptArguments, RLOOConfig, ModelConfig),
     "ppo": (PPOScriptArguments, PPOConfig, ModelConfig),
@@ -47,7 +49,7 @@ _STAGE_TYPES: dict[str, tuple[type, ...]] = {
 }
 # the recipes' own defaults that change what is held in memory
 _RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {"reward": {"lora_task_type": "SEQ_CLS"}, "prune": {"max_steps": 100}}
-_TRL_STAGES = ("sft", "reward", "dpo", "grpo", "rloo")
+_TRL_STAGES = ("sft", "reward", "dpo", "kto", "grpo", "rloo")
 
 
 @functools.cache
