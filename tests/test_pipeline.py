@@ -14,7 +14,7 @@ from conftest import PROJECT, relocated_demo_pipeline
 from llm_recipes.cli import load_recipe
 from llm_recipes.configs import ConfigError
 from llm_recipes.errors import UserError
-from llm_recipes.pipeline.plan import PipelineSettings, build_plan, read_pipeline_config
+from llm_recipes.pipeline.plan import RL_ALGORITHMS, PipelineSettings, build_plan, read_pipeline_config
 from llm_recipes.pipeline.runner import StageFailed
 
 DEMO_PIPELINE = PROJECT / "configs" / "demo" / "pipeline.yaml"
@@ -377,13 +377,7 @@ def test_each_demo_section_is_its_stage_file_and_runs_as_it_does_alone(monkeypat
     for name, section in raw.items():
         if name != "pipeline":
             assert list(section) == ["config"], f"{name}: settings belong in {section.get('config')}"
-    for rl in (
-        "ppo",
-        "grpo",
-        "rloo",
-        "dpo",
-        "kto",
-    ):  # the files downstream of RL name the PPO policy, the demo's choice
+    for rl in RL_ALGORITHMS:  # the files downstream of RL name the PPO policy, the demo's choice
         settings.rl_algorithm = rl
         for step in build_plan(settings, sections):
             if step.action != "run" or (rl != "ppo" and step.slot != "rl"):
