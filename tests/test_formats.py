@@ -198,8 +198,12 @@ def test_sharegpt_role_mapping_and_system_column() -> None:
     converted, report = to_standard_columns(datasets.Dataset.from_list(raw))
 
     assert report.dropped == {}
-    assert converted.column_names == ["messages"]
+    # a tools column makes it tool data (issue 19): the call becomes the assistant's tool_calls, no longer its text
+    assert converted.column_names == ["messages", "tools"]
     assert roles(converted[0]["messages"]) == ["system", "user", "assistant", "tool", "assistant"]
+    assert converted[0]["messages"][2]["tool_calls"] == [
+        {"type": "function", "function": {"name": "weather", "arguments": {}}}
+    ]
     assert converted[0]["messages"][0]["content"] == "Be brief."
     assert roles(converted[1]["messages"]) == ["user", "assistant"]
 

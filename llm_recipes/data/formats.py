@@ -8,6 +8,10 @@ and everything downstream can assume one of:
 * ``prompt`` + ``completion`` (prompt-completion SFT, strings or message lists),
 * ``text`` (language modelling).
 
+Tool-calling chats (ShareGPT ``function_call``/``observation`` turns, OpenAI ``tool_calls``, a ``tools`` column of
+JSON schemas) become ``messages`` whose assistant turns carry ``tool_calls``, plus a ``tools`` column: TRL's shape for
+tool use, converted by `data/tools.py`.
+
 The per-row converters are pure batched functions (``dict[str, list] -> dict[str, list]``) defined at
 module level, so ``datasets.Dataset.map(batched=True, num_proc=N)`` can pickle them and the cache
 fingerprint is stable. Rows that cannot be used are not fatal: they are dropped and counted by reason
@@ -31,6 +35,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from llm_recipes.data.tools import (
+    TOOL_MESSAGES_FEATURE,
+    TOOLS_FEATURE,
+    ToolFormatError,
+    carries_tools,
+    function_calls,
+    tool_calls,
+    tool_schemas,
+)
 from llm_recipes.errors import UserError
 
 __all__ = ["FORMATS", "DatasetFormatError", "FormatReport", "detect_format", "naming_dataset", "to_standard_columns"]
@@ -73,12 +86,15 @@ _ROLE_MAP: dict[str, str] = {
     "function": "tool",
 }
 
+# the column holding a chat format's turns
+_TURNS: dict[str, str] = {"sharegpt": "conversations", "messages": "messages"}
+
 # Private column carrying why a row is dropped (None = kept); counted, filtered, then removed.
 _DROP = "__drop_reason__"
 
 _MESSAGES_FEATURE = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
 
-Message = dict[str, str]
+Message = dict[str, Any]  # role and content (str); tool_calls on tool data
 
 
 class DatasetFormatError(UserError):
@@ -209,6 +225,13 @@ def to_standard_columns(
     else:
         function, fn_kwargs = _text_batch, {"text_field": text_field}
         features = datasets.Features({"text": datasets.Value("string")})
+    chat_formats = [name for name in (formats or [source_format]) if name in _TURNS]
+    if chat_formats and any(carries_tools(dataset, _TURNS[name]) for name in chat_formats):
+        # tool calls need their own columns (tool_calls, tools); each row is converted by its own format as above
+        function = _tool_chat_batch
+        features = datasets.Features({"messages": TOOL_MESSAGES_FEATURE, "tools": TOOLS_FEATURE})
+        candidates = [name for name in _REQUIRED if name in formats] or [source_format]
+        fn_kwargs = {"candidates": candidates, "text_field": text_field, "fallback": candidates[0]}
     # Explicit features: Arrow would otherwise infer the schema per batch, and a batch of dropped
     # (None) rows followed by real ones gives mismatched shard schemas under num_proc.
     features[_DROP] = datasets.Value("string")
@@ -313,6 +336,30 @@ def _mixed_batch(batch: dict[str, list], candidates: list[str], text_field: str,
     )
 
 
+def _tool_chat_batch(batch: dict[str, list], candidates: list[str], text_field: str, fallback: str) -> dict[str, list]:
+    """Chats with tool calls (rows of one or several chat formats) -> ``messages`` with ``tool_calls``, ``tools``."""
+
+    def convert(row: dict[str, Any]) -> dict[str, Any]:
+        row_format = _row_format(row, candidates, text_field, fallback)
+        try:
+            if row_format == "alpaca":
+                messages = _alpaca_row(row)
+            else:
+                messages = (_sharegpt_row if row_format == "sharegpt" else _messages_row)(row, with_tools=True)
+            tools = tool_schemas(row.get("tools"))
+        except ToolFormatError as err:
+            raise _Drop(str(err)) from None
+        return {"messages": [{"tool_calls": None, **message} for message in messages], "tools": tools}
+
+    converted = _convert_rows(batch, "row", convert)
+    rows = converted.pop("row")
+    return {
+        "messages": [row and row["messages"] for row in rows],
+        "tools": [row and row["tools"] for row in rows],
+        **converted,
+    }
+
+
 # --- batched converters -------------------------------------------------------------------------
 # Each returns the new columns plus the drop-reason column, one entry per input row, so that
 # to_standard_columns can count reasons before filtering. They never raise on a bad row.
@@ -376,12 +423,14 @@ def _alpaca_row(row: dict[str, Any]) -> list[Message]:
     return messages
 
 
-def _normalize_turn(turn: Any) -> Message:
+def _normalize_turn(turn: Any, with_tools: bool = False) -> Message:
     """One turn in either ShareGPT (``from``/``value``) or OpenAI (``role``/``content``) shape.
 
     ShareGPT speaker names must be known: an unmapped speaker would reach the chat template as a role
     it cannot render. ``role``/``content`` turns are already in the target vocabulary, so only the
     ShareGPT aliases are mapped and any other role (e.g. ``developer``) is left to the chat template.
+    `with_tools`: a ShareGPT ``function_call`` turn and an OpenAI turn's ``tool_calls`` become the turn's
+    ``tool_calls`` (without it a call stays the assistant's text, as for data that declares no tools).
     """
     if not isinstance(turn, dict):
         raise _Drop("malformed turn")
@@ -393,6 +442,8 @@ def _normalize_turn(turn: Any) -> Message:
         role = _ROLE_MAP.get(speaker.strip().lower())
         if role is None:
             raise _Drop("unknown role")
+        if with_tools and speaker.strip().lower() == "function_call":
+            return {"role": role, "content": "", "tool_calls": function_calls(content)}
     elif turn.get("role") is not None:
         speaker, content = turn.get("role"), turn.get("content")
         if not isinstance(speaker, str) or not speaker.strip():
@@ -400,6 +451,12 @@ def _normalize_turn(turn: Any) -> Message:
         role = _ROLE_MAP.get(speaker.strip().lower(), speaker)
         # OpenAI uses content=None for assistant turns that only carry tool calls.
         content = "" if content is None else content
+        calls = tool_calls(turn.get("tool_calls")) if with_tools else None
+        if calls:
+            text = _as_text(content)
+            if text is None:
+                raise _Drop("malformed turn")
+            return {"role": role, "content": text, "tool_calls": calls}
     else:
         raise _Drop("malformed turn")
     text = _as_text(content)
@@ -409,17 +466,17 @@ def _normalize_turn(turn: Any) -> Message:
 
 
 def _require_assistant(messages: list[Message]) -> list[Message]:
-    if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
+    if not any(m["role"] == "assistant" and (m["content"].strip() or m.get("tool_calls")) for m in messages):
         raise _Drop("no assistant turn")
     return messages
 
 
-def _turns(value: Any) -> list[Message]:
+def _turns(value: Any, with_tools: bool = False) -> list[Message]:
     if value is None:
         return []
     if not isinstance(value, (list, tuple)):
         raise _Drop("malformed turn")
-    return [_normalize_turn(turn) for turn in value]
+    return [_normalize_turn(turn, with_tools) for turn in value]
 
 
 def _chosen_text(chosen: Any) -> str:
@@ -430,8 +487,8 @@ def _chosen_text(chosen: Any) -> str:
     return (_as_text(value) or "").strip()
 
 
-def _sharegpt_row(row: dict[str, Any]) -> list[Message]:
-    messages = _turns(row.get("conversations"))
+def _sharegpt_row(row: dict[str, Any], with_tools: bool = False) -> list[Message]:
+    messages = _turns(row.get("conversations"), with_tools)
     system = (_as_text(row.get("system")) or "").strip()
     # A system turn inside the conversation wins: it is more specific than a dataset-wide column.
     if system and not (messages and messages[0]["role"] == "system"):
@@ -445,8 +502,8 @@ def _sharegpt_row(row: dict[str, Any]) -> list[Message]:
     return _require_assistant(messages)
 
 
-def _messages_row(row: dict[str, Any]) -> list[Message]:
-    return _require_assistant(_turns(row.get("messages")))
+def _messages_row(row: dict[str, Any], with_tools: bool = False) -> list[Message]:
+    return _require_assistant(_turns(row.get("messages"), with_tools))
 
 
 def _is_empty(value: Any) -> bool:

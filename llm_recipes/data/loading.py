@@ -11,6 +11,7 @@ from llm_recipes.data.config import DatasetSpec
 from llm_recipes.data.formats import FormatReport, naming_dataset, to_standard_columns
 from llm_recipes.data.io import load_dataset_source
 from llm_recipes.data.mixture import hold_out, mix_datasets
+from llm_recipes.data.tools import with_tool_columns
 from llm_recipes.errors import UserError
 
 
@@ -67,6 +68,8 @@ def load_training_data(
     shapes = {standard_shape(d.column_names) for d, _ in parts}
     if len(shapes) > 1:
         raise UserError(f"a mixture must share one shape, but these datasets become {', '.join(sorted(shapes))}")
+    if any("tools" in d.column_names for d, _ in parts):  # plain chats mixed with tool calls take the tool shape
+        parts = [(with_tool_columns(d), w) for d, w in parts]
     # messages from different sources may differ in Arrow schema details; concatenation needs them identical
     first_features = parts[0][0].features
     parts = [(d.cast(first_features) if d.features != first_features else d, w) for d, w in parts]

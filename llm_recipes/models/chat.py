@@ -4,21 +4,53 @@ Base models often ship a tokenizer without a chat template. SFT on conversations
 end every assistant turn with a token that is also an EOS for generation -- otherwise the model learns to answer
 but never to stop. We install ChatML with `{% generation %}` markers around the assistant content *and* its
 `<|im_end|>`, so TRL's assistant-only loss trains the stop token too.
+
+With tools (`apply_chat_template(tools=...)`, which TRL's SFTTrainer passes from a dataset's `tools` column) the
+template opens with a system block listing the schemas as JSON (after the conversation's own system prompt, if
+any), renders each of an assistant turn's `tool_calls` as `<tool_call>\n{"name": ..., "arguments": {...}}\n
+</tool_call>` (Qwen's convention) inside the trained span, and a result as a `tool` turn outside it: the loss is on
+the calls and the answers, never on what a tool returned. Without tools a chat renders exactly as before.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
 
 CHATML_TEMPLATE = (
+    "{%- if tools %}"
+    "{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}"
+    "{{- '# Tools\\n\\nThese functions can be called; their JSON schemas:\\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\\n' + (tool | tojson) }}{%- endfor %}"
+    "{{- '\\n</tools>\\n\\nTo call one, answer with its name and arguments as JSON inside <tool_call></tool_call>:' }}"
+    '{{- \'\\n<tool_call>\\n{"name": <function name>, "arguments": <arguments object>}\\n</tool_call>\' }}'
+    "{{- '<|im_end|>\\n' }}"
+    "{%- endif %}"
     "{%- for message in messages %}"
-    "{%- if message['role'] == 'assistant' %}"
+    "{%- if tools and loop.first and message['role'] == 'system' %}"  # already in the tools block
+    "{%- elif message['role'] == 'assistant' %}"
     "{{- '<|im_start|>assistant\\n' }}"
-    "{%- generation %}{{- message['content'] + '<|im_end|>' }}{%- endgeneration %}"
+    "{%- generation %}"
+    "{%- if message['content'] %}{{- message['content'] }}{%- endif %}"
+    "{%- if message['tool_calls'] is defined and message['tool_calls'] %}"
+    "{%- for tool_call in message['tool_calls'] %}"
+    "{%- if message['content'] or not loop.first %}{{- '\\n' }}{%- endif %}"
+    "{%- set call = tool_call['function'] if tool_call['function'] is defined else tool_call %}"
+    "{{- '<tool_call>\\n{\"name\": ' + (call['name'] | tojson) + ', \"arguments\": ' }}"
+    "{%- if call['arguments'] is string %}{{- call['arguments'] }}"  # already JSON (OpenAI's API sends strings)
+    "{%- else %}{{- call['arguments'] | tojson }}{%- endif %}"
+    "{{- '}\\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{%- endif %}"
+    "{{- '<|im_end|>' }}"
+    "{%- endgeneration %}"
     "{{- '\\n' }}"
     "{%- else %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -26,6 +58,22 @@ CHATML_TEMPLATE = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+
+
+_TOOL_CALL_SPAN = re.compile(re.escape(TOOL_CALL_OPEN) + r"\s*(.*?)\s*" + re.escape(TOOL_CALL_CLOSE), re.DOTALL)
+
+
+def parse_tool_calls(reply: str) -> list[dict]:
+    """The calls in a reply in our template's form, in the OpenAI shape; a span that is not a JSON call is skipped."""
+    calls = []
+    for span in _TOOL_CALL_SPAN.findall(reply):
+        try:
+            call = json.loads(span)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(call, dict) and isinstance(call.get("name"), str) and isinstance(call.get("arguments"), dict):
+            calls.append({"type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}})
+    return calls
 
 
 def read_chat_template(template_or_path: str) -> str:
