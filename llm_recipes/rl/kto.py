@@ -84,6 +84,8 @@ def kto_summary(
         "desirable rows (label true)": sum(data.train["label"]),
         "undesirable rows (label false)": len(data.train) - sum(data.train["label"]),
         "unusable rows (dropped)": sum(sum(report.dropped.values()) for _, report in data.reports),
+        # TRL drops the rows whose prompt alone fills max_length (no answer token would be left to learn from)
+        "rows trained on (prompt within max_length)": len(trainer.train_dataset),
         "eval rows": len(data.eval) if data.eval is not None else 0,
         "beta": args.beta,
         "loss type": args.loss_type,
