@@ -32,7 +32,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ExportArguments]:
 @stage_main
 def main(args: ExportArguments) -> dict:
     from llm_recipes.export.build import export_folder
-    from llm_recipes.export.folder import inspect_source
+    from llm_recipes.export.source import inspect_source
     from llm_recipes.hub import CardOptions, push_stage_output, write_model_card
     from llm_recipes.runs.manifest import StageRun
     from llm_recipes.runs.outputs import written_in_place

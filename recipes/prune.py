@@ -65,7 +65,8 @@ def main(script_args: PruneArguments, training_args: TrainingArguments) -> dict:
     from llm_recipes.compress.prune_report import prune_report
     from llm_recipes.compress.report import COMPRESSION_REPORT, protocol_from_fields
     from llm_recipes.evaluation.protocol import Protocol
-    from llm_recipes.export.folder import inspect_source, load_tokenizer, parse_shard_size, save_model_folder
+    from llm_recipes.export.folder import load_tokenizer, save_model_folder
+    from llm_recipes.export.source import inspect_source, parse_shard_size
     from llm_recipes.hub import push_trained_output, take_over_trainer_push
     from llm_recipes.runs.manifest import StageRun, write_json_atomically
     from llm_recipes.runs.summary import format_summary

@@ -26,7 +26,7 @@ from llm_recipes.runs.outputs import stage_main
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[QuantizeArguments]:
     """Parse and check the config: everything a user can get wrong fails here, before a model is loaded."""
-    from llm_recipes.export.folder import inspect_source, parse_shard_size
+    from llm_recipes.export.source import inspect_source, parse_shard_size
 
     (args,) = parse_config((QuantizeArguments,), argv)
     check_model_path(args.model_name_or_path)
@@ -55,7 +55,8 @@ def main(args: QuantizeArguments) -> dict:
     from llm_recipes.compress.quantize_build import load_full_precision, load_report_data, quantization_report
     from llm_recipes.compress.report import COMPRESSION_REPORT, comparison_summary, format_comparison
     from llm_recipes.compress.summaries import QuantizeSummary
-    from llm_recipes.export.folder import inspect_source, load_tokenizer
+    from llm_recipes.export.folder import load_tokenizer
+    from llm_recipes.export.source import inspect_source
     from llm_recipes.runs.manifest import StageRun, write_json_atomically
     from llm_recipes.runs.outputs import written_in_place
     from llm_recipes.runs.summary import format_summary

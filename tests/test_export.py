@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, 
 from llm_recipes import hub
 from llm_recipes.errors import UserError
 from llm_recipes.export import folder as export_lib
+from llm_recipes.export import source as export_source
 from llm_recipes.runs.manifest import read_manifest
 
 pytestmark = pytest.mark.slow
@@ -454,30 +455,30 @@ def test_config_mistakes_fail_before_loading(tmp_path, sft_outputs):
 
 
 def test_gguf_without_the_package_says_how_to_get_it(monkeypatch):
-    monkeypatch.setattr(export_lib, "gguf_installed", lambda: False)
+    monkeypatch.setattr(export_source, "gguf_installed", lambda: False)
     with pytest.raises(UserError, match="needs the `gguf` package: pip install gguf"):
-        export_lib.check_gguf_supported({"model_type": "llama"}, None)
+        export_source.check_gguf_supported({"model_type": "llama"}, None)
 
 
 def test_gguf_writer_refuses_what_it_cannot_write(tmp_path):
     pytest.importorskip("gguf", reason="GGUF export needs the gguf package (pip install gguf)")
     with pytest.raises(UserError, match="Llama-architecture models; this one is 'gpt2'"):
-        export_lib.check_gguf_supported({"model_type": "gpt2"}, None)
+        export_source.check_gguf_supported({"model_type": "gpt2"}, None)
     unigram = {"model": {"type": "Unigram"}, "pre_tokenizer": {"type": "Metaspace"}}
     with pytest.raises(UserError, match="byte-level BPE tokenizers; this one is Unigram"):
-        export_lib.check_gguf_supported({"model_type": "llama"}, unigram)
+        export_source.check_gguf_supported({"model_type": "llama"}, unigram)
     llama3_rope = {"model_type": "llama", "rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5}}
     with pytest.raises(UserError, match="rope scaling 'llama3'"):
-        export_lib.check_gguf_supported(llama3_rope, None)
+        export_source.check_gguf_supported(llama3_rope, None)
 
 
 def test_shard_sizes():
-    assert export_lib.parse_shard_size("500MB") == 500 * 10**6
-    assert export_lib.parse_shard_size("2GiB") == 2 * 2**30
-    assert export_lib.parse_shard_size("12345") == 12345
+    assert export_source.parse_shard_size("500MB") == 500 * 10**6
+    assert export_source.parse_shard_size("2GiB") == 2 * 2**30
+    assert export_source.parse_shard_size("12345") == 12345
     for bad in ("-1", "0", "big", "5XB"):
         with pytest.raises(UserError, match="max_shard_size"):
-            export_lib.parse_shard_size(bad)
+            export_source.parse_shard_size(bad)
 
 
 def test_demo_config_parses(tmp_path, sft_outputs):

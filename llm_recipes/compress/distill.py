@@ -22,7 +22,9 @@ own. TRL's GKD (on-policy, student-generated sequences) stays available as an op
 from __future__ import annotations
 
 import copy
+import inspect
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,9 +32,12 @@ from typing import Any
 import torch
 from datasets import Dataset
 from torch.nn import functional as F
-from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from llm_recipes.data.loading import standard_shape
+from llm_recipes.data.packing import pack_documents, tokenize_documents
 from llm_recipes.errors import UserError
+from llm_recipes.models.loading import DECODER_PRESETS, build_config, init_model, transformer_blocks
 
 IGNORE_INDEX = -100
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
@@ -207,7 +212,6 @@ def check_student_layers(layers: Sequence[int], num_layers: int) -> list[int]:
 
 def _blocks_prefix(model: PreTrainedModel) -> str:
     """The state-dict prefix of the decoder blocks, e.g. `model.layers.` for Llama-family models."""
-    from llm_recipes.models.loading import transformer_blocks
 
     try:
         blocks = transformer_blocks(model)
@@ -238,7 +242,6 @@ def student_from_teacher(teacher: PreTrainedModel, layers: Sequence[int] | None 
     """A shallower copy of `teacher`: its embeddings, final norm and LM head, and the decoder blocks `layers`
     (default: every other one), in order. A new model is built for the smaller config (so each block knows its
     new index, which the KV cache relies on) and the weights are copied in."""
-    from transformers import AutoModelForCausalLM
 
     num_layers = teacher.config.num_hidden_layers
     layers = check_student_layers(layers if layers is not None else every_other_layer(num_layers), num_layers)
@@ -268,7 +271,6 @@ def student_from_preset(
 ) -> PreTrainedModel:
     """A random model of a named size whose vocabulary matches the teacher's output layer (which may be padded
     beyond the tokenizer's length) and whose special tokens follow the teacher's."""
-    from llm_recipes.models.loading import DECODER_PRESETS, build_config, init_model
 
     if preset not in DECODER_PRESETS:
         raise UserError(f"student_preset: unknown '{preset}'; choose from {', '.join(DECODER_PRESETS)}")
@@ -419,8 +421,6 @@ def prepare_rows(
 ) -> DistillationRows:
     """Standard-column data -> training rows: text packed into `max_length` blocks (EOS between documents),
     chats and prompt/completion pairs one per row with their labels."""
-    from llm_recipes.data.loading import standard_shape
-    from llm_recipes.data.packing import pack_documents, tokenize_documents
 
     shape = standard_shape(train.column_names)
 
@@ -474,12 +474,10 @@ GKD_MISSING = "this TRL version has no GKDTrainer at trl.experimental.gkd; use m
 def load_gkd() -> tuple[type, type]:
     """(GKDConfig, GKDTrainer) from TRL's experimental GKD, checked for the arguments we pass; UserError if this
     TRL moved or changed them."""
-    import inspect
-    import os
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # we chose the experimental module knowingly
     try:
-        from trl.experimental.gkd import GKDConfig, GKDTrainer
+        from trl.experimental.gkd import GKDConfig, GKDTrainer  # noqa: PLC0415  (after the env var it reads)
     except ImportError:
         raise UserError(GKD_MISSING) from None
     config_fields = set(getattr(GKDConfig, "__dataclass_fields__", {}))

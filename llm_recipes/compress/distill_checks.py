@@ -8,15 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from transformers import AutoConfig, AutoTokenizer
+
 from llm_recipes.compress.config import DistillArguments
+from llm_recipes.compress.distill import check_same_tokenizer, check_same_vocab_size, check_student_layers
 from llm_recipes.configs import check_model_path, is_planned
 from llm_recipes.configs.code import imports_code
 from llm_recipes.errors import UserError
+from llm_recipes.evaluation.protocol import check_protocol_paths, read_protocol
+from llm_recipes.models.loading import DECODER_PRESETS
+from llm_recipes.pretrain.build import parse_overrides
 
 
 def check_report_fields(script_args: DistillArguments) -> None:
     """The comparison with the teacher is described by a protocol file; the old report fields say to use one."""
-    from llm_recipes.evaluation.protocol import check_protocol_paths, read_protocol
 
     if script_args.report_reward_model:
         raise UserError(
@@ -43,8 +48,6 @@ def check_labels_only(script_args: DistillArguments) -> None:
 
 def check_student_source(script_args: DistillArguments) -> None:
     """At most one student source (layers, preset or model), and that one usable."""
-    from llm_recipes.models.loading import DECODER_PRESETS
-    from llm_recipes.pretrain.build import parse_overrides
 
     sources = [
         name for name in ("student_layers", "student_preset", "student_name_or_path") if getattr(script_args, name)
@@ -66,7 +69,6 @@ def check_models(script_args: DistillArguments) -> None:
     """Cheap model-level checks from tokenizers and configs, no weights: one vocabulary for teacher and student, and
     student layers the teacher has. Skipped where an earlier pipeline stage makes a model, or where reading it would
     run a model folder's code in a dry run."""
-    from llm_recipes.compress.distill import check_same_tokenizer, check_same_vocab_size, check_student_layers
 
     if is_planned(script_args.teacher_name_or_path) or is_planned(script_args.student_name_or_path):
         return
@@ -86,7 +88,6 @@ def check_models(script_args: DistillArguments) -> None:
 
 def load_tokenizer(path: str, trust_remote_code: bool) -> Any:
     """The tokenizer at `path`; one that cannot load is a user error naming the folder."""
-    from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -96,6 +97,4 @@ def load_tokenizer(path: str, trust_remote_code: bool) -> Any:
 
 
 def load_config(path: str, trust_remote_code: bool) -> Any:
-    from transformers import AutoConfig
-
     return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)

@@ -30,9 +30,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import TrainerCallback
+from transformers import AutoModelForCausalLM, TrainerCallback
 
 from llm_recipes.errors import UserError
+from llm_recipes.evaluation.report import text_table
+from llm_recipes.models.loading import transformer_blocks
 
 # --------------------------------------------------------------------------------------------------------------
 # Which layers, and calibration data
@@ -40,7 +42,6 @@ from llm_recipes.errors import UserError
 
 def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
     """Every `nn.Linear` inside the transformer blocks, by qualified name (embeddings and LM head are outside)."""
-    from llm_recipes.models.loading import transformer_blocks
 
     blocks = transformer_blocks(model)
     linears: dict[str, nn.Linear] = {}
@@ -173,7 +174,6 @@ class _Captured(Exception):
 def _first_block_inputs(model: nn.Module, windows: torch.Tensor, batch_size: int) -> list[tuple[tuple, dict]]:
     """The (args, kwargs) the first transformer block is called with, one per calibration batch: the embeddings
     plus whatever the model passes every block (position embeddings, masks)."""
-    from llm_recipes.models.loading import transformer_blocks
 
     first = transformer_blocks(model)[0]
 
@@ -286,7 +286,6 @@ def _prune_wanda_by_block(
 ) -> dict[str, torch.Tensor]:
     """Block by block: the input norms of a block's layers come from the calibration set passed through the
     blocks pruned before it; its outputs, recomputed after pruning, are the next block's inputs."""
-    from llm_recipes.models.loading import transformer_blocks
 
     was_training = model.training
     model.eval()
@@ -345,8 +344,6 @@ def overall_sparsity(rows: Sequence[LayerSparsity]) -> float:
 
 
 def format_layer_sparsity(rows: Sequence[LayerSparsity]) -> str:
-    from llm_recipes.evaluation.report import text_table
-
     table = [[row.name, f"{row.total:,}", f"{row.sparsity:.3f}"] for row in rows]
     table.append(["all pruned layers", f"{sum(row.total for row in rows):,}", f"{overall_sparsity(rows):.3f}"])
     return text_table(["layer", "weights", "sparsity"], table)
@@ -463,7 +460,6 @@ def structured_importance(
     windows when given; without them it is approximated by the weights that produce X_c: the v_proj row a head's
     column reads (shared by the query heads of a KV group), and the gate and up rows of an MLP channel.
     """
-    from llm_recipes.models.loading import transformer_blocks
 
     blocks = transformer_blocks(model)
     heads, kv_heads, head_dim = attention_shape(model.config)
@@ -533,9 +529,6 @@ def prune_structured(
 ) -> nn.Module:
     """A new, smaller model without the least important heads and MLP channels of every layer; its config says
     the new sizes, so it saves and loads with the Auto classes. `model` itself is left unchanged."""
-    from transformers import AutoModelForCausalLM
-
-    from llm_recipes.models.loading import transformer_blocks
 
     config = model.config
     check_structured_plan(config, plan)

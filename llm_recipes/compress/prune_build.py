@@ -12,7 +12,8 @@ from llm_recipes.compress.prune_checks import structured_plan
 from llm_recipes.evaluation.data import load_eval_data
 from llm_recipes.evaluation.footprint import weight_sparsity
 from llm_recipes.evaluation.protocol import Protocol
-from llm_recipes.export.folder import ModelSource, load_full_model, merge_adapter
+from llm_recipes.export.folder import load_full_model, merge_adapter
+from llm_recipes.export.source import ModelSource
 
 
 def load_source_model(script_args: PruneArguments, source: ModelSource, tokenizer: Any) -> tuple[Any, str | None]:

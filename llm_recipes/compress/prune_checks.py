@@ -13,7 +13,7 @@ from llm_recipes.configs import check_dataset_path, check_model_path, is_planned
 from llm_recipes.configs.code import imports_code
 from llm_recipes.data.config import DatasetSpec, dataset_specs
 from llm_recipes.errors import UserError
-from llm_recipes.export.folder import ModelSource, inspect_source, merge_refusal, quantization_of
+from llm_recipes.export.source import ModelSource, inspect_source, merge_refusal, quantization_of
 from llm_recipes.sft.config import SFTScriptArguments
 
 PRUNE_REMEDY = (

@@ -37,9 +37,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig, GPTQConfig, TorchAoConfig
 
 from llm_recipes.compress.config import QuantizeArguments
+from llm_recipes.compress.prune import token_windows
+from llm_recipes.compress.report import compare_on_protocol, protocol_from_fields
+from llm_recipes.configs import check_model_path
 from llm_recipes.errors import UserError
+from llm_recipes.evaluation.protocol import check_protocol_paths
+from llm_recipes.export.folder import nf4_cpu_problems, save_quantized
+from llm_recipes.export.source import merge_refusal, quantization_of, read_json, saved_dtype
+from llm_recipes.runs.summary import format_number
 
 QUANTIZATION_METHODS = ("bnb_int8", "bnb_4bit", "torchao_int8_weight_only", "torchao_int8_dynamic", "gptq")
 BNB_4BIT_TYPES = ("nf4", "fp4")
@@ -121,10 +129,8 @@ QUANTIZE_REMEDY = (
 
 
 def check_source(args: QuantizeArguments, source: Any) -> None:
-    """The folder to quantize (`export.folder.inspect_source`) holds full-precision weights: not a model quantized
+    """The folder to quantize (`export.source.inspect_source`) holds full-precision weights: not a model quantized
     already, nor an adapter trained on a quantized base (merging into quantized weights loses them)."""
-    from llm_recipes.configs import check_model_path
-    from llm_recipes.export.folder import merge_refusal, quantization_of
 
     if source.kind == "quantized":
         raise UserError(
@@ -155,7 +161,6 @@ def quantization_config(
     tokenizer: Any = None,
 ) -> Any:
     """The transformers quantization config for `spec` (GPTQ calibrates on `calibration_texts` with `tokenizer`)."""
-    from transformers import BitsAndBytesConfig
 
     check_spec(spec)
     if spec.method == "bnb_int8":
@@ -169,11 +174,9 @@ def quantization_config(
         )
     if spec.method.startswith("torchao"):
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
-        from transformers import TorchAoConfig
 
         weights = Int8WeightOnlyConfig() if spec.method == "torchao_int8_weight_only" else None
         return TorchAoConfig(weights or Int8DynamicActivationInt8WeightConfig())
-    from transformers import GPTQConfig
 
     if not calibration_texts:
         raise UserError("method gptq calibrates on text: set calibration_dataset_path")
@@ -193,7 +196,6 @@ def quantize_folder(
 ) -> Any:
     """Load a saved full-precision model folder quantized as `spec` says, save it to `output` in the backend's
     serialization (safetensors), and return the quantized model (on the GPU when there is one)."""
-    from llm_recipes.export.folder import read_json, save_quantized, saved_dtype
 
     full_precision = Path(full_precision)
     config = quantization_config(
@@ -226,7 +228,6 @@ def quiet_backend_warnings() -> Iterator[None]:
 def cannot_run_reason(model: Any, sample: torch.Tensor) -> str | None:
     """Why the quantized model cannot run on this machine (None when it can): tried on a tiny input. Only the
     known limit of bitsandbytes' CPU 4-bit kernel is turned into a reason; anything else is a real error."""
-    from llm_recipes.export.folder import nf4_cpu_problems
 
     try:
         with torch.no_grad(), quiet_backend_warnings():
@@ -281,7 +282,6 @@ def logit_difference(reference: Any, candidate: Any, input_ids: torch.Tensor, ba
 
 def reload_check(model: Any, folder: str | Path, input_ids: torch.Tensor, batch_size: int = 8) -> dict[str, Any]:
     """Load the saved folder with `from_pretrained` and compare its outputs with the model's before saving."""
-    from transformers import AutoModelForCausalLM
 
     device = _device(model)
     with quiet_backend_warnings():
@@ -299,7 +299,6 @@ def reload_check(model: Any, folder: str | Path, input_ids: torch.Tensor, batch_
 def sample_inputs(tokenizer: Any, texts: Sequence[str], *, count: int, length: int, seed: int = 0) -> torch.Tensor:
     """[count, length] token ids for the logit comparison: windows of the eval texts, or seeded random ids when
     there are too few texts for one window."""
-    from llm_recipes.compress.prune import token_windows
 
     if texts:
         try:
@@ -328,7 +327,6 @@ def compare_with_source(
 
     Returns {"comparison": {"protocol", "source", "compressed"}, "logit_difference", "reload", "notes"}.
     """
-    from llm_recipes.compress.report import compare_on_protocol
 
     reason = cannot_run_reason(quantized, samples)
     with quiet_backend_warnings():
@@ -355,8 +353,6 @@ def compare_with_source(
 
 
 def quantization_method_of(model: Any) -> str | None:
-    from llm_recipes.export.folder import quantization_of
-
     return quantization_of(model.config)
 
 
@@ -381,15 +377,12 @@ def report_rows(report: dict[str, Any]) -> dict[str, Any]:
 def check_report_fields(args: Any) -> None:
     """The config check of a quantize or prune report (`CompressionEvalArguments`): its protocol, or the report fields
     read as one, with their data and reward model there (or made by a pipeline stage before)."""
-    from llm_recipes.compress.report import protocol_from_fields
-    from llm_recipes.evaluation.protocol import check_protocol_paths
 
     check_protocol_paths(protocol_from_fields(args))
 
 
 def format_extras(rows: dict[str, Any]) -> str:
     """Extra report lines (label -> value), aligned like the comparison table."""
-    from llm_recipes.runs.summary import format_number
 
     width = max((len(label) for label in rows), default=0)
     return "\n".join(f"{label:<{width}}  {format_number(value)}" for label, value in rows.items())

@@ -11,7 +11,8 @@ from llm_recipes.compress.quantize import QuantizationSpec, compare_with_source,
 from llm_recipes.compress.report import protocol_from_fields
 from llm_recipes.evaluation.data import load_eval_data
 from llm_recipes.evaluation.protocol import Protocol
-from llm_recipes.export.folder import load_full_model, merge_adapter, parse_shard_size, save_model_folder
+from llm_recipes.export.folder import load_full_model, merge_adapter, save_model_folder
+from llm_recipes.export.source import parse_shard_size
 
 
 def load_report_data(args: QuantizeArguments) -> dict[str, Any]:

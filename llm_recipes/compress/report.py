@@ -30,6 +30,7 @@ from llm_recipes.evaluation.footprint import (  # noqa: F401  (the compression s
     size_on_disk,
     weight_sparsity,
 )
+from llm_recipes.evaluation.loading import load_model
 from llm_recipes.evaluation.protocol import (
     CorpusSpec,
     LatencySpec,
@@ -42,6 +43,8 @@ from llm_recipes.evaluation.protocol import (
     protocol_header,
     read_protocol,
 )
+from llm_recipes.evaluation.report import text_table
+from llm_recipes.runs.summary import format_number
 
 # the file each compression stage writes in its output folder (the layout above); the pipeline table reads it
 COMPRESSION_REPORT = "compression_report.json"
@@ -124,8 +127,6 @@ def compare_on_protocol(
 def _as_model(model_or_path: Any, device: str) -> tuple[Any, str | None]:
     """(model, its folder): a path is loaded on `device`; a model is used as is."""
     if isinstance(model_or_path, str | os.PathLike):
-        from llm_recipes.evaluation.loading import load_model
-
         path = os.fspath(model_or_path)
         folder = path if os.path.isdir(os.path.expanduser(path)) else None  # a Hub id has no folder to measure
         return load_model(path, device=device), folder
@@ -198,8 +199,6 @@ def format_comparison(
     """The comparison as an aligned table (measure, source, [between,] compressed, compressed/source),
     stage-specific rows (`extras`: label -> (source, compressed)) after the protocol's, then each measure's
     definition once. `between` is (label, result) of a model measured between the two (pruned, before recovery)."""
-    from llm_recipes.evaluation.report import text_table
-    from llm_recipes.runs.summary import format_number
 
     header = comparison["protocol"]
     source, compressed = comparison["source"], comparison["compressed"]

@@ -16,12 +16,12 @@ from llm_recipes.export.folder import (
     load_tokenizer,
     merge_adapter,
     nf4_cpu_problems,
-    parse_shard_size,
     save_model_folder,
     save_quantized,
     weight_files,
     write_gguf,
 )
+from llm_recipes.export.source import parse_shard_size
 from llm_recipes.models.loading import count_parameters
 
 

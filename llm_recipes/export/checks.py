@@ -7,14 +7,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub.utils import validate_repo_id
+
 from llm_recipes.configs import check_model_path, is_planned, looks_local
 from llm_recipes.errors import UserError
 from llm_recipes.export.config import ExportArguments
+from llm_recipes.export.source import (
+    check_gguf_supported,
+    inspect_source,
+    merge_refusal,
+    parse_shard_size,
+    quantization_of,
+    read_json,
+)
+from llm_recipes.hub import read_eval_results
 
 
 def check_export_arguments(args: ExportArguments) -> None:
     """The whole config; a source an earlier pipeline stage will write is checked when it exists."""
-    from llm_recipes.export.folder import check_gguf_supported, inspect_source, parse_shard_size, read_json
 
     check_model_path(args.model_name_or_path)
     if not looks_local(args.model_name_or_path):
@@ -30,12 +40,8 @@ def check_export_arguments(args: ExportArguments) -> None:
         source = inspect_source(args.model_name_or_path, args.base_model_name_or_path)
         check_gguf_supported(source.config, read_json(tokenizer_file) if tokenizer_file.is_file() else None)
     if args.eval_results_path and not is_planned(args.eval_results_path):
-        from llm_recipes.hub import read_eval_results
-
         read_eval_results(args.eval_results_path, args.model_name_or_path)
     if args.push_to_hub and args.hub_model_id:
-        from huggingface_hub.utils import validate_repo_id
-
         try:
             validate_repo_id(args.hub_model_id)
         except ValueError as err:
@@ -45,7 +51,6 @@ def check_export_arguments(args: ExportArguments) -> None:
 def check_source(args: ExportArguments, source: Any) -> None:
     """What can be done with this kind of input: adapters merge into a full-precision base; quantized weights and
     unmerged adapters are exported as they are."""
-    from llm_recipes.export.folder import merge_refusal, quantization_of
 
     weights_change = args.quantization != "none" or args.gguf_type != "none" or args.dtype != "auto"
     if source.kind == "adapter":

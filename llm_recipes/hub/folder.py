@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_recipes.export.folder import ADAPTER_CONFIG, quantization_of, read_json
+from llm_recipes.export.source import ADAPTER_CONFIG, quantization_of, read_json
 
 # What a folder's model does, by the end of its architecture's name in config.json (or an adapter's PEFT task type):
 # the Hub's pipeline tag, what the card calls the model, and its use
