@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from llm_recipes.configs import check_dataset_path, check_eval_data, check_model_path, check_quantized_training
 from llm_recipes.errors import UserError
+from llm_recipes.rl.ppo.launch import check_launch_environment
+from llm_recipes.rl.rewards import check_reward_function
 
 if TYPE_CHECKING:
     from trl import ModelConfig, RewardConfig
@@ -34,8 +36,6 @@ def check_reward_arguments(
 def check_ppo_arguments(script_args: PPOScriptArguments, config: PPOConfig, model_args: ModelConfig) -> None:
     """Prompts, policy, exactly one reward, the value model, batch sizes that divide, quantized training, a launch
     PPO can run under (such as not DeepSpeed) and a checkpoint to resume from."""
-    from llm_recipes.rl.ppo.launch import check_launch_environment
-    from llm_recipes.rl.rewards import check_reward_function
 
     if not script_args.dataset_path:
         raise UserError("dataset_path is required: the prompts to train on (a `prompt` column, or any SFT format)")

@@ -9,6 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from llm_recipes.hub import push_trained_output, take_over_trainer_push
+from llm_recipes.models.loading import count_parameters
+from llm_recipes.rl.rewards import load_rl_inputs, rl_summary
+from llm_recipes.runs.manifest import StageRun
+from llm_recipes.runs.summary import format_summary
+from llm_recipes.training.resume import resume_point
+
 
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     """The ids that end a completion, as TRL's GRPO and RLOO trainers collect them: the tokenizer's EOS and the
@@ -41,7 +48,6 @@ def with_missing_eos_penalty(rewards: list, penalty: float | None, eos_ids: Sequ
 
 def build_online_rl_trainer(trainer_class: type, script_args: Any, training_args: Any, model_args: Any):
     """Prompts, policy, reward and the TRL trainer (GRPOTrainer, RLOOTrainer). Returns (trainer, data)."""
-    from llm_recipes.rl.rewards import load_rl_inputs
 
     data, model, tokenizer, rewards, peft_config = load_rl_inputs(script_args, training_args, model_args)
     # TRL scores a completion cut at max_completion_length as if it had ended; the penalty makes ending pay
@@ -61,12 +67,6 @@ def build_online_rl_trainer(trainer_class: type, script_args: Any, training_args
 
 def train_online_rl(stage: str, trainer_class: type, script_args: Any, training_args: Any, model_args: Any) -> dict:
     """Train, evaluate before and after, save, write the manifest, print the summary and push if asked."""
-    from llm_recipes.hub import push_trained_output, take_over_trainer_push
-    from llm_recipes.models.loading import count_parameters
-    from llm_recipes.rl.rewards import rl_summary
-    from llm_recipes.runs.manifest import StageRun
-    from llm_recipes.runs.summary import format_summary
-    from llm_recipes.training.resume import resume_point
 
     configs = {"script": script_args, "training": training_args, "model": model_args}
     run = StageRun.begin(stage, training_args.output_dir, configs, training=True)

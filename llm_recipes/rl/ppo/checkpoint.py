@@ -33,7 +33,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from peft import get_peft_model, set_peft_model_state_dict
+from safetensors.torch import load_file
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from transformers.trainer_pt_utils import safe_globals
 
 from llm_recipes.errors import UserError
 from llm_recipes.rl.ppo.rollout import is_peft_model
@@ -113,7 +123,6 @@ def read_rng_state(folder: Path, rank: int) -> dict[str, Any] | None:
     legacy = path.with_suffix(".pt")
     if not legacy.is_file():
         return None
-    from transformers.trainer_pt_utils import safe_globals  # NumPy's array types, nothing callable
 
     with safe_globals():
         return read_tensors(legacy)
@@ -126,7 +135,6 @@ def read_rng_state(folder: Path, rank: int) -> dict[str, Any] | None:
 def full_state(model: nn.Module, trainable_only: bool) -> dict[str, torch.Tensor]:
     """`model`'s full weights on the CPU of the main process (gathered from every shard under FSDP2; the other
     processes get {}). All processes must call it."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=trainable_only)
     state = get_model_state_dict(model, options=options)
@@ -141,7 +149,6 @@ def full_state(model: nn.Module, trainable_only: bool) -> dict[str, torch.Tensor
 def merged_policy(policy: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
     """A PEFT policy holding `state` (its full weights, base and adapter) with the adapter merged in. It is built
     on the meta device and takes `state`'s tensors as they are, so no second copy of the weights is made."""
-    from peft import get_peft_model
 
     base, adapter = policy.get_base_model(), policy.active_adapter
     with torch.device("meta"):
@@ -157,12 +164,8 @@ def merged_policy(policy: nn.Module, state: dict[str, torch.Tensor]) -> nn.Modul
 def load_weights(model: nn.Module, folder: Path) -> None:
     """Load what `save_pretrained` wrote into an existing model, sharded or not: an adapter into a PEFT model, else
     the full weights (shards included; tied weights follow the tensor they share)."""
-    from safetensors.torch import load_file
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
     if is_peft_model(model):
-        from peft import set_peft_model_state_dict
-
         result = set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
         unexpected = list(result.unexpected_keys)
     else:
@@ -186,7 +189,6 @@ def load_weights(model: nn.Module, folder: Path) -> None:
 
 def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """The optimizer's full state keyed by parameter name, on the main process's CPU (all processes call it)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return get_optimizer_state_dict(model, optimizer, options=options)
@@ -195,7 +197,6 @@ def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[
 def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, path: Path, sharded: bool) -> None:
     """Restore `optimizer` from `path` on every process (each keeps its shard under FSDP2). An earlier version's
     file, keyed by parameter number, loads into a model that is not sharded."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
     # mapped, not read: every process takes its shard from the one full state, through the page cache
     state = read_tensors(path, map_location="cpu", mmap=zipfile.is_zipfile(path))

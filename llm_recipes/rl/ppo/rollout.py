@@ -17,8 +17,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
+from transformers import GenerationConfig
+from trl.trainer.utils import selective_log_softmax
 
 from llm_recipes.errors import UserError
+from llm_recipes.evaluation.generation import render_prompt
 from llm_recipes.rl.ppo.core import kl_penalty, truncate_at_eos
 
 Prompt = str | list[dict[str, str]]
@@ -31,7 +35,6 @@ def is_peft_model(model: nn.Module) -> bool:
 
 def is_sharded(model: nn.Module) -> bool:
     """Whether FSDP2 has sharded `model` (`fully_shard` turns its class into an `FSDPModule`)."""
-    from torch.distributed.fsdp import FSDPModule
 
     return isinstance(model, FSDPModule)
 
@@ -169,7 +172,6 @@ def as_models(policy: nn.Module, ref_model: nn.Module | None = None) -> PolicyAn
 
 def register_forward_methods(model: nn.Module) -> None:
     """Under FSDP2, `generate` and `logits` gather the weights as `forward` does (a no-op on other models)."""
-    from torch.distributed.fsdp import register_fsdp_forward_method
 
     for name in ("generate", "logits"):
         register_fsdp_forward_method(model, name)
@@ -188,7 +190,6 @@ def encode_prompts(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompts as left-padded ids and attention mask: every prompt ends where its response begins. Message lists
     go through the chat template with the generation prompt; strings are continued as they are."""
-    from llm_recipes.evaluation.generation import render_prompt
 
     encoded = []
     for prompt in prompts:
@@ -224,8 +225,6 @@ class SamplingSettings:
     use_cache: bool = True  # the KV cache; off only to measure what it saves
 
     def generation_config(self, eos_ids: list[int], pad_id: int) -> Any:
-        from transformers import GenerationConfig
-
         return GenerationConfig(
             max_new_tokens=self.response_length,
             do_sample=True,
@@ -296,7 +295,6 @@ def response_logprobs(
     reference: bool = False,
 ) -> torch.Tensor:
     """Log-probabilities of the response tokens under the policy (or the reference), at the sampling temperature."""
-    from trl.trainer.utils import selective_log_softmax
 
     chunks = []
     for begin in range(0, len(query_responses), batch_size):

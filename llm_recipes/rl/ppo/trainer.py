@@ -46,9 +46,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import set_seed
 from torch import nn
+from transformers import get_scheduler
+from trl.models.utils import unwrap_model_for_generation
+from trl.trainer.utils import disable_dropout_in_model, entropy_from_logits, selective_log_softmax
 
 from llm_recipes.errors import UserError
+from llm_recipes.evaluation.generation import prompt_text
 from llm_recipes.rl.ppo import checkpoint as ppo_checkpoint
 from llm_recipes.rl.ppo import launch as ppo_launch
 from llm_recipes.rl.ppo import rollout as ppo_rollout
@@ -93,6 +98,8 @@ from llm_recipes.rl.ppo.rollout import (
     register_forward_methods,
     sample_and_score,
 )
+from llm_recipes.runs.manifest import write_json_atomically
+from llm_recipes.training.resume import rescale_learning_rate
 
 
 def __getattr__(name: str) -> Any:
@@ -145,8 +152,6 @@ class PPOTrainer:
         ref_model: nn.Module | None = None,
         accelerator: Any | None = None,
     ):
-        from trl.trainer.utils import disable_dropout_in_model
-
         if not train_prompts:
             raise UserError("PPO needs training prompts, and there are none")
         if tokenizer.pad_token_id is None:
@@ -200,7 +205,6 @@ class PPOTrainer:
         self.log_history: list[dict[str, Any]] = []
         self.last_checkpoint: str | None = None
         # every process samples differently; DDP and FSDP already made the weights identical
-        from accelerate.utils import set_seed
 
         set_seed(config.seed, device_specific=True)
 
@@ -238,8 +242,6 @@ class PPOTrainer:
             )
 
     def build_scheduler(self) -> Any:
-        from transformers import get_scheduler
-
         updates = (
             self.num_steps * self.config.ppo_epochs * (self.config.rollout_batch_size // self.config.mini_batch_size)
         )
@@ -270,8 +272,6 @@ class PPOTrainer:
     @torch.no_grad()
     def rollout(self, prompts: Sequence[Prompt]) -> Rollout:
         """Sample, score and evaluate one batch of episodes; compute its advantages and returns."""
-        from trl.models.utils import unwrap_model_for_generation
-        from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
         config, device = self.config, self.accelerator.device
         self.model.eval()
@@ -319,7 +319,6 @@ class PPOTrainer:
 
     def optimize(self, rollout: Rollout) -> dict[str, torch.Tensor]:
         """`ppo_epochs` passes of clipped PPO over the rollout in shuffled mini-batches; the mean stats."""
-        from trl.trainer.utils import selective_log_softmax
 
         config = self.config
         batch = rollout.batch
@@ -481,7 +480,6 @@ class PPOTrainer:
     def evaluate(self, prompts: Sequence[Prompt] | None = None) -> dict[str, float]:
         """Mean score, KL, response length and missing-EOS share on held-out prompts (sampled with a fixed seed),
         over all processes."""
-        from trl.models.utils import unwrap_model_for_generation
 
         prompts = list(self.eval_prompts if prompts is None else prompts)
         rank, world = self.accelerator.process_index, self.num_processes
@@ -518,7 +516,6 @@ class PPOTrainer:
     def print_samples(self, batch: SampleBatch) -> None:
         if not self.accelerator.is_main_process or not self.config.num_samples:
             return
-        from llm_recipes.evaluation.generation import prompt_text
 
         print(f"[ppo] samples at step {self.global_step}:")
         for prompt, text, score in list(zip(batch.prompts, batch.texts, batch.scores.tolist(), strict=True))[
@@ -537,7 +534,6 @@ class PPOTrainer:
 
     def save_state(self, output_dir: str | None = None) -> None:
         """trainer_state.json (with `log_history`, as `transformers.Trainer` writes it)."""
-        from llm_recipes.runs.manifest import write_json_atomically
 
         if self.accelerator.is_main_process:
             write_json_atomically(Path(output_dir or self.config.output_dir) / TRAINER_STATE, self.state())
@@ -589,8 +585,6 @@ class PPOTrainer:
         load_optimizer_state(models, self.optimizer.optimizer, folder / OPTIMIZER, self.sharded)
         self.scheduler.load_state_dict(scheduler)
         if self.learning_rate_factor != 1.0:
-            from llm_recipes.training.resume import rescale_learning_rate
-
             rescale_learning_rate(self.optimizer, self.scheduler, self.learning_rate_factor)
         self.kl_controller.load_state_dict(state["kl_controller"])
         self.global_step = int(state["global_step"])
