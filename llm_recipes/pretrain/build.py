@@ -17,12 +17,35 @@ from typing import Any
 import torch
 from datasets import Dataset
 from torch.utils.data import SequentialSampler
-from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, Trainer
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    DataCollatorForLanguageModeling,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+)
 
+import llm_recipes.models  # noqa: F401  (registers our recurrent baseline with the Auto classes)
 from llm_recipes.data.config import DatasetSpec
-from llm_recipes.data.formats import FormatReport
-from llm_recipes.data.packing import PackedLMCollator, target_token_count
+from llm_recipes.data.curriculum import column_scores, curriculum_order, length_scores, model_loss_scores
+from llm_recipes.data.formats import FormatReport, naming_dataset, to_standard_columns
+from llm_recipes.data.io import load_dataset_source
+from llm_recipes.data.mixture import hold_out, mix_datasets
+from llm_recipes.data.packing import (
+    PackedLMCollator,
+    pack_documents,
+    row_lengths,
+    separator_token_id,
+    target_token_count,
+    tokenize_documents,
+)
+from llm_recipes.data.text import row_text
 from llm_recipes.errors import UserError
+from llm_recipes.models.loading import ENCODER_MODEL_TYPES, build_config, init_model, resize_for_tokenizer
 from llm_recipes.training.callbacks import NonFiniteLossGuard
 
 MASK_TOKEN = "<|mask|>"
@@ -42,8 +65,6 @@ class PretrainingTexts:
 
 
 def _flatten_batch(batch: dict[str, list]) -> dict[str, list]:
-    from llm_recipes.data.text import row_text
-
     names = [name for name in ("messages", "prompt", "completion") if name in batch]
     rows = [dict(zip(names, values, strict=True)) for values in zip(*(batch[name] for name in names), strict=True)]
     return {"text": [row_text(row) for row in rows]}
@@ -63,9 +84,6 @@ def load_source_texts(
     spec: DatasetSpec, num_proc: int | None = None, score_column: str | None = None
 ) -> tuple[Dataset, FormatReport]:
     """One dataset as `text` (+ `score_column`, carried through the format conversion row for row)."""
-    from llm_recipes.data.curriculum import column_scores
-    from llm_recipes.data.formats import naming_dataset, to_standard_columns
-    from llm_recipes.data.io import load_dataset_source
 
     raw = load_dataset_source(spec.path, split=spec.split, name=spec.name)
     if len(raw) == 0:
@@ -97,7 +115,6 @@ def load_pretraining_texts(
     score_column: str | None = None,
 ) -> PretrainingTexts:
     """Every training source as text, mixed by weight, with an eval split held out (or read from `eval_spec`)."""
-    from llm_recipes.data.mixture import hold_out, mix_datasets
 
     reports, parts = [], []
     for spec in specs:
@@ -127,7 +144,6 @@ def load_pretraining_texts(
 def load_tokenizer(script_args: Any) -> PreTrainedTokenizerBase:
     """The tokenizer to train with (tokenizer_name_or_path, else the continued model's); a UserError when it will
     not load."""
-    from transformers import AutoTokenizer
 
     path = script_args.tokenizer_name_or_path or script_args.model_name_or_path
     try:
@@ -139,7 +155,6 @@ def load_tokenizer(script_args: Any) -> PreTrainedTokenizerBase:
 
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, objective: str) -> list[str]:
     """Give the tokenizer what pretraining needs (a mask token for mlm, a pad token); returns notes on changes."""
-    from llm_recipes.data.packing import separator_token_id
 
     notes = []
     separator = separator_token_id(tokenizer)
@@ -183,8 +198,6 @@ def set_dropout(config: PretrainedConfig, value: float) -> list[str]:
 
 
 def check_objective(config: PretrainedConfig, objective: str) -> None:
-    from llm_recipes.models.loading import ENCODER_MODEL_TYPES
-
     encoder = config.model_type in ENCODER_MODEL_TYPES
     if objective == "clm" and encoder:
         raise UserError(f"a {config.model_type} encoder trains with objective: mlm, not clm")
@@ -195,9 +208,6 @@ def check_objective(config: PretrainedConfig, objective: str) -> None:
 def model_config(script_args: Any, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
     """The architecture to train: the continued model's config, or a preset / AutoConfig sized to the tokenizer,
     with `config_overrides` and `dropout` applied."""
-    from transformers import AutoConfig
-
-    from llm_recipes.models.loading import build_config
 
     overrides = parse_overrides(script_args.config_overrides)
     if script_args.model_name_or_path:
@@ -223,10 +233,6 @@ def load_or_init_model(
 ) -> tuple[PreTrainedModel, int]:
     """A random model for `config`, or the continued one with embeddings grown to the tokenizer; returns
     (model, embedding rows added)."""
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
-
-    import llm_recipes.models  # noqa: F401  (registers our recurrent baseline with the Auto classes)
-    from llm_recipes.models.loading import init_model, resize_for_tokenizer
 
     if not script_args.model_name_or_path:
         return init_model(config, script_args.objective), 0
@@ -338,7 +344,6 @@ class PretrainingBlocks:
 
 def order_documents(tokenized: Dataset, texts: Dataset, script_args: Any, seed: int) -> Dataset:
     """Reorder tokenized documents easy -> hard by the configured curriculum (no-op for `none`)."""
-    from llm_recipes.data.curriculum import curriculum_order, length_scores, model_loss_scores
 
     if script_args.curriculum == "none":
         return tokenized
@@ -366,7 +371,6 @@ def build_blocks(
     seed: int = 42,
 ) -> PretrainingBlocks:
     """Tokenize documents, order them by the curriculum, and pack (or split) them into rows of `block_size`."""
-    from llm_recipes.data.packing import pack_documents, row_lengths, tokenize_documents
 
     num_proc = script_args.dataset_num_proc
     separate = separates_documents(script_args)
@@ -401,7 +405,6 @@ def make_collator(
     tokenizer: PreTrainedTokenizerBase, script_args: Any, model: PreTrainedModel, block_size: int
 ) -> PackedLMCollator:
     """The batch builder for the configured objective, packing and boundaries."""
-    from transformers import DataCollatorForLanguageModeling
 
     mlm = script_args.objective == "mlm"
     separate = separates_documents(script_args)

@@ -13,6 +13,8 @@ from typing import Any
 
 from datasets import ClassLabel, Dataset, LargeList, List, Sequence
 
+from llm_recipes.data.io import load_dataset_source
+from llm_recipes.data.mixture import hold_out
 from llm_recipes.errors import UserError
 from llm_recipes.tasks.labels import check_label_values, infer_label_names
 
@@ -66,8 +68,6 @@ def check_columns(dataset: Dataset, args: Any, source: str) -> None:
 
 def load_task_data(args: Any, seed: int = 42) -> TaskData:
     """Load, check and split the data of a fine-tuning task; every problem is a UserError naming its field."""
-    from llm_recipes.data.io import load_dataset_source
-    from llm_recipes.data.mixture import hold_out
 
     train = load_dataset_source(args.dataset_path, args.dataset_split, args.dataset_config_name)
     if len(train) == 0:

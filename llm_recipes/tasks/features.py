@@ -17,7 +17,7 @@ from typing import Any
 from datasets import Dataset
 
 from llm_recipes.errors import UserError
-from llm_recipes.tasks.data import column_values
+from llm_recipes.tasks.data import CLASSIFICATION, TOKEN_CLASSIFICATION, answer_spans, column_values
 from llm_recipes.tasks.labels import continuation_ids, label_to_id, to_label_id
 from llm_recipes.tasks.qa import answer_token_span, encode_features, no_answer_index
 
@@ -142,7 +142,6 @@ class QAFeatures:
 def qa_features(dataset: Dataset, tokenizer: Any, args: Any, max_length: int) -> QAFeatures:
     """Question/context windows (`doc_stride` tokens of overlap), with the first answer's token span as
     start/end positions; a window that does not hold the whole answer points both at the no-answer index."""
-    from llm_recipes.tasks.data import answer_spans
 
     require_fast_tokenizer(tokenizer, "question-answering")
     check_window_room(dataset, tokenizer, args, max_length)
@@ -204,7 +203,6 @@ class TaskFeatures:
 
 def task_features(args: Any, data: Any, tokenizer: Any, max_length: int) -> TaskFeatures:
     """Training and evaluation features of `data` (a TaskData) for the configured task."""
-    from llm_recipes.tasks.data import CLASSIFICATION, TOKEN_CLASSIFICATION
 
     if args.task == CLASSIFICATION:
 

@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from llm_recipes.evaluation.classification import classification_metrics
 from llm_recipes.metrics import METRICS_DIR
-from llm_recipes.tasks.data import CLASSIFICATION, QUESTION_ANSWERING, TOKEN_CLASSIFICATION
+from llm_recipes.tasks.data import CLASSIFICATION, QUESTION_ANSWERING, TOKEN_CLASSIFICATION, answer_spans, column_values
+from llm_recipes.tasks.qa import best_answers
 
 IGNORE_INDEX = -100
 CLASSIFICATION_METRICS = (
@@ -31,13 +33,13 @@ DEFAULT_METRIC = {CLASSIFICATION: "f1_macro", TOKEN_CLASSIFICATION: "f1", QUESTI
 
 def load_local_metric(name: str) -> Any:
     """`evaluate.load` of one of our metric modules by its folder (works offline, never touches the Hub)."""
-    import evaluate
+    import evaluate  # noqa: PLC0415 (finetune_task's parse_args imports this module: no evaluate)
 
     return evaluate.load(str(METRICS_DIR / name))
 
 
 def entity_types(labels: Sequence[str]) -> list[str]:
-    from llm_recipes.metrics.seqeval.seqeval import split_tag
+    from llm_recipes.metrics.seqeval.seqeval import split_tag  # noqa: PLC0415 (finetune_task's parse_args imports this module: no evaluate)
 
     return sorted({split_tag(label)[1] for label in labels} - {""})
 
@@ -60,7 +62,6 @@ def metric_names(task: str, labels: Sequence[str] | None) -> list[str]:
 def classification_scores(predictions: Sequence[int], references: Sequence[int], labels: Sequence[str]) -> dict:
     """Macro and micro averages over the classes seen in predictions or references (scikit-learn's default), and
     precision/recall/F1 of every label (0 for a label neither predicted nor present)."""
-    from llm_recipes.evaluation.classification import classification_metrics
 
     overall = classification_metrics(predictions, references)
     scores = {name: overall[name] for name in CLASSIFICATION_METRICS}
@@ -147,7 +148,6 @@ def predicted_answers(
     max_answer_length: int,
 ) -> list[str]:
     """The best answer text of every example, from the logits of all its features."""
-    from llm_recipes.tasks.qa import best_answers
 
     features_of: dict[int, list[int]] = {}
     for feature, example in enumerate(example_index):
@@ -196,7 +196,6 @@ def qa_metric_fn(
 
 def compute_metrics_for(args: Any, data: Any, features: Any) -> Callable[[Any], dict] | None:
     """The Trainer's compute_metrics for the task (None without eval data)."""
-    from llm_recipes.tasks.data import answer_spans, column_values
 
     if data.eval is None:
         return None

@@ -10,7 +10,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import transformers
+from peft import PeftModel, get_peft_model
+from transformers import AutoConfig, AutoTokenizer
+from trl import get_peft_config
+
 from llm_recipes.errors import UserError
+from llm_recipes.models.loading import ENCODER_PRESETS, build_config, torch_dtype, transformer_blocks
+from llm_recipes.pretrain.build import parse_overrides
+from llm_recipes.tasks import qa
 from llm_recipes.tasks.data import CLASSIFICATION, QUESTION_ANSWERING, TOKEN_CLASSIFICATION
 
 AUTO_CLASS_NAMES = {
@@ -30,14 +38,11 @@ DEFAULT_MAX_LENGTH = {CLASSIFICATION: 128, TOKEN_CLASSIFICATION: 128, QUESTION_A
 
 
 def auto_class(task: str) -> Any:
-    import transformers
-
     return getattr(transformers, AUTO_CLASS_NAMES[task])
 
 
 def load_task_tokenizer(args: Any, model_args: Any) -> Any:
     """The tokenizer (tokenizer_name_or_path, else the model's), with a pad token for batching."""
-    from transformers import AutoTokenizer
 
     path = args.tokenizer_name_or_path or model_args.model_name_or_path
     try:
@@ -57,10 +62,6 @@ def load_task_tokenizer(args: Any, model_args: Any) -> Any:
 def task_config(args: Any, model_args: Any, tokenizer: Any, labels: Sequence[str] | None) -> Any:
     """The architecture with the task's label maps -- no weights. Raises when the architecture has no head for
     the task or `freeze_layers` exceeds its depth."""
-    from transformers import AutoConfig
-
-    from llm_recipes.models.loading import ENCODER_PRESETS, build_config
-    from llm_recipes.pretrain.build import parse_overrides
 
     overrides = parse_overrides(args.config_overrides)
     if model_args.model_name_or_path:
@@ -100,7 +101,6 @@ def capped_max_length(max_length: int | None, task: str, config: Any) -> tuple[i
 
 def freeze_lower_layers(model: Any, count: int) -> None:
     """Freeze the embeddings and the lowest `count` transformer blocks; the blocks above and the head train."""
-    from llm_recipes.models.loading import transformer_blocks
 
     blocks = transformer_blocks(model)
     if count > len(blocks):
@@ -114,7 +114,6 @@ def freeze_lower_layers(model: Any, count: int) -> None:
 def peft_config_for(model_args: Any, task: str, model: Any, **lora_overrides: Any) -> Any:
     """TRL's LoRA config from the model fields, for the task's head; a BERT pooler (new, random) trains in full
     with the head, which PEFT already keeps trainable and saves."""
-    from trl import get_peft_config
 
     model_args.lora_task_type = PEFT_TASK_TYPES[task]
     peft_config = get_peft_config(model_args)
@@ -133,7 +132,6 @@ def model_builder(
 ) -> Callable[..., Any]:
     """A `model_init(trial=None)` for the Trainer: loads (or initialises) the task model and applies freezing or
     LoRA. A hyperparameter search calls it once per trial; `lora_overrides(trial)` gives that trial's LoRA rank."""
-    from llm_recipes.models.loading import torch_dtype
 
     model_class = auto_class(args.task)
 
@@ -152,8 +150,6 @@ def model_builder(
         if args.freeze_layers is not None:
             freeze_lower_layers(model, args.freeze_layers)
         if model_args.use_peft:
-            from peft import get_peft_model
-
             overrides = lora_overrides(trial) if lora_overrides is not None and trial is not None else {}
             model = get_peft_model(model, peft_config_for(model_args, args.task, model, **overrides))
         return model
@@ -179,7 +175,6 @@ def prepare_for_pipeline(model: Any, task: str, settings: dict[str, Any] | None 
     """A QA model records our extractive pipeline (transformers 5 has none) and its settings in its config."""
     if task != QUESTION_ANSWERING:
         return
-    from llm_recipes.tasks import qa
 
     model.config.custom_pipelines = {
         qa.PIPELINE_TASK: {
@@ -193,21 +188,17 @@ def prepare_for_pipeline(model: Any, task: str, settings: dict[str, Any] | None 
 
 def save_pipeline_code(folder: str | Path, task: str) -> None:
     if task == QUESTION_ANSWERING:
-        from llm_recipes.tasks import qa
-
         shutil.copyfile(qa.__file__, Path(folder) / QA_PIPELINE_FILE)
 
 
 def merged(model: Any) -> Any:
     """A PEFT model with its adapter merged into the base weights (what a pipeline loads); others unchanged."""
-    from peft import PeftModel
 
     return model.merge_and_unload() if isinstance(model, PeftModel) else model
 
 
 def save_task_output(trainer: Any, args: Any, output_dir: str, max_length: int) -> None:
     """The model a pipeline loads (a LoRA adapter merged into its base), its tokenizer, and for QA our pipeline."""
-    from peft import PeftModel
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     prepare_for_pipeline(model, args.task, pipeline_settings(args, max_length))

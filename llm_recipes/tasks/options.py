@@ -7,9 +7,15 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from transformers.trainer_utils import IntervalStrategy
+
+from llm_recipes.configs import check_dataset_path, check_model_path, looks_local
 from llm_recipes.configs.paths import check_eval_split_size
 from llm_recipes.errors import UserError
+from llm_recipes.models.loading import DECODER_PRESETS, ENCODER_PRESETS
 from llm_recipes.tasks.data import CLASSIFICATION, QUESTION_ANSWERING, TASKS, TOKEN_CLASSIFICATION
+from llm_recipes.tasks.metrics import DEFAULT_METRIC, metric_names
+from llm_recipes.tasks.models import PEFT_TASK_TYPES
 
 # Our defaults where transformers' differ: no tracker unless asked, frequent logs, evaluate and save every epoch,
 # keep the best checkpoint (and the last, to resume) and load the best at the end.
@@ -35,8 +41,6 @@ def evaluation_defaults(given: dict[str, Any]) -> dict[str, Any]:
 
 def check_arguments(args: Any, training_args: Any, model_args: Any) -> None:
     """Config-level checks: task, paths, model source, option combinations."""
-    from llm_recipes.configs import check_dataset_path, check_model_path, looks_local
-    from llm_recipes.models.loading import DECODER_PRESETS, ENCODER_PRESETS
 
     if args.task not in TASKS:
         raise UserError(f"task is required: one of {', '.join(TASKS)}")
@@ -77,8 +81,6 @@ def check_arguments(args: Any, training_args: Any, model_args: Any) -> None:
 
 
 def _check_model_options(args: Any, model_args: Any) -> None:
-    from llm_recipes.tasks.models import PEFT_TASK_TYPES
-
     if model_args.load_in_4bit or model_args.load_in_8bit:
         raise UserError("load_in_4bit/load_in_8bit: quantized training is not supported by finetune-task")
     if model_args.use_peft and args.freeze_layers is not None:
@@ -104,9 +106,6 @@ def _check_task_options(args: Any) -> None:
 def schedule_evaluation(args: Any, training_args: Any, given: dict[str, Any]) -> None:
     """No eval data: no evaluation, no best checkpoint (an error when asked for); else the task's metric picks
     the best checkpoint unless the user chose one."""
-    from transformers.trainer_utils import IntervalStrategy
-
-    from llm_recipes.tasks.metrics import DEFAULT_METRIC
 
     check_eval_split_size(args.eval_split_size)
     has_eval = bool(args.eval_dataset_path or args.eval_split_size)
@@ -130,7 +129,6 @@ def schedule_evaluation(args: Any, training_args: Any, given: dict[str, Any]) ->
 
 def check_metric_name(metric: str | None, task: str, labels: Sequence[str] | None) -> None:
     """metric_for_best_model must be one the task reports; per-label names are checked once labels are known."""
-    from llm_recipes.tasks.metrics import metric_names
 
     if metric is None:
         return

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib.util
 import json
 import math
 import time
@@ -29,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from transformers import TrainingArguments
 
 from llm_recipes.errors import UserError, did_you_mean
+from llm_recipes.runs.manifest import SECRET_FIELDS
 
 SEARCH_KEYS = ("trials", "metric", "direction", "space")
 DIRECTIONS = ("maximize", "minimize")
@@ -58,8 +61,6 @@ class SearchSpec:
 
 
 def optuna_available() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("optuna") is not None
 
 
@@ -106,7 +107,6 @@ def parse_search(
 def search_spec(args: Any, training_args: Any, model_args: Any) -> SearchSpec | None:
     """The stage's `search:` section checked against its config: the fields it may vary, LoRA or not, and the
     metric and direction the run would keep its best checkpoint by."""
-    from transformers import TrainingArguments
 
     return parse_search(
         args.search,
@@ -245,7 +245,6 @@ def changed_fields(instance: Any, skip: set[str]) -> dict[str, Any]:
 def best_config(instances: list[Any], best_params: dict[str, Any], output_dir: str) -> dict[str, Any]:
     """The run's config (every field that differs from its default) with the best trial's values, without the
     search section and with the final output_dir: ready for `llm-recipes finetune-task --config`."""
-    from llm_recipes.runs.manifest import SECRET_FIELDS
 
     config: dict[str, Any] = {}
     for instance in instances:

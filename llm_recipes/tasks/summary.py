@@ -7,14 +7,14 @@ from typing import Any
 
 from llm_recipes.tasks.build import TaskBuild
 from llm_recipes.tasks.data import QUESTION_ANSWERING
+from llm_recipes.tasks.models import AUTO_CLASS_NAMES, PIPELINE_TASKS
+from llm_recipes.training.resume import last_logged
 
 PER_LABEL_ROWS_UP_TO = 10  # more labels than this: only the averages are printed (all are in trainer_state.json)
 SPEED_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
 
 
 def pipeline_hint(task: str) -> str:
-    from llm_recipes.tasks.models import AUTO_CLASS_NAMES, PIPELINE_TASKS
-
     extra = ", trust_remote_code=True" if task == QUESTION_ANSWERING else ""
     return f'{AUTO_CLASS_NAMES[task]}, pipeline("{PIPELINE_TASKS[task]}"{extra})'
 
@@ -84,8 +84,6 @@ class TaskSummary:
         eval_metrics: dict[str, float],
         seconds: float,
     ) -> TaskSummary:
-        from llm_recipes.training.resume import last_logged
-
         data, features, state = built.data, built.features, trainer.state
         windows = None
         if args.task == QUESTION_ANSWERING:

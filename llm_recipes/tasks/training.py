@@ -12,13 +12,14 @@ import torch
 from torch import nn
 from transformers import Trainer
 
+from llm_recipes.models.loading import transformer_blocks
+
 IGNORE_INDEX = -100
 
 
 def layer_depths(model: nn.Module) -> dict[int, int]:
     """id(parameter) -> depth: 0 for embeddings (and anything below the first block), i + 1 for block i, and
     n_blocks + 1 for what sits above the blocks (final norm, pooler, head)."""
-    from llm_recipes.models.loading import transformer_blocks
 
     blocks = transformer_blocks(model)
     in_block = {id(param): index + 1 for index, block in enumerate(blocks) for param in block.parameters()}
