@@ -16,9 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lm_eval
-from lm_eval.tasks import TaskManager
-
 import llm_recipes.models  # noqa: F401  (registers our recurrent LM with the Auto classes)
 from llm_recipes.errors import UserError
 from llm_recipes.evaluation.loading import ADAPTER_CONFIG, is_adapter
@@ -40,6 +37,8 @@ def lm_eval_model_args(model_path: str, *, dtype: str | None = None, trust_remot
 
 
 def _task_manager(tasks: Sequence[str], include_path: str | None):
+    from lm_eval.tasks import TaskManager  # optional extra: imported where used
+
     if include_path is not None:
         if not Path(include_path).exists():
             raise UserError(f"lm_eval_include_path: folder not found: {include_path}")
@@ -92,6 +91,8 @@ def run_lm_eval(
         raise UserError("lm_eval_tasks needs lm-evaluation-harness: pip install lm-eval")
     if not tasks:
         raise UserError("lm_eval_tasks: no task named")
+
+    import lm_eval  # optional extra: imported where used
 
     manager = _task_manager(list(tasks), include_path)
     output = lm_eval.simple_evaluate(
