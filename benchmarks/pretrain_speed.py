@@ -3,12 +3,13 @@
     .venv/bin/python benchmarks/pretrain_speed.py                         # llama-small, block 256, batch 8, CPU
     .venv/bin/python benchmarks/pretrain_speed.py --preset llama-30m --steps 60 --repeats 5 --bf16   # on a GPU
 
-Baseline (b) is the loop a person would write by hand: index a batch of blocks, forward with labels, backward,
-AdamW step (the fused implementation the Trainer also picks), zero grad; nothing else. Ours (a) is the pretrain
-recipe's `build_trainer` and `Trainer.train()` with its defaults (gradient clipping, LR schedule, NaN guard, a log
-every 10 steps), checkpoints and evaluation off. Both time the same steady-state steps (after `--warmup` steps),
-each run in a fresh subprocess so peak memory is its own (max RSS from `resource.getrusage`; on CUDA also
-`torch.cuda.max_memory_allocated`). Runs alternate (a, b, b, a, ...) and the medians are compared.
+Baseline (b) is the loop a person would write by hand: index a batch of blocks, forward with labels, backward, AdamW
+step (the fused implementation the Trainer also picks), zero grad; nothing else. Ours (a) is the pretrain stage's
+`build_trainer` (`llm_recipes.pretrain.trainer`) and `Trainer.train()` with its defaults (gradient clipping, LR
+schedule, NaN guard, a log every 10 steps), checkpoints and evaluation off. Both time the same steady-state steps
+(after `--warmup` steps), each run in a fresh subprocess so peak memory is its own (max RSS from
+`resource.getrusage`; on CUDA also `torch.cuda.max_memory_allocated`). Runs alternate (a, b, b, a, ...) and the
+medians are compared.
 Target: ours >= 0.95 x the bare loop. On a shared CPU, `--threads 1` makes runs far less noisy.
 """
 
@@ -88,10 +89,11 @@ def recipe_argv(args: argparse.Namespace, workdir: Path) -> list[str]:
     return ["--config", str(path)]
 
 
-def load_recipe():
-    from llm_recipes.cli import load_recipe as load
+def parse_recipe_config(args: argparse.Namespace, workdir: Path):
+    """The pretrain recipe's own parse_args: its defaults and checks have no library equivalent in one call."""
+    from llm_recipes.cli import load_recipe
 
-    return load("pretrain")
+    return load_recipe("pretrain").parse_args(recipe_argv(args, workdir))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -109,9 +111,10 @@ def peak_memory() -> dict[str, float | None]:
 def run_recipe(args: argparse.Namespace, workdir: Path) -> dict:
     from transformers import TrainerCallback
 
-    pretrain = load_recipe()
-    script_args, training_args = pretrain.parse_args(recipe_argv(args, workdir))
-    trainer, blocks, _ = pretrain.build_trainer(script_args, training_args)
+    from llm_recipes.pretrain.trainer import build_trainer
+
+    script_args, training_args = parse_recipe_config(args, workdir)
+    trainer, blocks, _ = build_trainer(script_args, training_args)
     assert len(blocks.train) >= args.batch_size, "not enough blocks for one batch"
     times: dict[int, float] = {}
 
@@ -130,10 +133,11 @@ def run_recipe(args: argparse.Namespace, workdir: Path) -> dict:
 def run_bare(args: argparse.Namespace, workdir: Path) -> dict:
     import torch
 
-    pretrain = load_recipe()
-    script_args, training_args = pretrain.parse_args(recipe_argv(args, workdir))
+    from llm_recipes.pretrain.trainer import build_trainer
+
+    script_args, training_args = parse_recipe_config(args, workdir)
     # the same blocks and the same initial weights as the recipe builds, as one tensor
-    trainer, blocks, _ = pretrain.build_trainer(script_args, training_args)
+    trainer, blocks, _ = build_trainer(script_args, training_args)
     model = trainer.model
     full = [row for row in blocks.train["input_ids"] if len(row) == args.block_size]
     data = torch.tensor(full, dtype=torch.long)
