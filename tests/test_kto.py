@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PROJECT, write_yaml
+from test_rl_trl import sft_policy, task, true_reward  # noqa: F401  (fixtures: the colour task and its SFT policy)
 
 from llm_recipes.cli import load_recipe
 from llm_recipes.data.io import load_dataset_source
@@ -224,3 +225,23 @@ def test_bad_kto_data_is_one_error_line_through_the_console_script(rows, message
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
     assert "bad_kto.jsonl" in errors[0] and message in errors[0], errors[0]
     assert "Traceback" not in result.stderr and not output.exists()
+
+
+@pytest.mark.slow
+def test_kto_on_the_synthetic_colour_task(task, sft_policy, tmp_path):  # noqa: F811  (the imported fixtures)
+    """The colour task's pairs as thumbs up/down: good answers' implied reward rises above bad ones' on held-out rows;
+    the true reward of sampled answers before and after is printed (as for DPO in test_rl_trl.py)."""
+    output = tmp_path / "kto"
+    config = {**TRAINING, "dataset_path": str(task / "data" / "preferences.jsonl"), "eval_split_size": 64}
+    config |= {"model_name_or_path": str(sft_policy), "output_dir": str(output), "max_steps": 20}
+    config |= {"per_device_train_batch_size": 16, "per_device_eval_batch_size": 32, "logging_steps": 5}
+    summary = KTO.main(*KTO.parse_args(["--config", str(write_yaml(tmp_path / "kto.yaml", config))]))
+    assert summary["optimizer steps"] == 20 and summary["training rows"] == 2 * (1200 - 64)
+    _loads_as_policy(output)
+    before, after = true_reward(sft_policy), true_reward(output)
+    print(
+        f"\nKTO: eval reward good {summary['eval reward (desirable)']:.3f}, bad "
+        f"{summary['eval reward (undesirable)']:.3f} (margin {summary['eval reward margin']:.3f}, KL "
+        f"{summary['eval KL']:.3f}); true reward of sampled answers {before:.3f} (SFT) -> {after:.3f} (KTO)"
+    )
+    assert summary["eval reward margin"] > 0
