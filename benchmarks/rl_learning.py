@@ -1,4 +1,4 @@
-"""Proof that the preference stages learn: SFT -> reward model -> PPO, GRPO and DPO on the synthetic colour task.
+"""Proof that the preference stages learn: SFT -> reward model -> PPO, GRPO, DPO and KTO on the synthetic colour task.
 
 The task (llm_recipes/data/synthetic.py), in its colour-only variant: asked about an animal, a good answer names a
 colour. Its exact reward (`colour_only_reward`: 1 if the answer names a colour, else 0) is known, so every stage is
@@ -63,6 +63,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--ppo-learning-rate", type=float, default=2e-3, help="3e-3 diverged with seed 0 (KL 109).")
     parser.add_argument("--grpo-steps", type=int, default=40, help="GRPO steps of 32 completions (8 per prompt).")
     parser.add_argument("--dpo-epochs", type=float, default=2)
+    parser.add_argument("--kto-epochs", type=float, default=1)
+    parser.add_argument("--kto-learning-rate", type=float, default=3e-4)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest).")
     parser.add_argument("--speed-steps", type=int, default=10, help="PPO steps of 64 episodes per speed run.")
     parser.add_argument("--speed-repeats", type=int, default=3, help="Speed runs per side (0: no TRL comparison).")
@@ -197,6 +199,24 @@ def dpo(work: Path, sft_dir: Path, data: Path, args: argparse.Namespace) -> tupl
         "max_length": 64,
     }
     _, seconds = run_stage("dpo", stage_args, work / "dpo.log")
+    return out, seconds
+
+
+def kto(work: Path, sft_dir: Path, data: Path, args: argparse.Namespace) -> tuple[Path, float]:
+    """KTO on the same pairs read as unpaired rows (chosen: thumbs up, rejected: thumbs down)."""
+    out = work / "kto"
+    stage_args = {
+        **trl_common(out, args.seed),
+        "model_name_or_path": sft_dir,
+        "dataset_path": data / "preferences.jsonl",
+        "eval_split_size": 0,
+        "num_train_epochs": args.kto_epochs,
+        "per_device_train_batch_size": 16,
+        "learning_rate": args.kto_learning_rate,
+        "beta": 0.1,
+        "max_length": 64,
+    }
+    _, seconds = run_stage("kto", stage_args, work / "kto.log")
     return out, seconds
 
 
@@ -364,6 +384,10 @@ def main() -> None:
     print(f"DPO done in {dpo_seconds:.0f} s", flush=True)
     dpo_budget = f"{args.dpo_epochs:g} epochs of {pair_count(data):,} pairs"
     rows.append(("DPO (TRL)", evaluate(dpo_dir), dpo_seconds, dpo_budget))
+    kto_dir, kto_seconds = kto(work, sft_dir, data, args)
+    print(f"KTO done in {kto_seconds:.0f} s", flush=True)
+    kto_budget = f"{args.kto_epochs:g} epochs of {2 * pair_count(data):,} labelled rows"
+    rows.append(("KTO (TRL)", evaluate(kto_dir), kto_seconds, kto_budget))
     speed = rollout_speed(work, sft_dir, rm_dir, data, args)
     trl_speed = ppo_speed_against_trl(work, sft_dir, rm_dir, data, args)
 
