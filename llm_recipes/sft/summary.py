@@ -61,6 +61,7 @@ def sft_summary(
 ) -> dict[str, Any]:
     state = trainer.state
     trainable, total = parameters
+    tokens = last_logged(state.log_history, "num_tokens")  # TRL counts them in its logs only: none before a log step
     summary = {
         "data shape": data.shape,
         "processes": trainer.accelerator.num_processes,
@@ -71,7 +72,7 @@ def sft_summary(
         "trainable parameters": trainable,
         "total parameters": total,
         "trainable share": round(trainable / total, 6) if total else 0.0,
-        "tokens trained on": int(last_logged(state.log_history, "num_tokens") or 0),
+        "tokens trained on": int(tokens) if tokens is not None else None,
         "tokens per epoch": mask.tokens,
         "loss tokens per epoch": mask.loss_tokens,
         "final train loss": last_logged(state.log_history, "loss"),
