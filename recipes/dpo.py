@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time warning, which the next import triggers)
 
 # isort: split
+from transformers import set_seed
 from trl import DPOConfig, ModelConfig
 
 from llm_recipes.configs import (
@@ -32,8 +33,13 @@ from llm_recipes.configs import (
     run_recipe,
 )
 from llm_recipes.errors import UserError
+from llm_recipes.hub import push_trained_output, take_over_trainer_push
+from llm_recipes.models.chat import ensure_chat_template
 from llm_recipes.rl.config import DPOScriptArguments
+from llm_recipes.runs.manifest import StageRun
 from llm_recipes.runs.outputs import stage_main
+from llm_recipes.runs.summary import format_summary
+from llm_recipes.training.resume import last_logged, resume_point
 
 # Our defaults where TRL's differ: no tracker unless asked, private pushes.
 DPO_DEFAULTS = dict(report_to="none", hub_private_repo=True, logging_steps=10)
@@ -57,12 +63,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[DPOScriptArguments, D
 
 def build_trainer(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: ModelConfig):
     """Data, tokenizer, policy and TRL's DPOTrainer (which makes the reference itself). Returns (trainer, data)."""
-    from transformers import set_seed
-    from trl import DPOTrainer, get_peft_config
+    # build only: parse_args stays light (TRL's trainer side, the preference loader and model loading pull datasets)
+    from trl import DPOTrainer, get_peft_config  # noqa: PLC0415
 
-    from llm_recipes.data.preferences import load_preference_data
-    from llm_recipes.models.chat import ensure_chat_template
-    from llm_recipes.models.loading import load_causal_lm, load_tokenizer
+    from llm_recipes.data.preferences import load_preference_data  # noqa: PLC0415
+    from llm_recipes.models.loading import load_causal_lm, load_tokenizer  # noqa: PLC0415
 
     with training_args.main_process_first(desc="loading preference data"):
         data = load_preference_data(
@@ -111,11 +116,7 @@ def build_trainer(script_args: DPOScriptArguments, training_args: DPOConfig, mod
 
 @stage_main
 def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: ModelConfig) -> dict:
-    from llm_recipes.hub import push_trained_output, take_over_trainer_push
-    from llm_recipes.models.loading import count_parameters
-    from llm_recipes.runs.manifest import StageRun
-    from llm_recipes.runs.summary import format_summary
-    from llm_recipes.training.resume import last_logged, resume_point
+    from llm_recipes.models.loading import count_parameters  # noqa: PLC0415  main only: parse_args stays light
 
     configs = {"script": script_args, "training": training_args, "model": model_args}
     run = StageRun.begin("dpo", training_args.output_dir, configs, training=True)

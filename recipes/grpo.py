@@ -44,18 +44,20 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[RLScriptArguments, GR
 
 def build_trainer(script_args: RLScriptArguments, training_args: GRPOConfig, model_args: ModelConfig):
     """Prompts, policy, reward and TRL's GRPOTrainer, ready to train. Returns (trainer, data)."""
-    from trl import GRPOTrainer
+    # parse_args stays light: TRL's GRPOTrainer and our online-RL loop each pull datasets
+    from trl import GRPOTrainer  # noqa: PLC0415
 
-    from llm_recipes.rl.online import build_online_rl_trainer
+    from llm_recipes.rl.online import build_online_rl_trainer  # noqa: PLC0415
 
     return build_online_rl_trainer(GRPOTrainer, script_args, training_args, model_args)
 
 
 @stage_main
 def main(script_args: RLScriptArguments, training_args: GRPOConfig, model_args: ModelConfig) -> dict:
-    from trl import GRPOTrainer
+    # parse_args stays light: TRL's GRPOTrainer and our online-RL loop each pull datasets
+    from trl import GRPOTrainer  # noqa: PLC0415
 
-    from llm_recipes.rl.online import train_online_rl
+    from llm_recipes.rl.online import train_online_rl  # noqa: PLC0415
 
     return train_online_rl("grpo", GRPOTrainer, script_args, training_args, model_args)
 

@@ -22,9 +22,14 @@ import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time wa
 from trl import ModelConfig, RewardConfig
 
 from llm_recipes.configs import parse_config, run_recipe
+from llm_recipes.hub import push_trained_output, take_over_trainer_push
 from llm_recipes.rl.checks import check_reward_arguments
 from llm_recipes.rl.config import RewardScriptArguments
+from llm_recipes.rl.rewards import save_reward_input
+from llm_recipes.runs.manifest import StageRun
 from llm_recipes.runs.outputs import stage_main
+from llm_recipes.runs.summary import format_summary
+from llm_recipes.training.resume import resume_point
 
 # Our defaults where TRL's differ: no tracker unless asked, private pushes, a classifier head for LoRA.
 REWARD_DEFAULTS = dict(report_to="none", hub_private_repo=True, logging_steps=10, lora_task_type="SEQ_CLS")
@@ -41,12 +46,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[RewardScriptArguments
 
 @stage_main
 def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_args: ModelConfig) -> dict:
-    from llm_recipes.hub import push_trained_output, take_over_trainer_push
-    from llm_recipes.rl.reward_training import RewardSummary, build_trainer
-    from llm_recipes.rl.rewards import save_reward_input
-    from llm_recipes.runs.manifest import StageRun
-    from llm_recipes.runs.summary import format_summary
-    from llm_recipes.training.resume import resume_point
+    from llm_recipes.rl.reward_training import RewardSummary, build_trainer  # noqa: PLC0415  main only: parse_args stays light (datasets)
 
     configs = {"script": script_args, "training": training_args, "model": model_args}
     run = StageRun.begin("reward", training_args.output_dir, configs, training=True)

@@ -42,18 +42,20 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[RLScriptArguments, RL
 
 def build_trainer(script_args: RLScriptArguments, training_args: RLOOConfig, model_args: ModelConfig):
     """Prompts, policy, reward and TRL's RLOOTrainer, ready to train. Returns (trainer, data)."""
-    from trl import RLOOTrainer
+    # parse_args stays light: TRL's RLOOTrainer and our online-RL loop each pull datasets
+    from trl import RLOOTrainer  # noqa: PLC0415
 
-    from llm_recipes.rl.online import build_online_rl_trainer
+    from llm_recipes.rl.online import build_online_rl_trainer  # noqa: PLC0415
 
     return build_online_rl_trainer(RLOOTrainer, script_args, training_args, model_args)
 
 
 @stage_main
 def main(script_args: RLScriptArguments, training_args: RLOOConfig, model_args: ModelConfig) -> dict:
-    from trl import RLOOTrainer
+    # parse_args stays light: TRL's RLOOTrainer and our online-RL loop each pull datasets
+    from trl import RLOOTrainer  # noqa: PLC0415
 
-    from llm_recipes.rl.online import train_online_rl
+    from llm_recipes.rl.online import train_online_rl  # noqa: PLC0415
 
     return train_online_rl("rloo", RLOOTrainer, script_args, training_args, model_args)
 
