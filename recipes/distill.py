@@ -24,15 +24,23 @@ import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time wa
 from transformers import TrainingArguments
 
 from llm_recipes.compress.config import DistillArguments
+from llm_recipes.compress.distill import load_gkd
+from llm_recipes.compress.distill_build import build_trainer, write_teacher_comparison
 from llm_recipes.compress.distill_checks import (
     check_labels_only,
     check_models,
     check_report_fields,
     check_student_source,
 )
+from llm_recipes.compress.report import comparison_summary, format_comparison
+from llm_recipes.compress.summaries import DistillSummary
 from llm_recipes.configs import check_dataset_path, check_eval_data, check_model_path, parse_config, run_recipe
 from llm_recipes.data.config import dataset_specs
+from llm_recipes.hub import push_trained_output, take_over_trainer_push
+from llm_recipes.runs.manifest import StageRun
 from llm_recipes.runs.outputs import stage_main
+from llm_recipes.runs.summary import format_summary
+from llm_recipes.training.resume import resume_point
 
 # Our defaults where transformers' differ: no tracker unless asked, frequent logs, two checkpoints kept.
 DISTILL_DEFAULTS = dict(report_to="none", logging_steps=10, save_total_limit=2)
@@ -40,8 +48,6 @@ DISTILL_DEFAULTS = dict(report_to="none", logging_steps=10, save_total_limit=2)
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[DistillArguments, TrainingArguments]:
     """Parse and check the config: everything a user can get wrong fails here, before a model's weights load."""
-    from llm_recipes.compress.distill import load_gkd
-
     script_args, training_args = parse_config((DistillArguments, TrainingArguments), argv, **DISTILL_DEFAULTS)
     for spec in dataset_specs(script_args):
         check_dataset_path(spec.path)
@@ -61,14 +67,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[DistillArguments, Tra
 
 @stage_main
 def main(script_args: DistillArguments, training_args: TrainingArguments) -> dict:
-    from llm_recipes.compress.distill_build import build_trainer, write_teacher_comparison
-    from llm_recipes.compress.report import comparison_summary, format_comparison
-    from llm_recipes.compress.summaries import DistillSummary
-    from llm_recipes.hub import push_trained_output, take_over_trainer_push
-    from llm_recipes.runs.manifest import StageRun
-    from llm_recipes.runs.summary import format_summary
-    from llm_recipes.training.resume import resume_point
-
     configs = {"script": script_args, "training": training_args}
     run = StageRun.begin("distill", training_args.output_dir, configs, training=True)
     push = take_over_trainer_push(training_args)  # pushed once at the end, with our model card

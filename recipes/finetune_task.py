@@ -26,25 +26,34 @@ from transformers import TrainingArguments
 from trl import ModelConfig
 
 from llm_recipes.configs import given_values, parse_config, run_recipe
+from llm_recipes.hub import push_trained_output, take_over_trainer_push
+from llm_recipes.runs.manifest import StageRun, write_json_atomically
 from llm_recipes.runs.outputs import stage_main
+from llm_recipes.runs.summary import format_summary
 from llm_recipes.tasks import CLASSIFICATION
+from llm_recipes.tasks.build import build_trainer
 from llm_recipes.tasks.config import FinetuneTaskArguments
+from llm_recipes.tasks.features import require_fast_tokenizer
+from llm_recipes.tasks.models import load_task_tokenizer, save_task_output, task_config
+from llm_recipes.tasks.options import FINETUNE_DEFAULTS, check_arguments, evaluation_defaults, schedule_evaluation
+from llm_recipes.tasks.search import (
+    BEST_CONFIG_NAME,
+    SEARCH_DIR_NAME,
+    TRIALS_NAME,
+    BestObjective,
+    best_config,
+    run_trials,
+    search_spec,
+    write_best_config,
+)
+from llm_recipes.tasks.summary import SearchSummary, TaskSummary
+from llm_recipes.training.resume import resume_point
 
 STAGE = "finetune-task"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[FinetuneTaskArguments, TrainingArguments, ModelConfig]:
     """Parse and check the config: everything a user can get wrong fails here, before a model is loaded."""
-    from llm_recipes.tasks.features import require_fast_tokenizer
-    from llm_recipes.tasks.models import load_task_tokenizer, task_config
-    from llm_recipes.tasks.options import (
-        FINETUNE_DEFAULTS,
-        check_arguments,
-        evaluation_defaults,
-        schedule_evaluation,
-    )
-    from llm_recipes.tasks.search import search_spec
-
     given = given_values(argv)
     defaults = {**FINETUNE_DEFAULTS, **evaluation_defaults(given)}
     args, training_args, model_args = parse_config(
@@ -65,14 +74,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[FinetuneTaskArguments
 @stage_main
 def main(args: FinetuneTaskArguments, training_args: TrainingArguments, model_args: ModelConfig) -> dict:
     """Train, evaluate, save and report (or search, with a `search:` section)."""
-    from llm_recipes.hub import push_trained_output, take_over_trainer_push
-    from llm_recipes.runs.manifest import StageRun
-    from llm_recipes.runs.summary import format_summary
-    from llm_recipes.tasks.build import build_trainer
-    from llm_recipes.tasks.models import save_task_output
-    from llm_recipes.tasks.summary import TaskSummary
-    from llm_recipes.training.resume import resume_point
-
     if args.search:
         return run_search(args, training_args, model_args)
     configs = {"script": args, "training": training_args, "model": model_args}
@@ -104,22 +105,6 @@ def main(args: FinetuneTaskArguments, training_args: TrainingArguments, model_ar
 def run_search(args: FinetuneTaskArguments, training_args: TrainingArguments, model_args: ModelConfig) -> dict:
     """An Optuna search over the `search:` space; each trial trains into <output_dir>/search/trial-N, and the best
     configuration is written to <output_dir>/search/best_config.yaml (its output_dir is the final one)."""
-    from llm_recipes.hub import take_over_trainer_push
-    from llm_recipes.runs.manifest import StageRun, write_json_atomically
-    from llm_recipes.runs.summary import format_summary
-    from llm_recipes.tasks.build import build_trainer
-    from llm_recipes.tasks.search import (
-        BEST_CONFIG_NAME,
-        SEARCH_DIR_NAME,
-        TRIALS_NAME,
-        BestObjective,
-        best_config,
-        run_trials,
-        search_spec,
-        write_best_config,
-    )
-    from llm_recipes.tasks.summary import SearchSummary
-
     spec = search_spec(args, training_args, model_args)
     push = take_over_trainer_push(training_args)  # no trial pushes; the run from the best config does, once
     final_output_dir = training_args.output_dir

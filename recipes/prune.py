@@ -25,13 +25,25 @@ from pathlib import Path
 import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time warning, which the next import triggers)
 
 # isort: split
+from accelerate import PartialState
 from transformers import TrainingArguments
 
 from llm_recipes.compress.config import PruneArguments
+from llm_recipes.compress.prune_build import load_calibration, load_source_model, measure_model, prune_model
 from llm_recipes.compress.prune_checks import check_data, check_method, check_source, recovery_specs
+from llm_recipes.compress.prune_recovery import recover
+from llm_recipes.compress.prune_report import prune_report
+from llm_recipes.compress.quantize import check_report_fields
+from llm_recipes.compress.report import COMPRESSION_REPORT, protocol_from_fields
 from llm_recipes.configs import parse_config, run_recipe
 from llm_recipes.errors import UserError
+from llm_recipes.evaluation.protocol import Protocol
+from llm_recipes.export.folder import load_tokenizer, save_model_folder
+from llm_recipes.export.source import inspect_source, parse_shard_size
+from llm_recipes.hub import push_trained_output, take_over_trainer_push
+from llm_recipes.runs.manifest import StageRun, write_json_atomically
 from llm_recipes.runs.outputs import stage_main
+from llm_recipes.runs.summary import format_summary
 
 # the pruned model before recovery, inside output_dir while the recovery fine-tune reads it
 UNRECOVERED = ".pruned-before-recovery"
@@ -44,8 +56,6 @@ PRUNE_DEFAULTS = dict(
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[PruneArguments, TrainingArguments]:
     """Parse and check the config: everything a user can get wrong fails here, before a model is loaded."""
-    from llm_recipes.compress.quantize import check_report_fields
-
     script_args, training_args = parse_config((PruneArguments, TrainingArguments), argv, **PRUNE_DEFAULTS)
     source = check_source(script_args, training_args.output_dir)  # None while a pipeline's earlier stage makes it
     check_data(script_args)
@@ -58,19 +68,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PruneArguments, Train
 
 @stage_main
 def main(script_args: PruneArguments, training_args: TrainingArguments) -> dict:
-    from accelerate import PartialState
-
-    from llm_recipes.compress.prune_build import load_calibration, load_source_model, measure_model, prune_model
-    from llm_recipes.compress.prune_recovery import recover
-    from llm_recipes.compress.prune_report import prune_report
-    from llm_recipes.compress.report import COMPRESSION_REPORT, protocol_from_fields
-    from llm_recipes.evaluation.protocol import Protocol
-    from llm_recipes.export.folder import load_tokenizer, save_model_folder
-    from llm_recipes.export.source import inspect_source, parse_shard_size
-    from llm_recipes.hub import push_trained_output, take_over_trainer_push
-    from llm_recipes.runs.manifest import StageRun, write_json_atomically
-    from llm_recipes.runs.summary import format_summary
-
     state = PartialState()
     output = Path(training_args.output_dir).expanduser()
     configs = {"script": script_args, "training": training_args}
