@@ -21,6 +21,7 @@ from llm_recipes.configs import (
 )
 from llm_recipes.corpus.config import CleanCorpusArguments
 from llm_recipes.errors import UserError
+from llm_recipes.runs.manifest import StageRun
 from llm_recipes.runs.outputs import stage_main
 
 
@@ -41,19 +42,20 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[CleanCorpusArguments]
 
 
 def pipeline_steps(args: CleanCorpusArguments) -> list:
-    from llm_recipes.corpus.steps import CORPUS_PRESETS, build_steps
+    # corpus.steps pulls datasets: loading the recipe (pipeline --dry_run, the console script) stays light
+    from llm_recipes.corpus.steps import CORPUS_PRESETS, build_steps  # noqa: PLC0415
 
     return build_steps(args.steps if args.steps else CORPUS_PRESETS[args.preset])
 
 
 @stage_main
 def main(args: CleanCorpusArguments) -> dict:
-    from llm_recipes.corpus.checkpoints import StepCheckpoints, chain_key, files_fingerprint
-    from llm_recipes.corpus.readers import read_corpus
-    from llm_recipes.corpus.report import build_report, write_report
-    from llm_recipes.corpus.splits import save_splits, split_corpus
-    from llm_recipes.corpus.steps import StepStats, run_step
-    from llm_recipes.runs.manifest import StageRun
+    # main only: parse_args stays light (each corpus module pulls datasets)
+    from llm_recipes.corpus.checkpoints import StepCheckpoints, chain_key, files_fingerprint  # noqa: PLC0415
+    from llm_recipes.corpus.readers import read_corpus  # noqa: PLC0415
+    from llm_recipes.corpus.report import build_report, write_report  # noqa: PLC0415
+    from llm_recipes.corpus.splits import save_splits, split_corpus  # noqa: PLC0415
+    from llm_recipes.corpus.steps import StepStats, run_step  # noqa: PLC0415
 
     run = StageRun.begin("clean-corpus", args.output_dir, {"script": args})
     run.inputs = {"inputs": args.input_paths}

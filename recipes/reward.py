@@ -46,7 +46,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[RewardScriptArguments
 
 @stage_main
 def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_args: ModelConfig) -> dict:
-    from llm_recipes.rl.reward_training import RewardSummary, build_trainer  # noqa: PLC0415  main only: parse_args stays light (datasets)
+    # main only: parse_args stays light (the reward trainer pulls datasets)
+    from llm_recipes.rl.reward_training import RewardSummary, build_trainer  # noqa: PLC0415
 
     configs = {"script": script_args, "training": training_args, "model": model_args}
     run = StageRun.begin("reward", training_args.output_dir, configs, training=True)

@@ -11,13 +11,17 @@ fertility -- tokens per word and bytes per token -- on text the tokenizer has no
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from llm_recipes.configs import check_dataset_path, looks_local, parse_config, run_recipe
+from llm_recipes.data.config import DatasetSpec
 from llm_recipes.errors import UserError
-from llm_recipes.runs.outputs import stage_main
+from llm_recipes.runs.manifest import StageRun
+from llm_recipes.runs.outputs import stage_main, written_in_place
+from llm_recipes.runs.summary import format_summary
 from llm_recipes.tokenizer.config import TrainTokenizerArguments
 
 # What a previous run of this stage leaves; only such a folder is replaced by a new run.
@@ -45,13 +49,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainTokenizerArgumen
 
 @stage_main
 def main(args: TrainTokenizerArguments) -> dict:
-    from llm_recipes.data.config import DatasetSpec
-    from llm_recipes.data.loading import load_standard
-    from llm_recipes.data.text import iter_texts
-    from llm_recipes.runs.manifest import StageRun
-    from llm_recipes.runs.outputs import written_in_place
-    from llm_recipes.runs.summary import format_summary
-    from llm_recipes.tokenizer.training import measure_fertility
+    # main only: parse_args stays light (data loading pulls datasets, tokenizer training transformers and torch)
+    from llm_recipes.data.loading import load_standard  # noqa: PLC0415
+    from llm_recipes.data.text import iter_texts  # noqa: PLC0415
+    from llm_recipes.tokenizer.training import measure_fertility  # noqa: PLC0415
 
     # written beside the output and renamed into place at the end: a crash never leaves a half-written tokenizer
     run = StageRun.begin("train-tokenizer", args.output_dir, {"script": args})
@@ -86,7 +87,8 @@ def main(args: TrainTokenizerArguments) -> dict:
 
 def build_tokenizer(args: TrainTokenizerArguments, texts: Iterable[str]):
     """A new tokenizer trained on `texts`, or `base_tokenizer` retrained on them."""
-    from llm_recipes.tokenizer.training import retrain_tokenizer, train_tokenizer
+    # main only: parse_args stays light (tokenizer training pulls transformers and torch)
+    from llm_recipes.tokenizer.training import retrain_tokenizer, train_tokenizer  # noqa: PLC0415
 
     if args.base_tokenizer:
         tokenizer = retrain_tokenizer(_load_base_tokenizer(args.base_tokenizer), texts, args.vocab_size)
@@ -113,7 +115,7 @@ def _split(dataset, args: TrainTokenizerArguments):
         )
     if args.heldout_size and len(dataset) < 2:
         raise UserError("heldout_size: the dataset has one document; set heldout_size: 0 to train on it")
-    from llm_recipes.data.mixture import hold_out
+    from llm_recipes.data.mixture import hold_out  # noqa: PLC0415  main only: parse_args stays light (datasets)
 
     try:
         train, heldout = hold_out(dataset, args.heldout_size, seed=args.seed)
@@ -138,7 +140,7 @@ class _CountingTexts:
 
 
 def _load_base_tokenizer(path: str):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # noqa: PLC0415  main only: parse_args stays light
 
     try:
         return AutoTokenizer.from_pretrained(os.path.expanduser(path))
@@ -148,8 +150,6 @@ def _load_base_tokenizer(path: str):
 
 
 def _algorithm_of(tokenizer) -> str:
-    import json
-
     model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
     return model["type"].lower() + (" + byte fallback" if model.get("byte_fallback") else "")
 
