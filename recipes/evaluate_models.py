@@ -20,13 +20,16 @@ from collections.abc import Sequence
 
 from llm_recipes.configs import is_first_process, parse_config, run_recipe
 from llm_recipes.evaluation.config import EvaluateArguments
+from llm_recipes.runs.manifest import StageRun
 from llm_recipes.runs.outputs import stage_main
+from llm_recipes.runs.summary import format_summary
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[EvaluateArguments]:
     """Parse and check the config: paths, weights, metric choices -- all before any data or model is loaded."""
     (args,) = parse_config((EvaluateArguments,), argv)
-    from llm_recipes.evaluation.suite import check_arguments
+    # after parsing: evaluation.suite pulls torch, transformers and datasets, which loading the recipe need not
+    from llm_recipes.evaluation.suite import check_arguments  # noqa: PLC0415
 
     check_arguments(args)
     return (args,)
@@ -34,8 +37,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[EvaluateArguments]:
 
 @stage_main
 def main(args: EvaluateArguments) -> dict:
-    from llm_recipes.evaluation import report
-    from llm_recipes.evaluation.suite import (
+    # main only: parse_args stays light (the report and the suite pull torch, transformers and datasets)
+    from llm_recipes.evaluation import report  # noqa: PLC0415
+    from llm_recipes.evaluation.suite import (  # noqa: PLC0415
         add_lm_eval,
         add_plots,
         add_win_rates,
@@ -46,8 +50,6 @@ def main(args: EvaluateArguments) -> dict:
         report_settings,
         write_generations,
     )
-    from llm_recipes.runs.manifest import StageRun
-    from llm_recipes.runs.summary import format_summary
 
     if not is_first_process():
         return {}  # evaluation runs in one process; under a multi-process launch the others have nothing to do

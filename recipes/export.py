@@ -19,7 +19,11 @@ from pathlib import Path
 from llm_recipes.configs import parse_config, run_recipe
 from llm_recipes.export.checks import check_export_arguments
 from llm_recipes.export.config import ExportArguments
-from llm_recipes.runs.outputs import stage_main
+from llm_recipes.export.source import inspect_source
+from llm_recipes.hub import CardOptions, push_stage_output, write_model_card
+from llm_recipes.runs.manifest import StageRun
+from llm_recipes.runs.outputs import stage_main, written_in_place
+from llm_recipes.runs.summary import format_summary
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[ExportArguments]:
@@ -31,12 +35,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ExportArguments]:
 
 @stage_main
 def main(args: ExportArguments) -> dict:
-    from llm_recipes.export.build import export_folder
-    from llm_recipes.export.source import inspect_source
-    from llm_recipes.hub import CardOptions, push_stage_output, write_model_card
-    from llm_recipes.runs.manifest import StageRun
-    from llm_recipes.runs.outputs import written_in_place
-    from llm_recipes.runs.summary import format_summary
+    # main only: parse_args stays light (torch, datasets)
+    from llm_recipes.export.build import export_folder  # noqa: PLC0415
 
     output = Path(args.output_dir).expanduser()
     source = inspect_source(args.model_name_or_path, args.base_model_name_or_path)

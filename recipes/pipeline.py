@@ -17,7 +17,19 @@ import argparse
 from collections.abc import Sequence
 
 from llm_recipes.configs import ConfigError, run_recipe
+from llm_recipes.configs.code import code_not_imported
 from llm_recipes.pipeline.plan import RL_ALGORITHMS, SECTION_NAMES, build_plan, read_pipeline_config
+from llm_recipes.pipeline.report import format_results, write_report
+from llm_recipes.pipeline.runner import (
+    check_plan,
+    checks_as_on_a_gpu_machine,
+    refuse_multi_process_launch,
+    run_plan,
+    stage_statuses,
+    temporary_config_dir,
+    write_stage_configs,
+)
+from llm_recipes.pipeline.state import PipelineState
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,19 +59,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace]:
 
 
 def main(args: argparse.Namespace) -> list:
-    from llm_recipes.configs.code import code_not_imported
-    from llm_recipes.pipeline.dry_run import describe_plan
-    from llm_recipes.pipeline.report import format_results, write_report
-    from llm_recipes.pipeline.runner import (
-        check_plan,
-        checks_as_on_a_gpu_machine,
-        refuse_multi_process_launch,
-        run_plan,
-        stage_statuses,
-        temporary_config_dir,
-        write_stage_configs,
-    )
-    from llm_recipes.pipeline.state import PipelineState
+    # main only: parse_args stays light (torch, datasets)
+    from llm_recipes.pipeline.dry_run import describe_plan  # noqa: PLC0415
 
     refuse_multi_process_launch()
     settings, plan = args.settings, args.plan
