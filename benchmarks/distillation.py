@@ -15,7 +15,7 @@ cross-entropy on the labels alone, the same trainer, which then never runs the t
 The students' data is a transfer set: `--student-blocks` blocks drawn from the teacher's training data (the usual
 distillation setting: a large model trained on everything, compressed with a smaller set). `--full-data` also runs
 both students on all the blocks. All models are scored on the held-out documents with
-`llm_recipes.evaluation.perplexity`, in windows of the training block length.
+`llm_recipes.evaluation.perplexity()` (module `sliding_window`), in windows of the training block length.
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def main() -> None:
     import torch
 
     from llm_recipes.compress.report import compare_models, format_comparison
-    from llm_recipes.evaluation.perplexity import perplexity
+    from llm_recipes.evaluation.sliding_window import perplexity
     from llm_recipes.models.loading import count_parameters
 
     torch.set_num_threads(args.threads)

@@ -243,7 +243,7 @@ def run_seed(args: argparse.Namespace, seed: int, train_texts: list[str], eval_t
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llm_recipes.compress.prune import layer_sparsity, overall_sparsity, prune_unstructured, token_windows
-    from llm_recipes.evaluation.perplexity import perplexity
+    from llm_recipes.evaluation.sliding_window import perplexity
 
     model_dir, train_seconds = train(args, seed, train_texts)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

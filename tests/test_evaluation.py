@@ -419,7 +419,7 @@ def test_recipe_prints_config_errors_as_one_line(tmp_path):
 
 def test_perplexity_math_of_windows():
     """Windows score every token after the first exactly once, each with >= context - stride tokens before it."""
-    from llm_recipes.evaluation.perplexity import sliding_windows
+    from llm_recipes.evaluation.sliding_window import sliding_windows
 
     ids = list(range(23))
     windows = sliding_windows(ids, context_length=8, stride=3)

@@ -328,7 +328,15 @@ def test_demo_pipeline_end_to_end_then_nothing_left_to_do(tmp_path):
     # then every model on the one protocol: a row each, a compression row followed by its source
     models = table.split("every model on the protocol ")[1].split(":", 1)[1].strip().split("\n\n")[0]
     labels = [line.strip().split("  ")[0] for line in models.splitlines()[2:]]
-    assert labels[:6] == ["pretrain", "sft", "ppo", "distill", "its source, ppo", "quantize"]
+    assert labels[:7] == [
+        "pretrain",
+        "sft",
+        "ppo",
+        "distill",
+        "labels only, same budget",
+        "its source, ppo",
+        "quantize",
+    ]
     assert labels[-3:] == ["prune", "before recovery", "its source, ppo"]
 
     out = tmp_path / "out"

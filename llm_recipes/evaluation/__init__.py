@@ -1,7 +1,7 @@
 """Evaluating any model a stage wrote (base, SFT, RL, distilled, quantized, pruned) so each stage can be compared
 with the one before it. One concern per module:
 
-- `perplexity`: sliding-window perplexity per token and bits per byte
+- `sliding_window`: sliding-window perplexity per token and bits per byte (`perplexity()`)
 - `generation`: batched generation and BLEU / chrF / ROUGE / exact match (local `evaluate` modules in
   `llm_recipes.metrics`)
 - `classification`: accuracy, precision, recall, F1 (macro and micro) for sequence and token classification
@@ -29,7 +29,7 @@ EXPORTS = {
     "generation": ["build_generation_config", "generate_responses", "generation_metrics"],
     "lm_eval_bridge": ["run_lm_eval"],
     "loading": ["check_model_folder", "load_model", "load_tokenizer_for"],
-    "perplexity": ["PerplexityResult", "perplexity"],
+    "sliding_window": ["PerplexityResult", "perplexity"],  # not perplexity.py: the module would shadow the function
     "plots": ["find_trainer_state", "plot_training_curves", "read_log_history"],
     "protocol": ["MEASURES", "Protocol", "ProtocolResult", "ProtocolSpec", "read_protocol"],
     "report": [

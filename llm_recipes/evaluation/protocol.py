@@ -44,7 +44,6 @@ from llm_recipes.evaluation.data import load_eval_data
 from llm_recipes.evaluation.footprint import generation_ms_per_token, model_device, size_on_disk
 from llm_recipes.evaluation.generation import build_generation_config, generate_responses, generation_metrics
 from llm_recipes.evaluation.loading import load_model, load_tokenizer_for
-from llm_recipes.evaluation.perplexity import perplexity
 from llm_recipes.evaluation.protocol_spec import (
     FUNCTION_KINDS,
     GENERATIVE_KINDS,
@@ -65,6 +64,7 @@ from llm_recipes.evaluation.protocol_spec import (
     read_protocol,
     spec_from_dict,
 )
+from llm_recipes.evaluation.sliding_window import perplexity
 from llm_recipes.models.loading import count_parameters
 from llm_recipes.rl.rewards import load_reward_model, reward_function_from_path, score_responses
 

@@ -52,11 +52,11 @@ from llm_recipes.evaluation.loading import (
     load_tokenizer_for,
     model_kind,
 )
-from llm_recipes.evaluation.perplexity import perplexity
 from llm_recipes.evaluation.plots import plot_training_curves
 from llm_recipes.evaluation.protocol import Protocol, ProtocolSpec, check_protocol_paths, protocol_header, read_protocol
 from llm_recipes.evaluation.report import DatasetRef, ModelResult, write_eval_results, write_markdown_report
 from llm_recipes.evaluation.reward import load_reward_model, reward_scores, win_rate
+from llm_recipes.evaluation.sliding_window import perplexity
 from llm_recipes.runs.manifest import read_manifest
 
 # per-model outputs inside the output folder
