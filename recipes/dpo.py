@@ -15,13 +15,11 @@ tokenizer, generation config and a manifest. `beta`, `loss_type` and the rest ar
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time warning, which the next import triggers)
 
 # isort: split
-from transformers import set_seed
 from trl import DPOConfig, ModelConfig
 
 from llm_recipes.configs import (
@@ -34,7 +32,6 @@ from llm_recipes.configs import (
 )
 from llm_recipes.errors import UserError
 from llm_recipes.hub import push_trained_output, take_over_trainer_push
-from llm_recipes.models.chat import ensure_chat_template
 from llm_recipes.rl.config import DPOScriptArguments
 from llm_recipes.runs.manifest import StageRun
 from llm_recipes.runs.outputs import stage_main
@@ -61,67 +58,15 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[DPOScriptArguments, D
     return script_args, training_args, model_args
 
 
-def build_trainer(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: ModelConfig):
-    """Data, tokenizer, policy and TRL's DPOTrainer (which makes the reference itself). Returns (trainer, data)."""
-    # build only: parse_args stays light (TRL's trainer side, the preference loader and model loading pull datasets)
-    from trl import DPOTrainer, get_peft_config  # noqa: PLC0415
-
-    from llm_recipes.data.preferences import load_preference_data  # noqa: PLC0415
-    from llm_recipes.models.loading import load_causal_lm, load_tokenizer  # noqa: PLC0415
-
-    with training_args.main_process_first(desc="loading preference data"):
-        data = load_preference_data(
-            script_args.dataset_path,
-            script_args.data_format,
-            split=script_args.dataset_split,
-            eval_path=script_args.eval_dataset_path,
-            eval_size=script_args.eval_split_size,
-            max_train_samples=script_args.max_train_samples,
-            max_eval_samples=script_args.max_eval_samples,
-            seed=training_args.seed,
-            num_proc=training_args.dataset_num_proc,
-        )
-    # DPO's loss has no use for a margin column
-    data.train = data.train.remove_columns([c for c in data.train.column_names if c == "margin"])
-    if data.eval is not None:
-        data.eval = data.eval.remove_columns([c for c in data.eval.column_names if c == "margin"])
-
-    # Seeded first: a chat template's new tokens get random embedding rows, and TRL seeds only in its trainer
-    set_seed(training_args.seed)
-    tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
-    model = load_causal_lm(model_args, training_args.trust_remote_code)
-    peft_config = get_peft_config(model_args)
-    ref_model = None
-    if data.conversational and ensure_chat_template(tokenizer, model):
-        if peft_config is not None:
-            # new chat tokens start untrained: the adapter trains their embedding and output rows in full
-            peft_config.modules_to_save = list({*(peft_config.modules_to_save or []), "embed_tokens", "lm_head"})
-        else:
-            # TRL would load the reference from model_name_or_path, without the rows for the new chat tokens
-            ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=ref_model,
-        args=training_args,
-        train_dataset=data.train,
-        eval_dataset=data.eval,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
-    return trainer, data
-
-
 @stage_main
 def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: ModelConfig) -> dict:
-    from llm_recipes.models.loading import count_parameters  # noqa: PLC0415  main only: parse_args stays light
+    # main only: parse_args stays light (TRL's trainer, the preference loader and model loading pull datasets)
+    from llm_recipes.rl.offline import build_dpo_trainer, count_parameters  # noqa: PLC0415
 
     configs = {"script": script_args, "training": training_args, "model": model_args}
     run = StageRun.begin("dpo", training_args.output_dir, configs, training=True)
     push = take_over_trainer_push(training_args)  # pushed once at the end, with our model card
-    trainer, data = build_trainer(script_args, training_args, model_args)
+    trainer, data = build_dpo_trainer(script_args, training_args, model_args)
     run.inputs = {"model": model_args.model_name_or_path, "datasets": [path for path, _ in data.reports]}
 
     last_checkpoint = resume_point(trainer, run)

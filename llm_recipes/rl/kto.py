@@ -4,16 +4,14 @@ is heavy); its config checks are the recipe's `parse_args`."""
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
-from transformers import set_seed
-from trl import KTOTrainer, get_peft_config
+from trl import KTOTrainer
 
 from llm_recipes.data.preferences import PairData
 from llm_recipes.data.unpaired import load_unpaired_data
-from llm_recipes.models.chat import ensure_chat_template
-from llm_recipes.models.loading import count_parameters, load_causal_lm, load_tokenizer
+from llm_recipes.models.loading import count_parameters
+from llm_recipes.rl.offline import policy_and_reference
 from llm_recipes.training.resume import last_logged
 
 if TYPE_CHECKING:
@@ -40,22 +38,7 @@ def build_trainer(
             num_proc=training_args.dataset_num_proc,
         )
 
-    # Seeded first: a chat template's new tokens get random embedding rows, and TRL seeds only in its trainer
-    set_seed(training_args.seed)
-    tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
-    model = load_causal_lm(model_args, training_args.trust_remote_code)
-    peft_config = get_peft_config(model_args)
-    ref_model = None
-    if data.conversational and ensure_chat_template(tokenizer, model):
-        if peft_config is not None:
-            # new chat tokens start untrained: the adapter trains their embedding and output rows in full
-            peft_config.modules_to_save = list({*(peft_config.modules_to_save or []), "embed_tokens", "lm_head"})
-        else:
-            # TRL would load the reference from model_name_or_path, without the rows for the new chat tokens
-            ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-
+    model, ref_model, tokenizer, peft_config = policy_and_reference(training_args, model_args, data.conversational)
     trainer = KTOTrainer(
         model=model,
         ref_model=ref_model,
