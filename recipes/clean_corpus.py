@@ -12,6 +12,7 @@ interrupted run resumes where it stopped; the output folder appears only when ev
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from llm_recipes.configs import (
@@ -55,9 +56,12 @@ def main(args: CleanCorpusArguments) -> dict:
     from llm_recipes.corpus.readers import read_corpus  # noqa: PLC0415
     from llm_recipes.corpus.report import build_report, write_report  # noqa: PLC0415
     from llm_recipes.corpus.splits import save_splits, split_corpus  # noqa: PLC0415
-    from llm_recipes.corpus.steps import StepStats, run_step  # noqa: PLC0415
+    from llm_recipes.corpus.steps import StepStats, language_calibration_warning, run_step  # noqa: PLC0415
 
     run = StageRun.begin("clean-corpus", args.output_dir, {"script": args})
+    steps = pipeline_steps(args)
+    if warning := language_calibration_warning(steps):
+        print(warning, file=sys.stderr, flush=True)
     run.inputs = {"inputs": args.input_paths}
     checkpoints = StepCheckpoints(args.output_dir)
 
@@ -90,7 +94,7 @@ def main(args: CleanCorpusArguments) -> dict:
 
     # Clean: each step runs once; a rerun loads the steps that already finished
     all_stats: list[StepStats] = []
-    for index, step in enumerate(pipeline_steps(args), start=1):
+    for index, step in enumerate(steps, start=1):
         key = chain_key(key, [step.spec(), args.batch_size, args.seed])
         resumed = checkpoints.load(index, step.name, key)
         if resumed:

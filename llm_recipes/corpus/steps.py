@@ -36,7 +36,7 @@ from datasets import Dataset, Value
 
 from llm_recipes.corpus.augment import AugmentBatch
 from llm_recipes.corpus.dedup import MinHashConfig, decontaminate, exact_dedup, near_dedup
-from llm_recipes.corpus.filters import FILTER_PRESETS, FILTERS, FilterBatch, build_filters
+from llm_recipes.corpus.filters import FILTER_PRESETS, FILTERS, FilterBatch, build_filters, calibration_warning
 from llm_recipes.corpus.normalize import NormalizeBatch, build_normalizers
 from llm_recipes.corpus.parallel import map_batches
 from llm_recipes.corpus.pii import RedactPIIBatch
@@ -270,6 +270,11 @@ def build_steps(spec: Sequence[str | dict[str, Any]]) -> list[CorpusStep]:
             hint = f"; did you mean {match[0]}?" if match else f" (choose from {', '.join(known)})"
             raise UserError(f"steps[{i}]: unknown step '{key}'{hint}")
     return steps
+
+
+def language_calibration_warning(steps: Sequence[CorpusStep]) -> str | None:
+    """One warning line when the language step keeps languages that a later filter has no thresholds for."""
+    return calibration_warning([f for step in steps if isinstance(step, FilterStep) for f in step.filters])
 
 
 def run_step(

@@ -39,7 +39,9 @@ from llm_recipes.corpus.filters.batch import (
     FILTERS,
     FilterBatch,
     build_filters,
+    calibration_warning,
     count_drop_reasons,
+    uncalibrated_languages,
 )
 from llm_recipes.corpus.filters.custom import (
     DEFAULT_BAD_WORDS,
@@ -48,10 +50,11 @@ from llm_recipes.corpus.filters.custom import (
     RegexFilter,
     import_callable,
 )
-from llm_recipes.corpus.filters.document import WORD_RE, Document, Filter
+from llm_recipes.corpus.filters.document import CalibratedFilter, Document, Filter
 from llm_recipes.corpus.filters.language import DEFAULT_LANGUAGE_CANDIDATES, LanguageFilter
 from llm_recipes.corpus.filters.quality import C4Filter, FineWebFilter, GopherQualityFilter, LengthFilter
 from llm_recipes.corpus.filters.repetition import GopherRepetitionFilter
+from llm_recipes.corpus.filters.words import WORD_RE, segmenter_for
 
 __all__ = [
     "DEFAULT_BAD_WORDS",
@@ -61,6 +64,7 @@ __all__ = [
     "WORD_RE",
     "BadWordsFilter",
     "C4Filter",
+    "CalibratedFilter",
     "CallableFilter",
     "Document",
     "Filter",
@@ -72,6 +76,9 @@ __all__ = [
     "LengthFilter",
     "RegexFilter",
     "build_filters",
+    "calibration_warning",
     "count_drop_reasons",
     "import_callable",
+    "segmenter_for",
+    "uncalibrated_languages",
 ]

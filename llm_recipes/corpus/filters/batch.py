@@ -6,12 +6,14 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from llm_recipes.corpus.filters.custom import BadWordsFilter, CallableFilter, RegexFilter
-from llm_recipes.corpus.filters.document import Document, Filter
+from llm_recipes.corpus.filters.document import CalibratedFilter, Document, Filter
 from llm_recipes.corpus.filters.language import LanguageFilter
 from llm_recipes.corpus.filters.quality import C4Filter, FineWebFilter, GopherQualityFilter, LengthFilter
 from llm_recipes.corpus.filters.repetition import GopherRepetitionFilter
 from llm_recipes.corpus.normalize import build_steps
 from llm_recipes.errors import UserError
+
+LANGUAGE_COLUMN = "language"  # what the language id step writes and later filters read
 
 FILTERS: dict[str, type[Filter]] = {
     "length": LengthFilter,
@@ -52,7 +54,9 @@ class FilterBatch:
     Filters run in order; the first failing rule decides a document's drop reason and later filters skip it.
     Kept documents carry the text as rewritten by filters (C4 removes lines); dropped ones keep their input
     text. With a `LanguageFilter` present, `language` and `language_score` columns are added (None where a
-    document was dropped before language id ran). Picklable, so `Dataset.map(batched=True, num_proc=N)` works.
+    document was dropped before language id ran). Without one, a `language` column in the batch (an earlier
+    language step's) gives each document its language: words are cut and thresholds chosen for it.
+    Picklable, so `Dataset.map(batched=True, num_proc=N)` works.
     """
 
     def __init__(self, filters: Sequence[Filter | str | dict], text_field: str = "text"):
@@ -66,8 +70,11 @@ class FilterBatch:
         texts, reasons = [], []
         languages: list[str | None] = []
         scores: list[float | None] = []
-        for text in batch[self.text_field]:
+        known = batch.get(LANGUAGE_COLUMN)
+        for row, text in enumerate(batch[self.text_field]):
             doc = Document(text or "")
+            if known is not None and known[row]:
+                doc.metadata["language"] = known[row]
             reason = None
             for step in self.filters:
                 new_text, reason = step.apply(doc)
@@ -78,7 +85,7 @@ class FilterBatch:
             texts.append(text if reason is not None else doc.text)
             reasons.append(reason)
             if self.annotates_language:
-                languages.append(doc.metadata.get("language"))
+                languages.append(doc.language)
                 scores.append(doc.metadata.get("language_score"))
         out: dict[str, list] = {self.text_field: texts, "drop_reason": reasons}
         if self.annotates_language:
@@ -92,3 +99,31 @@ class FilterBatch:
 def count_drop_reasons(reasons: Iterable[str | None]) -> dict[str, int]:
     """{reason: documents} for the dropped ones (None = kept is left out), most frequent first."""
     return dict(Counter(reason for reason in reasons if reason is not None).most_common())
+
+
+def uncalibrated_languages(filters: Sequence[Filter]) -> dict[str, list[str]]:
+    """{filter name: [languages]}: the languages a language id filter lets through to a later filter that has no
+    thresholds of its own for them (it applies its English ones). A language filter that keeps every language lets
+    through all its candidates. Filters before the first language filter see no language and are left out."""
+    reaching: tuple[str, ...] = ()
+    missing: dict[str, set[str]] = {}
+    for step in filters:
+        if isinstance(step, LanguageFilter):
+            reaching = step.languages or step.candidates
+        elif isinstance(step, CalibratedFilter) and reaching:
+            left = set(reaching) - step.calibrated_languages()
+            if left:
+                missing.setdefault(step.name, set()).update(left)
+    return {name: sorted(languages) for name, languages in missing.items()}
+
+
+def calibration_warning(filters: Sequence[Filter]) -> str | None:
+    """The one line a run prints when it keeps languages that some filter has no thresholds for, else None."""
+    missing = uncalibrated_languages(filters)
+    if not missing:
+        return None
+    named = "; ".join(f"{name} ({', '.join(languages)})" for name, languages in missing.items())
+    return (
+        f"warning: no per-language thresholds for {named}: the English ones apply to those languages "
+        "(a filter's language_thresholds sets them)"
+    )

@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from llm_recipes.configs.code import check_code_exists, imports_code
-from llm_recipes.corpus.filters.document import WORD_RE, Document, Filter, check_fraction
+from llm_recipes.corpus.filters.document import Document, Filter, check_fraction
+from llm_recipes.corpus.filters.words import WORD_RE
 from llm_recipes.errors import UserError
 
 # Deliberately short: unambiguous explicit-content spam markers only. Real use passes a curated list via `path`

@@ -76,7 +76,7 @@ class LanguageFilter(Filter):
 
     def check(self, doc: Document) -> str | None:
         language, score = self.detect(doc.text)
-        doc.metadata["language"], doc.metadata["language_score"] = language, score
+        doc.set_language(language, score)  # later filters count words with this language's segmenter
         if not self.languages:
             return None
         if language is None or score < self.min_confidence:

@@ -8,9 +8,10 @@ import operator
 import re
 from collections.abc import Sequence
 
+from llm_recipes.corpus.filters.calibration import CALIBRATIONS
 from llm_recipes.corpus.filters.document import (
     HAS_LETTER_RE,
-    SYMBOL_TOKEN_RE,
+    CalibratedFilter,
     Document,
     Filter,
     below,
@@ -67,12 +68,17 @@ class LengthFilter(Filter):
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 BULLETS = ("•", "-", "*", "‣", "◦", "●", "▪", "·")
 ELLIPSES = ("...", "…")
+# Chinese and Japanese sentence ends (full-width marks and closing quotes), for C4's and FineWeb's line rules
+FULL_WIDTH_STOPS = ("。", "！", "？", "．", "」", "』", "”")
 
 
-class GopherQualityFilter(Filter):
-    """Gopher's quality heuristics: document length, mean word length, symbols, bullets, letters, stop words."""
+class GopherQualityFilter(CalibratedFilter):
+    """Gopher's quality heuristics: document length, mean word length, symbols, bullets, letters, stop words.
+
+    Word lengths, the share of words with a letter and the stop words are calibrated per language (FineWeb-2)."""
 
     name = "gopher_quality"
+    calibrations = CALIBRATIONS["gopher_quality"]
 
     def __init__(
         self,
@@ -86,6 +92,7 @@ class GopherQualityFilter(Filter):
         min_alpha_words_ratio: float | None = 0.8,
         min_stop_words: int | None = 2,
         stop_words: Sequence[str] | None = None,
+        language_thresholds: dict[str, dict] | None = None,
     ):
         for option in ("max_bullet_lines_ratio", "max_ellipsis_lines_ratio", "min_alpha_words_ratio"):
             check_fraction(option, locals()[option])
@@ -97,10 +104,20 @@ class GopherQualityFilter(Filter):
         self.min_alpha_words_ratio = min_alpha_words_ratio
         self.min_stop_words = min_stop_words
         self.stop_words = tuple(GOPHER_STOP_WORDS if stop_words is None else stop_words)
-        # Sentence-initial and shouted forms count too ("The ..."), without lowercasing every word.
-        self._stop_set = {form for word in self.stop_words for form in (word, word.capitalize(), word.upper())}
+        # Sentence-initial and shouted forms count too ("The ..."), without lowercasing every word; an elided
+        # stop word (French "l'") with either apostrophe.
+        self._stop_set = {
+            form
+            for word in self.stop_words
+            for spelling in {word, word.replace("'", "’")}
+            for form in (spelling, spelling.capitalize(), spelling.upper())
+        }
+        self._set_language_thresholds(language_thresholds)
 
     def check(self, doc: Document) -> str | None:
+        rules = self.for_language(doc.language)
+        if rules is not self:
+            return rules.check(doc)
         text, words = doc.text, doc.words
         n_words = len(words)
         if n_words == 0 or below(n_words, self.min_doc_words):
@@ -131,7 +148,7 @@ class GopherQualityFilter(Filter):
             # Most words are all letters (one C call each); only the rest need the regex.
             mixed = itertools.compress(words, map(operator.not_, map(str.isalpha, words)))
             without_letter = sum(1 for word in mixed if not HAS_LETTER_RE.search(word))
-            n_tokens = n_words + len(SYMBOL_TOKEN_RE.findall(f" {text} "))
+            n_tokens = n_words + doc.symbols
             if (n_words - without_letter) / n_tokens < self.min_alpha_words_ratio:
                 return self.reason("alpha_words")
 
@@ -155,15 +172,19 @@ TERMINAL_PUNCTUATION = (".", "?", "!", '"', "'")
 POLICY_RE = re.compile(r"terms of use|privacy policy|cookie policy|uses cookies|use of cookies|use cookies")
 # One sentence end: terminal marks, optional closing quotes/brackets, then whitespace or the end of the line.
 SENTENCE_END_RE = re.compile(r"[.!?]+['\"”’)\]]*(?=\s|$)")
+# ... and in Chinese and Japanese, also full-width marks with their closing quotes, followed by anything
+FULL_WIDTH_SENTENCE_END_RE = re.compile(r"[.!?]+['\"”’)\]]*(?=\s|$)|[。！？．]+[」』”’）]*")
 
 
-class C4Filter(Filter):
+class C4Filter(CalibratedFilter):
     """C4's line cleaner: keeps lines that end in terminal punctuation, have >= 3 words and mention neither
     javascript nor a cookie/terms policy; drops the page on "lorem ipsum", a curly bracket, or when fewer than
     5 sentences survive. Rewrites the text with the kept (stripped) lines.
 
     As in C4, "lorem ipsum" and "{" are looked for in lines that survive the line rules before them; sentences
-    are counted with a punctuation regex instead of NLTK's punkt (at least one per kept line).
+    are counted with a punctuation regex instead of NLTK's punkt (at least one per kept line). In Chinese and
+    Japanese, full-width marks (。！？) end lines and sentences too, and a line's words are the segmenter's. Its
+    thresholds were tuned on English only (no published per-language values).
     """
 
     name = "c4"
@@ -179,6 +200,7 @@ class C4Filter(Filter):
         filter_javascript: bool = True,
         filter_curly_bracket: bool = True,
         filter_policy: bool = True,
+        language_thresholds: dict[str, dict] | None = None,
     ):
         self.filter_no_terminal_punct = filter_no_terminal_punct
         self.min_num_sentences = min_num_sentences
@@ -189,11 +211,19 @@ class C4Filter(Filter):
         self.filter_javascript = filter_javascript
         self.filter_curly_bracket = filter_curly_bracket
         self.filter_policy = filter_policy
+        self._set_language_thresholds(language_thresholds)
 
     def check(self, doc: Document) -> str | None:
         return self.apply(doc)[1]
 
     def apply(self, doc: Document) -> tuple[str | None, str | None]:
+        rules = self.for_language(doc.language)
+        if rules is not self:
+            return rules.apply(doc)
+        segmenter = doc.segmenter
+        terminal, sentence_end = TERMINAL_PUNCTUATION, SENTENCE_END_RE
+        if segmenter.full_width_punctuation:
+            terminal, sentence_end = TERMINAL_PUNCTUATION + FULL_WIDTH_STOPS, FULL_WIDTH_SENTENCE_END_RE
         kept: list[str] = []
         n_sentences = 0
         min_sentences = self.min_num_sentences or 0
@@ -205,9 +235,9 @@ class C4Filter(Filter):
                 continue
             if self.remove_citations and "[" in line:
                 line = CITATION_RE.sub("", line)
-            if self.filter_no_terminal_punct and (not line.endswith(TERMINAL_PUNCTUATION) or line.endswith("...")):
+            if self.filter_no_terminal_punct and (not line.endswith(terminal) or line.endswith("...")):
                 continue
-            if min_words and len(line.split(maxsplit=min_words - 1)) < min_words:
+            if min_words and segmenter.line_words(line, min_words) < min_words:
                 continue
             lowered = line.lower()
             if self.filter_lorem_ipsum and "lorem ipsum" in lowered:
@@ -219,7 +249,7 @@ class C4Filter(Filter):
             if self.filter_policy and POLICY_RE.search(lowered):
                 continue
             if n_sentences < min_sentences:
-                n_sentences += max(1, len(SENTENCE_END_RE.findall(line)))
+                n_sentences += max(1, len(sentence_end.findall(line)))
             if line:
                 kept.append(line)
         if n_sentences < min_sentences:
@@ -234,11 +264,13 @@ class C4Filter(Filter):
 LINE_STOP_CHARS = (".", "'", '"', "!", "?")
 
 
-class FineWebFilter(Filter):
+class FineWebFilter(CalibratedFilter):
     """FineWeb's extra quality rules: enough lines ending in punctuation, not mostly short lines, little text in
-    duplicated lines, and not a list (line breaks per word)."""
+    duplicated lines, and not a list (line breaks per word). The punctuation and list thresholds are calibrated per
+    language (FineWeb-2); Chinese and Japanese lines may end in full-width marks (。！？)."""
 
     name = "fineweb"
+    calibrations = CALIBRATIONS["fineweb"]
 
     def __init__(
         self,
@@ -248,6 +280,7 @@ class FineWebFilter(Filter):
         short_line_length: int = 30,
         char_duplicates_ratio: float | None = 0.1,
         new_line_ratio: float | None = 0.3,
+        language_thresholds: dict[str, dict] | None = None,
     ):
         for option in ("line_punct_thr", "short_line_thr", "char_duplicates_ratio"):
             check_fraction(option, locals()[option])
@@ -257,12 +290,17 @@ class FineWebFilter(Filter):
         self.short_line_length = short_line_length
         self.char_duplicates_ratio = char_duplicates_ratio
         self.new_line_ratio = new_line_ratio
+        self._set_language_thresholds(language_thresholds)
 
     def check(self, doc: Document) -> str | None:
+        rules = self.for_language(doc.language)
+        if rules is not self:
+            return rules.check(doc)
         lines = doc.non_empty_lines
         n_lines = max(len(lines), 1)
         if self.line_punct_thr is not None:
-            ratio = sum(1 for line in lines if line.endswith(LINE_STOP_CHARS)) / n_lines
+            stops = LINE_STOP_CHARS + FULL_WIDTH_STOPS if doc.segmenter.full_width_punctuation else LINE_STOP_CHARS
+            ratio = sum(1 for line in lines if line.endswith(stops)) / n_lines
             if ratio <= self.line_punct_thr and not (ratio == 0 and self.line_punct_exclude_zero):
                 return self.reason("line_punct_ratio")
         if self.short_line_thr is not None:

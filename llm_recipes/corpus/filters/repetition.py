@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from llm_recipes.corpus.filters.document import Document, Filter, check_fraction, exceeds
+from llm_recipes.corpus.filters.calibration import CALIBRATIONS
+from llm_recipes.corpus.filters.document import CalibratedFilter, Document, check_fraction, exceeds
 from llm_recipes.errors import UserError
 
 # Odd 64-bit multiplier for n-gram rolling hashes (uint64 arithmetic wraps): h(w1..wn) = h(w1..wn-1) * _ROLL +
@@ -28,11 +29,13 @@ def _ngram_pairs(value: Any, option: str) -> tuple[tuple[int, float], ...]:
     return pairs
 
 
-class GopherRepetitionFilter(Filter):
+class GopherRepetitionFilter(CalibratedFilter):
     """Gopher's repetition heuristics: duplicated paragraphs and lines, the most frequent short n-grams, and the
-    share of characters inside repeated long n-grams. Pass null for any rule to turn it off."""
+    share of characters inside repeated long n-grams. Pass null for any rule to turn it off. The duplicate-line and
+    n-gram thresholds are calibrated per language (FineWeb-2); n-grams are of the language's words."""
 
     name = "gopher_repetition"
+    calibrations = CALIBRATIONS["gopher_repetition"]
 
     def __init__(
         self,
@@ -42,6 +45,7 @@ class GopherRepetitionFilter(Filter):
         dup_para_char_frac: float | None = 0.2,
         top_n_grams: dict[int, float] | None = None,
         dup_n_grams: dict[int, float] | None = None,
+        language_thresholds: dict[str, dict] | None = None,
     ):
         for option in ("dup_line_frac", "dup_para_frac", "dup_line_char_frac", "dup_para_char_frac"):
             check_fraction(option, locals()[option])
@@ -54,8 +58,12 @@ class GopherRepetitionFilter(Filter):
             {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10} if dup_n_grams is None else dup_n_grams,
             "dup_n_grams",
         )
+        self._set_language_thresholds(language_thresholds)
 
     def check(self, doc: Document) -> str | None:
+        rules = self.for_language(doc.language)
+        if rules is not self:
+            return rules.check(doc)
         n_chars = len(doc.text)
         if n_chars == 0:
             return None
