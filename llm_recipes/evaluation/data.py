@@ -1,4 +1,5 @@
-"""Evaluation data: the texts to score for perplexity, and prompts with reference answers for generation.
+"""Evaluation data: the texts to score for perplexity, prompts with reference answers for generation, and prompts
+without answers (`conversations`: MT-bench `turns`, `prompt` alone, user-only `messages`) for the judges.
 
 Any format the training stages read works (plain text, Alpaca, ShareGPT, messages, prompt/completion), converted to
 TRL's standard columns by `llm_recipes.data`: a conversation's last assistant turn is the reference and the turns
@@ -14,12 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from llm_recipes.configs import looks_local
-from llm_recipes.data.config import DatasetSpec
-from llm_recipes.data.formats import FormatReport
+from llm_recipes.data.formats import FormatReport, naming_dataset, to_standard_columns
 from llm_recipes.data.io import load_dataset_source
-from llm_recipes.data.loading import load_standard, standard_shape
+from llm_recipes.data.loading import standard_shape
 from llm_recipes.data.text import row_text
 from llm_recipes.errors import UserError
+from llm_recipes.evaluation.conversations import (
+    Conversation,
+    conversation_text,
+    prompt_only_shape,
+    read_conversations,
+)
 from llm_recipes.evaluation.generation import Prompt
 
 
@@ -31,6 +37,7 @@ class EvalData:
     prompts: list[Prompt] = field(default_factory=list)  # empty for plain text
     references: list[str] = field(default_factory=list)
     report: FormatReport | None = None  # what reading it in standard columns kept and dropped
+    conversations: list[Conversation] = field(default_factory=list)  # prompt-only rows (no references)
 
     @property
     def name(self) -> str:
@@ -39,6 +46,10 @@ class EvalData:
     @property
     def has_references(self) -> bool:
         return bool(self.prompts)
+
+    @property
+    def prompt_only(self) -> bool:
+        return bool(self.conversations)
 
 
 @dataclass
@@ -84,8 +95,21 @@ def load_eval_data(
     text_field: str = "text",
     max_samples: int | None = None,
 ) -> EvalData:
-    """The first `max_samples` rows of a dataset as texts, and prompts with references where it has answers."""
-    dataset, report = load_standard(DatasetSpec(path=path, format=data_format, split=split, text_field=text_field))
+    """The first `max_samples` rows of a dataset as texts, and prompts with references where it has answers;
+    prompts without answers (MT-bench `turns`, `prompt` alone, user-only `messages`) as `conversations`."""
+    raw = load_dataset_source(path, split=split)
+    if len(raw) == 0:
+        raise UserError(f"dataset '{path}' is empty")
+    if data_format in ("auto", "messages"):
+        rows = raw.select_columns(["messages"]) if "messages" in raw.column_names else []
+        shape = prompt_only_shape(raw.column_names, rows)
+        if shape is not None:
+            conversations, report = read_conversations(list(raw), shape, path)
+            conversations = conversations[:max_samples] if max_samples is not None else conversations
+            texts = [conversation_text(conversation) for conversation in conversations]
+            return EvalData(path=path, split=split, texts=texts, report=report, conversations=conversations)
+    with naming_dataset(path):
+        dataset, report = to_standard_columns(raw, data_format, text_field=text_field)
     if len(dataset) == 0:
         raise UserError(f"dataset '{path}': no usable rows after conversion ({report.dropped})")
     if max_samples is not None:
