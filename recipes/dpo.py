@@ -33,6 +33,7 @@ from llm_recipes.configs import (
 from llm_recipes.errors import UserError
 from llm_recipes.hub import push_trained_output, take_over_trainer_push
 from llm_recipes.rl.config import DPOScriptArguments
+from llm_recipes.rl.offline import build_dpo_trainer, count_parameters
 from llm_recipes.runs.manifest import StageRun
 from llm_recipes.runs.outputs import stage_main
 from llm_recipes.runs.summary import format_summary
@@ -60,9 +61,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[DPOScriptArguments, D
 
 @stage_main
 def main(script_args: DPOScriptArguments, training_args: DPOConfig, model_args: ModelConfig) -> dict:
-    # main only: parse_args stays light (TRL's trainer, the preference loader and model loading pull datasets)
-    from llm_recipes.rl.offline import build_dpo_trainer, count_parameters  # noqa: PLC0415
-
     configs = {"script": script_args, "training": training_args, "model": model_args}
     run = StageRun.begin("dpo", training_args.output_dir, configs, training=True)
     push = take_over_trainer_push(training_args)  # pushed once at the end, with our model card

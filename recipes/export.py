@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llm_recipes.configs import parse_config, run_recipe
+from llm_recipes.export.build import export_folder
 from llm_recipes.export.checks import check_export_arguments
 from llm_recipes.export.config import ExportArguments
 from llm_recipes.export.source import inspect_source
@@ -35,9 +36,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ExportArguments]:
 
 @stage_main
 def main(args: ExportArguments) -> dict:
-    # main only: parse_args stays light (torch, datasets)
-    from llm_recipes.export.build import export_folder  # noqa: PLC0415
-
     output = Path(args.output_dir).expanduser()
     source = inspect_source(args.model_name_or_path, args.base_model_name_or_path)
     card = CardOptions(

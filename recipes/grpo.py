@@ -22,10 +22,11 @@ from collections.abc import Sequence
 import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time warning, which the next import triggers)
 
 # isort: split
-from trl import GRPOConfig, ModelConfig
+from trl import GRPOConfig, GRPOTrainer, ModelConfig
 
 from llm_recipes.configs import parse_config, run_recipe
 from llm_recipes.rl.config import RLScriptArguments
+from llm_recipes.rl.online import build_online_rl_trainer, train_online_rl
 from llm_recipes.rl.rewards import check_rl_arguments
 from llm_recipes.runs.outputs import stage_main
 
@@ -44,21 +45,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[RLScriptArguments, GR
 
 def build_trainer(script_args: RLScriptArguments, training_args: GRPOConfig, model_args: ModelConfig):
     """Prompts, policy, reward and TRL's GRPOTrainer, ready to train. Returns (trainer, data)."""
-    # parse_args stays light: TRL's GRPOTrainer and our online-RL loop each pull datasets
-    from trl import GRPOTrainer  # noqa: PLC0415
-
-    from llm_recipes.rl.online import build_online_rl_trainer  # noqa: PLC0415
 
     return build_online_rl_trainer(GRPOTrainer, script_args, training_args, model_args)
 
 
 @stage_main
 def main(script_args: RLScriptArguments, training_args: GRPOConfig, model_args: ModelConfig) -> dict:
-    # parse_args stays light: TRL's GRPOTrainer and our online-RL loop each pull datasets
-    from trl import GRPOTrainer  # noqa: PLC0415
-
-    from llm_recipes.rl.online import train_online_rl  # noqa: PLC0415
-
     return train_online_rl("grpo", GRPOTrainer, script_args, training_args, model_args)
 
 

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+from transformers import AutoTokenizer
+
 from llm_recipes.configs import check_dataset_path, parse_config, run_recipe
 from llm_recipes.data.config import DatasetSpec
+from llm_recipes.data.loading import load_standard
+from llm_recipes.data.text import iter_texts
 from llm_recipes.errors import UserError
+from llm_recipes.models.loading import DECODER_PRESETS, count_parameters, init_decoder
 from llm_recipes.pretrain.config import InitModelArguments
 from llm_recipes.runs.manifest import StageRun
 from llm_recipes.runs.outputs import stage_main
 from llm_recipes.runs.summary import format_summary
+from llm_recipes.tokenizer.training import train_bpe_tokenizer
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[InitModelArguments]:
     (args,) = parse_config((InitModelArguments,), argv)
-    # after parsing: models.loading pulls torch, transformers and datasets, which loading the recipe need not
-    from llm_recipes.models.loading import DECODER_PRESETS  # noqa: PLC0415
 
     if args.preset not in DECODER_PRESETS:
         raise UserError(f"preset: unknown '{args.preset}'; choose from {', '.join(DECODER_PRESETS)}")
@@ -34,15 +39,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[InitModelArguments]:
 
 @stage_main
 def main(args: InitModelArguments) -> dict:
-    # main only: parse_args stays light (torch, transformers and datasets, from each module that needs them)
-    import torch  # noqa: PLC0415
-    from transformers import AutoTokenizer  # noqa: PLC0415
-
-    from llm_recipes.data.loading import load_standard  # noqa: PLC0415
-    from llm_recipes.data.text import iter_texts  # noqa: PLC0415
-    from llm_recipes.models.loading import count_parameters, init_decoder  # noqa: PLC0415
-    from llm_recipes.tokenizer.training import train_bpe_tokenizer  # noqa: PLC0415
-
     run = StageRun.begin("init-model", args.output_dir, {"script": args})
     run.mark_started()
     if args.tokenizer_name_or_path:

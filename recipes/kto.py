@@ -35,6 +35,7 @@ from llm_recipes.configs import (
 from llm_recipes.errors import UserError
 from llm_recipes.hub import push_trained_output, take_over_trainer_push
 from llm_recipes.rl.config import KTOScriptArguments
+from llm_recipes.rl.kto import build_trainer, kto_summary
 from llm_recipes.runs.manifest import StageRun
 from llm_recipes.runs.outputs import stage_main
 from llm_recipes.runs.summary import format_summary
@@ -67,8 +68,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[KTOScriptArguments, K
 
 @stage_main
 def main(script_args: KTOScriptArguments, training_args: KTOConfig, model_args: ModelConfig) -> dict:
-    from llm_recipes.rl.kto import build_trainer, kto_summary  # noqa: PLC0415  TRL's KTOTrainer: parse_args stays light
-
     configs = {"script": script_args, "training": training_args, "model": model_args}
     run = StageRun.begin("kto", training_args.output_dir, configs, training=True)
     push = take_over_trainer_push(training_args)  # pushed once at the end, with our model card

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from llm_recipes.configs import ConfigError, run_recipe
 from llm_recipes.configs.code import code_not_imported
+from llm_recipes.pipeline.dry_run import describe_plan
 from llm_recipes.pipeline.plan import RL_ALGORITHMS, SECTION_NAMES, build_plan, read_pipeline_config
 from llm_recipes.pipeline.report import format_results, write_report
 from llm_recipes.pipeline.runner import (
@@ -59,9 +60,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace]:
 
 
 def main(args: argparse.Namespace) -> list:
-    # main only: parse_args stays light (torch, datasets)
-    from llm_recipes.pipeline.dry_run import describe_plan  # noqa: PLC0415
-
     refuse_multi_process_launch()
     settings, plan = args.settings, args.plan
     config_dir = temporary_config_dir() if args.dry_run else settings.run_dir / "configs"

@@ -26,12 +26,15 @@ import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time wa
 from trl import ModelConfig
 
 from llm_recipes.configs import parse_config, run_recipe
+from llm_recipes.hub import push_trained_output, take_over_trainer_push
 from llm_recipes.pipeline.launch import check_ppo_launch, resolve_launch
 from llm_recipes.rl.checks import check_ppo_arguments
 from llm_recipes.rl.config import PPOConfig, PPOScriptArguments
+from llm_recipes.rl.ppo.build import PPOSummary, build_trainer
 from llm_recipes.runs.manifest import StageRun
 from llm_recipes.runs.outputs import stage_main
 from llm_recipes.runs.summary import format_summary
+from llm_recipes.training.resume import resume_point
 
 # Our defaults where the dataclasses' differ: hold out prompts to measure the gain on.
 PPO_DEFAULTS = dict(eval_split_size=0.1, max_eval_samples=256)
@@ -55,12 +58,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PPOScriptArguments, P
 
 @stage_main
 def main(script_args: PPOScriptArguments, config: PPOConfig, model_args: ModelConfig) -> dict:
-    # main only: parse_args stays light (it loads torch and TRL's config, not transformers: each of these three
-    # modules pulls transformers, and the build datasets and peft too)
-    from llm_recipes.hub import push_trained_output, take_over_trainer_push  # noqa: PLC0415
-    from llm_recipes.rl.ppo.build import PPOSummary, build_trainer  # noqa: PLC0415
-    from llm_recipes.training.resume import resume_point  # noqa: PLC0415
-
     configs = {"script": script_args, "ppo": config, "model": model_args}
     run = StageRun.begin("ppo", config.output_dir, configs, training=True)
     push = take_over_trainer_push(config)  # pushed once at the end, with our model card

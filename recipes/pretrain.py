@@ -26,6 +26,7 @@ from llm_recipes.configs import check_dataset_path, given_values, parse_config, 
 from llm_recipes.data.config import dataset_specs
 from llm_recipes.errors import UserError
 from llm_recipes.hub import push_trained_output, take_over_trainer_push
+from llm_recipes.pretrain.build import parse_overrides
 from llm_recipes.pretrain.checks import (
     check_curriculum,
     check_model,
@@ -34,6 +35,8 @@ from llm_recipes.pretrain.checks import (
     schedule_evaluation,
 )
 from llm_recipes.pretrain.config import PretrainScriptArguments
+from llm_recipes.pretrain.summary import final_evaluation, pretrain_summary, resumed_epoch
+from llm_recipes.pretrain.trainer import build_trainer
 from llm_recipes.runs.manifest import StageRun
 from llm_recipes.runs.outputs import stage_main
 from llm_recipes.runs.summary import format_summary
@@ -46,8 +49,6 @@ PRETRAIN_DEFAULTS = dict(report_to="none", logging_steps=10, save_total_limit=2)
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[PretrainScriptArguments, TrainingArguments]:
     """Parse and check the config: everything a user can get wrong fails here, before a model is loaded."""
-    # pretrain.build pulls datasets and TRL: importing the recipe (pipeline --dry_run, the console script) stays light
-    from llm_recipes.pretrain.build import parse_overrides  # noqa: PLC0415
 
     given = given_values(argv)
     defaults = {**PRETRAIN_DEFAULTS, **evaluation_defaults(given)}
@@ -67,9 +68,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PretrainScriptArgumen
 @stage_main
 def main(script_args: PretrainScriptArguments, training_args: TrainingArguments, callbacks: Sequence[Any] = ()) -> dict:
     """Train, evaluate, save and report. `callbacks` are extra `TrainerCallback`s (for users and tests)."""
-    # main only: parse_args stays light (both modules pull datasets and TRL)
-    from llm_recipes.pretrain.summary import final_evaluation, pretrain_summary, resumed_epoch  # noqa: PLC0415
-    from llm_recipes.pretrain.trainer import build_trainer  # noqa: PLC0415
 
     configs = {"script": script_args, "training": training_args}
     run = StageRun.begin("pretrain", training_args.output_dir, configs, training=True)

@@ -19,8 +19,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llm_recipes.compress.config import QuantizeArguments
+from llm_recipes.compress.quantize import (
+    check_report_fields,
+    check_source,
+    check_spec,
+    format_extras,
+    quantization_spec,
+    quantize_folder,
+    report_rows,
+)
+from llm_recipes.compress.quantize_build import load_full_precision, load_report_data, quantization_report
+from llm_recipes.compress.report import COMPRESSION_REPORT, comparison_summary, format_comparison
+from llm_recipes.compress.summaries import QuantizeSummary
 from llm_recipes.configs import check_dataset_path, check_model_path, is_planned, looks_local, parse_config, run_recipe
 from llm_recipes.errors import UserError
+from llm_recipes.export.folder import load_tokenizer
+from llm_recipes.export.source import inspect_source, parse_shard_size
 from llm_recipes.runs.manifest import StageRun, write_json_atomically
 from llm_recipes.runs.outputs import stage_main, written_in_place
 from llm_recipes.runs.summary import format_summary
@@ -28,8 +42,6 @@ from llm_recipes.runs.summary import format_summary
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[QuantizeArguments]:
     """Parse and check the config: everything a user can get wrong fails here, before a model is loaded."""
-    # loading the recipe stays light (pipeline --dry_run, the console script): export.source pulls transformers
-    from llm_recipes.export.source import inspect_source, parse_shard_size  # noqa: PLC0415
 
     (args,) = parse_config((QuantizeArguments,), argv)
     check_model_path(args.model_name_or_path)
@@ -38,13 +50,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[QuantizeArguments]:
     if Path(args.output_dir).expanduser().resolve() == Path(args.model_name_or_path).expanduser().resolve():
         raise UserError("output_dir must differ from model_name_or_path: the quantized model is a new folder")
     parse_shard_size(args.max_shard_size)
-    # after the cheap checks: compress.quantize pulls torch, transformers and datasets
-    from llm_recipes.compress.quantize import (  # noqa: PLC0415
-        check_report_fields,
-        check_source,
-        check_spec,
-        quantization_spec,
-    )
 
     if not is_planned(args.model_name_or_path):
         check_source(args, inspect_source(args.model_name_or_path, args.base_model_name_or_path))
@@ -60,23 +65,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[QuantizeArguments]:
 
 @stage_main
 def main(args: QuantizeArguments) -> dict:
-    # main only: parse_args stays light (each of these modules pulls torch and transformers)
-    from llm_recipes.compress.quantize import (  # noqa: PLC0415
-        format_extras,
-        quantization_spec,
-        quantize_folder,
-        report_rows,
-    )
-    from llm_recipes.compress.quantize_build import (  # noqa: PLC0415
-        load_full_precision,
-        load_report_data,
-        quantization_report,
-    )
-    from llm_recipes.compress.report import COMPRESSION_REPORT, comparison_summary, format_comparison  # noqa: PLC0415
-    from llm_recipes.compress.summaries import QuantizeSummary  # noqa: PLC0415
-    from llm_recipes.export.folder import load_tokenizer  # noqa: PLC0415
-    from llm_recipes.export.source import inspect_source  # noqa: PLC0415
-
     output = Path(args.output_dir).expanduser()
     source = inspect_source(args.model_name_or_path, args.base_model_name_or_path)
     spec = quantization_spec(args)

@@ -25,6 +25,7 @@ from llm_recipes.configs import parse_config, run_recipe
 from llm_recipes.hub import push_trained_output, take_over_trainer_push
 from llm_recipes.rl.checks import check_reward_arguments
 from llm_recipes.rl.config import RewardScriptArguments
+from llm_recipes.rl.reward_training import RewardSummary, build_trainer
 from llm_recipes.rl.rewards import save_reward_input
 from llm_recipes.runs.manifest import StageRun
 from llm_recipes.runs.outputs import stage_main
@@ -46,9 +47,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[RewardScriptArguments
 
 @stage_main
 def main(script_args: RewardScriptArguments, training_args: RewardConfig, model_args: ModelConfig) -> dict:
-    # main only: parse_args stays light (the reward trainer pulls datasets)
-    from llm_recipes.rl.reward_training import RewardSummary, build_trainer  # noqa: PLC0415
-
     configs = {"script": script_args, "training": training_args, "model": model_args}
     run = StageRun.begin("reward", training_args.output_dir, configs, training=True)
     push = take_over_trainer_push(training_args)  # pushed once at the end, with our model card

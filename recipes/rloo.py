@@ -20,10 +20,11 @@ from collections.abc import Sequence
 import llm_recipes  # noqa: F401  (first: it quiets bitsandbytes' import-time warning, which the next import triggers)
 
 # isort: split
-from trl import ModelConfig, RLOOConfig
+from trl import ModelConfig, RLOOConfig, RLOOTrainer
 
 from llm_recipes.configs import parse_config, run_recipe
 from llm_recipes.rl.config import RLScriptArguments
+from llm_recipes.rl.online import build_online_rl_trainer, train_online_rl
 from llm_recipes.rl.rewards import check_rl_arguments
 from llm_recipes.runs.outputs import stage_main
 
@@ -42,21 +43,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[RLScriptArguments, RL
 
 def build_trainer(script_args: RLScriptArguments, training_args: RLOOConfig, model_args: ModelConfig):
     """Prompts, policy, reward and TRL's RLOOTrainer, ready to train. Returns (trainer, data)."""
-    # parse_args stays light: TRL's RLOOTrainer and our online-RL loop each pull datasets
-    from trl import RLOOTrainer  # noqa: PLC0415
-
-    from llm_recipes.rl.online import build_online_rl_trainer  # noqa: PLC0415
 
     return build_online_rl_trainer(RLOOTrainer, script_args, training_args, model_args)
 
 
 @stage_main
 def main(script_args: RLScriptArguments, training_args: RLOOConfig, model_args: ModelConfig) -> dict:
-    # parse_args stays light: TRL's RLOOTrainer and our online-RL loop each pull datasets
-    from trl import RLOOTrainer  # noqa: PLC0415
-
-    from llm_recipes.rl.online import train_online_rl  # noqa: PLC0415
-
     return train_online_rl("rloo", RLOOTrainer, script_args, training_args, model_args)
 
 

@@ -29,10 +29,13 @@ from llm_recipes.configs import (
 from llm_recipes.data.config import dataset_specs
 from llm_recipes.errors import UserError
 from llm_recipes.hub import push_trained_output, take_over_trainer_push
+from llm_recipes.models.loading import count_parameters
 from llm_recipes.runs.manifest import StageRun
 from llm_recipes.runs.outputs import stage_main
 from llm_recipes.runs.summary import format_summary
+from llm_recipes.sft.build import build_trainer
 from llm_recipes.sft.config import SFTScriptArguments
+from llm_recipes.sft.summary import check_loss_mask, sft_summary
 from llm_recipes.training.resume import resume_point
 
 # Our defaults where TRL's differ: loss on what the assistant says, no tracker unless asked, private pushes.
@@ -62,11 +65,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SFTScriptArguments, S
 
 @stage_main
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict:
-    # main only: parse_args stays light (all three modules pull datasets)
-    from llm_recipes.models.loading import count_parameters  # noqa: PLC0415
-    from llm_recipes.sft.build import build_trainer  # noqa: PLC0415
-    from llm_recipes.sft.summary import check_loss_mask, sft_summary  # noqa: PLC0415
-
     configs = {"script": script_args, "training": training_args, "model": model_args}
     run = StageRun.begin("sft", training_args.output_dir, configs, training=True)
     push = take_over_trainer_push(training_args)  # pushed once at the end, with our model card

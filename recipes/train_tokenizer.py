@@ -16,13 +16,19 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from transformers import AutoTokenizer
+
 from llm_recipes.configs import check_dataset_path, looks_local, parse_config, run_recipe
 from llm_recipes.data.config import DatasetSpec
+from llm_recipes.data.loading import load_standard
+from llm_recipes.data.mixture import hold_out
+from llm_recipes.data.text import iter_texts
 from llm_recipes.errors import UserError
 from llm_recipes.runs.manifest import StageRun
 from llm_recipes.runs.outputs import stage_main, written_in_place
 from llm_recipes.runs.summary import format_summary
 from llm_recipes.tokenizer.config import TrainTokenizerArguments
+from llm_recipes.tokenizer.training import measure_fertility, retrain_tokenizer, train_tokenizer
 
 # What a previous run of this stage leaves; only such a folder is replaced by a new run.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "llm_recipes_manifest.json")
@@ -49,11 +55,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainTokenizerArgumen
 
 @stage_main
 def main(args: TrainTokenizerArguments) -> dict:
-    # main only: parse_args stays light (data loading pulls datasets, tokenizer training transformers and torch)
-    from llm_recipes.data.loading import load_standard  # noqa: PLC0415
-    from llm_recipes.data.text import iter_texts  # noqa: PLC0415
-    from llm_recipes.tokenizer.training import measure_fertility  # noqa: PLC0415
-
     # written beside the output and renamed into place at the end: a crash never leaves a half-written tokenizer
     run = StageRun.begin("train-tokenizer", args.output_dir, {"script": args})
     with written_in_place(args.output_dir) as staging:
@@ -87,8 +88,6 @@ def main(args: TrainTokenizerArguments) -> dict:
 
 def build_tokenizer(args: TrainTokenizerArguments, texts: Iterable[str]):
     """A new tokenizer trained on `texts`, or `base_tokenizer` retrained on them."""
-    # main only: parse_args stays light (tokenizer training pulls transformers and torch)
-    from llm_recipes.tokenizer.training import retrain_tokenizer, train_tokenizer  # noqa: PLC0415
 
     if args.base_tokenizer:
         tokenizer = retrain_tokenizer(_load_base_tokenizer(args.base_tokenizer), texts, args.vocab_size)
@@ -115,7 +114,6 @@ def _split(dataset, args: TrainTokenizerArguments):
         )
     if args.heldout_size and len(dataset) < 2:
         raise UserError("heldout_size: the dataset has one document; set heldout_size: 0 to train on it")
-    from llm_recipes.data.mixture import hold_out  # noqa: PLC0415  main only: parse_args stays light (datasets)
 
     try:
         train, heldout = hold_out(dataset, args.heldout_size, seed=args.seed)
@@ -140,8 +138,6 @@ class _CountingTexts:
 
 
 def _load_base_tokenizer(path: str):
-    from transformers import AutoTokenizer  # noqa: PLC0415  main only: parse_args stays light
-
     try:
         return AutoTokenizer.from_pretrained(os.path.expanduser(path))
     except (OSError, ValueError) as err:

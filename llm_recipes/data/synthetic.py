@@ -38,6 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from llm_recipes.models.loading import init_decoder
+from llm_recipes.tokenizer.training import train_bpe_tokenizer
+
 __all__ = [
     "ANIMALS",
     "COLORS",
@@ -352,10 +357,6 @@ def write_synthetic_base_model(
 ) -> Path:
     """A randomly initialised tiny decoder with a BPE tokenizer trained on the task's text (every word of the task
     is one token, so a ~0.1M-parameter model learns it in seconds): the starting point of the learning proofs."""
-    import torch  # noqa: PLC0415  reward functions here are imported at config check: no torch
-
-    from llm_recipes.models.loading import init_decoder  # noqa: PLC0415  reward functions here are imported at config check: no torch
-    from llm_recipes.tokenizer.training import train_bpe_tokenizer  # noqa: PLC0415  reward functions here are imported at config check: no torch
 
     folder = Path(folder)
     tokenizer = train_bpe_tokenizer(synthetic_texts(400), vocab_size=vocab_size)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_recipes.export.source import ADAPTER_CONFIG, quantization_of, read_json
+from llm_recipes.rl.rewards import REWARD_INPUT_FIELD, REWARD_INPUT_FILE
 
 # What a folder's model does, by the end of its architecture's name in config.json (or an adapter's PEFT task type):
 # the Hub's pipeline tag, what the card calls the model, and its use
@@ -185,7 +186,6 @@ def _reward_usage(model_id: str, facts: FolderFacts, needs: str) -> str:
 
 def _reward_input(folder: Path, config: dict[str, Any], task: str | None, chat: bool) -> str | None:
     """How a reward model reads a response, as the reward stage recorded it; None for other models."""
-    from llm_recipes.rl.rewards import REWARD_INPUT_FIELD, REWARD_INPUT_FILE  # noqa: PLC0415  it loads torch; hub does not
 
     if task != "text-classification":
         return None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_recipes.configs.paths import locate_recorded_path, looks_local
+from llm_recipes.models.loading import preset_names
 from llm_recipes.runs.manifest import read_manifest
 
 INPUT_MODEL_KEYS = ("model", "base_model")
@@ -79,8 +80,6 @@ def _input_values(inputs: dict[str, Any]) -> Iterable[str]:
 
 
 def is_hub_id(value: str) -> bool:
-    from llm_recipes.models.loading import preset_names  # noqa: PLC0415  it loads torch; importing llm_recipes.hub does not
-
     return bool(value) and not looks_local(value) and value not in preset_names()
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import evaluate
+
 from llm_recipes.errors import UserError
 
 METRICS_DIR = Path(__file__).resolve().parent
@@ -31,6 +33,5 @@ def metric_path(name: str) -> str:
 
 def load_metric(name: str, **kwargs: Any):
     """`evaluate.load` of our local copy of metric `name` (bleu, chrf, rouge, exact_match); never touches the Hub."""
-    import evaluate  # noqa: PLC0415  light: evaluate imports torch, transformers, datasets
 
     return evaluate.load(metric_path(name), **kwargs)

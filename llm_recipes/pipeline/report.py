@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_recipes.evaluation.protocol import format_measure, measure_title
+from llm_recipes.evaluation.report import text_table
 from llm_recipes.runs.manifest import read_manifest, write_json_atomically
 from llm_recipes.runs.summary import format_number
 
@@ -193,8 +195,6 @@ def _clip(text: str, limit: int) -> str:
 
 def format_model_table(header: dict[str, Any], rows: list[ModelRow]) -> str:
     """One row per model, one column per protocol measure, the definitions once, then what the models answer."""
-    from llm_recipes.evaluation.protocol import format_measure, measure_title  # noqa: PLC0415  pipeline plans without torch (recipes/pipeline.py)
-    from llm_recipes.evaluation.report import text_table  # noqa: PLC0415  pipeline plans without torch (recipes/pipeline.py)
 
     names = header["measures"]
     other = [row for row in rows if row.result.get("protocol") != header["fingerprint"]]

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+import transformers.training_args as training_args
 import yaml
 
 from llm_recipes import cli
@@ -75,8 +77,6 @@ def check_plan(plan: list[StagePlan], config_paths: dict[str, Path]) -> None:
 def checks_as_on_a_gpu_machine() -> Iterator[bool]:
     """Check GPU configs on a machine without one as the GPU machine would (a dry run plans for the cluster from a
     laptop): transformers refuses `bf16: true` where no GPU supports it. Yields whether the check was relaxed."""
-    import torch  # noqa: PLC0415  pipeline plans without torch (recipes/pipeline.py)
-    import transformers.training_args as training_args  # noqa: PLC0415  pipeline plans without torch (recipes/pipeline.py)
 
     if torch.cuda.is_available():
         yield False
@@ -184,7 +184,6 @@ def run_stage(step: StagePlan, config_path: Path, *, overwrite: bool = False) ->
         return
     cli.run_here(step.stage, args)
     gc.collect()  # the stage's model and data go before the next stage loads its own
-    import torch  # noqa: PLC0415  pipeline plans without torch (recipes/pipeline.py)
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # a later stage may be a multi-process launch that needs this GPU's memory

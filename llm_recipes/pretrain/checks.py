@@ -12,6 +12,8 @@ from transformers.trainer_utils import IntervalStrategy
 from llm_recipes.configs import check_model_path, is_planned, looks_local
 from llm_recipes.configs.paths import check_eval_split_size
 from llm_recipes.errors import UserError
+from llm_recipes.models.loading import preset_names
+from llm_recipes.pretrain.build import load_tokenizer, model_config, prepare_tokenizer
 from llm_recipes.pretrain.config import PretrainScriptArguments
 
 
@@ -27,8 +29,6 @@ def evaluation_defaults(given: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_model_source(script_args: PretrainScriptArguments) -> None:
-    from llm_recipes.models.loading import preset_names  # noqa: PLC0415  (loads datasets: kept off the recipe's import)
-
     sources = [name for name in ("model_name_or_path", "preset", "config_name") if getattr(script_args, name)]
     if len(sources) != 1:
         raise UserError(
@@ -81,8 +81,6 @@ def schedule_evaluation(
 def check_model(script_args: PretrainScriptArguments) -> None:
     """Cheap model-level checks: the tokenizer and the architecture's config, no weights (none while an earlier
     pipeline stage has yet to write the tokenizer)."""
-    # loads datasets: kept off the recipe's import, and a planned stage (pipeline --dry_run) never needs it
-    from llm_recipes.pretrain.build import load_tokenizer, model_config, prepare_tokenizer  # noqa: PLC0415
 
     if is_planned(script_args.tokenizer_name_or_path or script_args.model_name_or_path):
         return

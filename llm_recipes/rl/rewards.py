@@ -25,10 +25,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
+from peft import AutoPeftModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, set_seed
+from trl import get_peft_config, get_quantization_config
+from trl.trainer.reward_trainer import suppress_seqcls_warning
 
 from llm_recipes.configs import check_dataset_path, check_eval_data, check_model_path, check_quantized_training
 from llm_recipes.configs.code import check_code_exists, imports_code, split_code_spec
+from llm_recipes.data.preferences import load_prompt_data
 from llm_recipes.errors import UserError
+from llm_recipes.evaluation.loading import (
+    align_pad_token,
+    check_model_folder,
+    is_adapter,
+    load_model,
+    load_tokenizer_for,
+    pick_device,
+    resolve_dtype,
+)
+from llm_recipes.models.chat import ensure_chat_template
+from llm_recipes.models.loading import _kbit_device_map, load_causal_lm, load_tokenizer, torch_dtype
+from llm_recipes.training.resume import last_logged
 
 __all__ = [
     "REWARD_INPUT_FIELD",
@@ -131,7 +149,6 @@ def load_reward_model(
 ) -> tuple[Any, Any]:
     """(model, tokenizer) of a reward model folder, in eval mode: full weights, or a LoRA adapter (with its saved
     score head) merged into its base. The model knows the tokenizer's pad token, so batches work."""
-    from llm_recipes.evaluation.loading import align_pad_token, is_adapter, load_model, load_tokenizer_for  # noqa: PLC0415 (config checks import this module: parse_args stays light)
 
     if isinstance(dtype, torch.dtype):
         dtype = str(dtype).removeprefix("torch.")
@@ -156,13 +173,9 @@ def _load_adapter_classifier(path: str, dtype: str | None, device: str | torch.d
     """A LoRA reward model: its base loads as a one-output classifier (a plain from_pretrained would give the base
     two labels and the saved one-row score head would not fit), then the adapter is merged: frozen from here on,
     one plain classifier is faster and simpler."""
-    from peft import AutoPeftModelForSequenceClassification  # noqa: PLC0415 (config checks import this module: parse_args stays light)
-
-    from llm_recipes.evaluation.loading import check_model_folder, pick_device, resolve_dtype  # noqa: PLC0415 (config checks import this module: parse_args stays light)
 
     check_model_folder(path, "reward_model")
     device = device if isinstance(device, torch.device) else pick_device(device)
-    from trl.trainer.reward_trainer import suppress_seqcls_warning  # noqa: PLC0415 (config checks import this module: parse_args stays light)
 
     with suppress_seqcls_warning():  # the base's own fresh score head is replaced by the saved one
         model = AutoPeftModelForSequenceClassification.from_pretrained(
@@ -179,12 +192,6 @@ def _load_adapter_classifier(path: str, dtype: str | None, device: str | torch.d
 def load_reward_model_for_training(model_args: Any, trust_remote_code: bool = False) -> Any:
     """The model named by TRL's `ModelConfig` as a one-output sequence classifier (a fresh score head on a causal
     LM checkpoint), quantized when it asks for 4-bit or 8-bit."""
-    from accelerate import PartialState  # noqa: PLC0415 (config checks import this module: parse_args stays light)
-    from transformers import AutoModelForSequenceClassification  # noqa: PLC0415 (config checks import this module: parse_args stays light)
-    from trl import get_quantization_config  # noqa: PLC0415 (config checks import this module: parse_args stays light)
-    from trl.trainer.reward_trainer import suppress_seqcls_warning  # noqa: PLC0415 (config checks import this module: parse_args stays light)
-
-    from llm_recipes.models.loading import _kbit_device_map, torch_dtype  # noqa: PLC0415 (config checks import this module: parse_args stays light)
 
     quantization_config = get_quantization_config(model_args)
     if quantization_config is not None and model_args.load_in_4bit:
@@ -309,7 +316,6 @@ def rl_summary(
 ) -> dict[str, Any]:
     """What an RL stage (GRPO, RLOO) reports: how much it trained and how the reward moved. The reward is the
     stage's own (reward model or function), without the missing-EOS penalty TRL adds to it, as PPO's score is."""
-    from llm_recipes.training.resume import last_logged  # noqa: PLC0415 (config checks import this module: parse_args stays light)
 
     history = trainer.state.log_history
     names = getattr(trainer, "reward_func_names", None)
@@ -363,12 +369,6 @@ def check_rl_arguments(script_args: Any, training_args: Any, model_args: Any) ->
 def load_rl_inputs(script_args: Any, training_args: Any, model_args: Any) -> tuple[Any, Any, Any, list, Any]:
     """(prompts, policy, tokenizer, reward functions, peft config) -- what an RL stage starts from, given its
     `RLScriptArguments`, TRL training config and `ModelConfig`."""
-    from transformers import set_seed  # noqa: PLC0415 (config checks import this module: parse_args stays light)
-    from trl import get_peft_config  # noqa: PLC0415 (config checks import this module: parse_args stays light)
-
-    from llm_recipes.data.preferences import load_prompt_data  # noqa: PLC0415 (config checks import this module: parse_args stays light)
-    from llm_recipes.models.chat import ensure_chat_template  # noqa: PLC0415 (config checks import this module: parse_args stays light)
-    from llm_recipes.models.loading import load_causal_lm, load_tokenizer  # noqa: PLC0415 (config checks import this module: parse_args stays light)
 
     with training_args.main_process_first(desc="loading prompts"):
         data = load_prompt_data(

@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import evaluate
 import numpy as np
 
 from llm_recipes.evaluation.classification import classification_metrics
 from llm_recipes.metrics import METRICS_DIR
+from llm_recipes.metrics.seqeval.seqeval import split_tag
 from llm_recipes.tasks.data import CLASSIFICATION, QUESTION_ANSWERING, TOKEN_CLASSIFICATION, answer_spans, column_values
 from llm_recipes.tasks.qa import best_answers
 
@@ -33,14 +35,11 @@ DEFAULT_METRIC = {CLASSIFICATION: "f1_macro", TOKEN_CLASSIFICATION: "f1", QUESTI
 
 def load_local_metric(name: str) -> Any:
     """`evaluate.load` of one of our metric modules by its folder (works offline, never touches the Hub)."""
-    import evaluate  # noqa: PLC0415 (finetune_task's parse_args imports this module: no evaluate)
 
     return evaluate.load(str(METRICS_DIR / name))
 
 
 def entity_types(labels: Sequence[str]) -> list[str]:
-    from llm_recipes.metrics.seqeval.seqeval import split_tag  # noqa: PLC0415 (finetune_task's parse_args imports this module: no evaluate)
-
     return sorted({split_tag(label)[1] for label in labels} - {""})
 
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from accelerate import Accelerator, FullyShardedDataParallelPlugin
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedType
+
 from llm_recipes.errors import UserError
 
 
@@ -41,9 +45,6 @@ def make_accelerator(config: Any) -> Any:
     """The Accelerator of a PPO run (CPU or not, bf16 or not, FSDP2 when the launch asks for it). A Trainer that
     ran earlier in this process (a pipeline, a notebook) may have fixed other settings in accelerate's process-wide
     state; they are reset first, as `transformers.TrainingArguments` does, keeping the process group."""
-    from accelerate import Accelerator, FullyShardedDataParallelPlugin  # noqa: PLC0415 (the ppo recipe's parse_args checks the launch: stays light)
-    from accelerate.state import AcceleratorState  # noqa: PLC0415 (the ppo recipe's parse_args checks the launch: stays light)
-    from accelerate.utils import DistributedType  # noqa: PLC0415 (the ppo recipe's parse_args checks the launch: stays light)
 
     check_launch_environment()
     AcceleratorState._reset_state()
