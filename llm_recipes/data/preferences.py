@@ -20,6 +20,12 @@ conversation (a string prompt becomes a user turn).
 TRL can extract an implicit prompt itself, but not from transcripts or ShareGPT rows, and its trainers differ in
 what they accept; converting once here gives every stage the same explicit shape. The turn parsing is shared with
 the SFT converters in ``formats.py``. Like there, rows that cannot be used are dropped and counted by reason.
+
+Tool data (a ``tools`` column, OpenAI ``tool_calls`` in the turns, ShareGPT ``function_call``/``observation`` turns)
+keeps its tools, as SFT data does (`data/tools.py`): the turns carry ``tool_calls`` -- so a chosen or rejected
+answer may be a call -- and a ``tools`` column holds the schemas. TRL's DPO, reward and KTO trainers pass that
+column to ``apply_chat_template(tools=...)``, so the prompt they train on lists the tools. Tools need
+conversations: text pairs with a ``tools`` column are refused, since no text prompt could show them.
 """
 
 from __future__ import annotations
@@ -54,6 +60,13 @@ from llm_recipes.data.formats import (
 )
 from llm_recipes.data.io import load_dataset_source
 from llm_recipes.data.mixture import hold_out
+from llm_recipes.data.tools import (
+    TOOL_MESSAGES_FEATURE,
+    TOOLS_FEATURE,
+    ToolFormatError,
+    carries_tools,
+    tool_schemas,
+)
 from llm_recipes.errors import UserError
 from llm_recipes.rl.config import PREFERENCE_FORMATS
 
@@ -144,8 +157,18 @@ def to_preference_columns(
     conversational = any(name in _CONVERSATIONAL_SOURCES for name in formats or [source_format]) or any(
         _is_messages(first_row.get(column)) for column in ("prompt", "chosen", "rejected")
     )
-    text_feature = _MESSAGES_FEATURE if conversational else datasets.Value("string")
+    with_tools = any(carries_tools(ds, column) for column in ("conversations", "prompt", "chosen", "rejected"))
+    if with_tools and not conversational:
+        raise DatasetFormatError(
+            "the pairs have tools but are text: tool data needs conversations (message lists in prompt/chosen/"
+            "rejected, or ShareGPT turns), which the chat template renders with the tools"
+        )
+    text_feature = (
+        (TOOL_MESSAGES_FEATURE if with_tools else _MESSAGES_FEATURE) if conversational else datasets.Value("string")
+    )
     features = datasets.Features({"prompt": text_feature, "chosen": text_feature, "rejected": text_feature})
+    if with_tools:
+        features["tools"] = TOOLS_FEATURE
     if "margin" in columns:
         features["margin"] = datasets.Value("float32")
     features[_DROP] = datasets.Value("string")
@@ -153,7 +176,12 @@ def to_preference_columns(
     converted = ds.map(
         _convert_batch,
         batched=True,
-        fn_kwargs={"source_format": source_format, "conversational": conversational, "mixed": bool(formats)},
+        fn_kwargs={
+            "source_format": source_format,
+            "conversational": conversational,
+            "mixed": bool(formats),
+            "with_tools": with_tools,
+        },
         remove_columns=columns,
         features=features,
         num_proc=num_proc,
@@ -213,17 +241,18 @@ def _row_format(row: dict[str, Any], fallback: str) -> str:
 Pair = tuple[Any, Any, Any]  # (prompt, chosen, rejected)
 
 
-def _as_messages(value: Any, role: str) -> list[Message]:
+def _as_messages(value: Any, role: str, with_tools: bool = False) -> list[Message]:
     """A cell as a message list: message lists are normalized (ShareGPT or OpenAI turns), a string becomes one
-    turn of `role`, a single turn dict (ShareGPT's chosen) becomes that turn."""
+    turn of `role`, a single turn dict (ShareGPT's chosen) becomes that turn. `with_tools`: calls are kept as the
+    turns' ``tool_calls`` (`formats._normalize_turn`)."""
     if isinstance(value, str):
         return [{"role": role, "content": value}]
     if isinstance(value, dict):
-        return _turns([value])
-    return _turns(value)
+        return _turns([value], with_tools)
+    return _turns(value, with_tools)
 
 
-def _explicit_row(row: dict[str, Any], conversational: bool) -> Pair:
+def _explicit_row(row: dict[str, Any], conversational: bool, with_tools: bool = False) -> Pair:
     prompt, chosen, rejected = row.get("prompt"), row.get("chosen"), row.get("rejected")
     if prompt is None:
         raise _Drop("missing prompt")
@@ -232,7 +261,11 @@ def _explicit_row(row: dict[str, Any], conversational: bool) -> Pair:
         if any(text is None for text in texts):
             raise _Drop("malformed pair")
         return texts[0], texts[1], texts[2]
-    return _as_messages(prompt, "user"), _as_messages(chosen, "assistant"), _as_messages(rejected, "assistant")
+    return (
+        _as_messages(prompt, "user", with_tools),
+        _as_messages(chosen, "assistant", with_tools),
+        _as_messages(rejected, "assistant", with_tools),
+    )
 
 
 def _split_common_prefix(chosen: Any, rejected: Any) -> Pair:
@@ -248,10 +281,13 @@ def _split_common_prefix(chosen: Any, rejected: Any) -> Pair:
     return chosen[:shared], chosen[shared:], rejected[shared:]
 
 
-def _implicit_row(row: dict[str, Any], conversational: bool) -> Pair:
+def _implicit_row(row: dict[str, Any], conversational: bool, with_tools: bool = False) -> Pair:
     chosen, rejected = row.get("chosen"), row.get("rejected")
     if conversational:
-        chosen, rejected = _as_messages(chosen, "assistant"), _as_messages(rejected, "assistant")
+        chosen, rejected = (
+            _as_messages(chosen, "assistant", with_tools),
+            _as_messages(rejected, "assistant", with_tools),
+        )
     else:
         chosen, rejected = _as_text(chosen), _as_text(rejected)
         if chosen is None or rejected is None:
@@ -273,7 +309,7 @@ def parse_hh_transcript(text: str) -> list[Message]:
     ]
 
 
-def _hh_row(row: dict[str, Any], conversational: bool) -> Pair:
+def _hh_row(row: dict[str, Any], conversational: bool, with_tools: bool = False) -> Pair:
     chosen, rejected = _as_text(row.get("chosen")), _as_text(row.get("rejected"))
     if chosen is None or rejected is None:
         raise _Drop("malformed pair")
@@ -288,13 +324,16 @@ def _hh_row(row: dict[str, Any], conversational: bool) -> Pair:
     return prompt, chosen_turns, rejected_turns
 
 
-def _sharegpt_row(row: dict[str, Any], conversational: bool) -> Pair:
-    prompt = _turns(row.get("conversations"))
+def _sharegpt_row(row: dict[str, Any], conversational: bool, with_tools: bool = False) -> Pair:
+    prompt = _turns(row.get("conversations"), with_tools)
     system = (_as_text(row.get("system")) or "").strip()
     if system and not (prompt and prompt[0]["role"] == "system"):
         prompt.insert(0, {"role": "system", "content": system})
     if not prompt:
         raise _Drop("missing prompt")
+    if with_tools:
+        # an answer may be a call: a `function_call` turn (or a list of turns) becomes the assistant's tool_calls
+        return prompt, _sharegpt_answer(row.get("chosen")), _sharegpt_answer(row.get("rejected"))
     return (
         prompt,
         [{"role": "assistant", "content": _chosen_text(row.get("chosen"))}],
@@ -302,7 +341,13 @@ def _sharegpt_row(row: dict[str, Any], conversational: bool) -> Pair:
     )
 
 
-_ROW_CONVERTERS: dict[str, Callable[[dict[str, Any], bool], Pair]] = {
+def _sharegpt_answer(answer: Any) -> list[Message]:
+    if isinstance(answer, (dict, list)):
+        return [{**turn, "content": turn["content"].strip()} for turn in _as_messages(answer, "assistant", True)]
+    return [{"role": "assistant", "content": _chosen_text(answer)}]
+
+
+_ROW_CONVERTERS: dict[str, Callable[[dict[str, Any], bool, bool], Pair]] = {
     "prompt_chosen_rejected": _explicit_row,
     "implicit_prompt": _implicit_row,
     "hh_rlhf": _hh_row,
@@ -313,7 +358,9 @@ _ROW_CONVERTERS: dict[str, Callable[[dict[str, Any], bool], Pair]] = {
 def _is_blank(answer: Any) -> bool:
     if isinstance(answer, str):
         return not answer.strip()
-    return not any(message["content"].strip() for message in answer if message["role"] == "assistant")
+    return not any(
+        message["content"].strip() or message.get("tool_calls") for message in answer if message["role"] == "assistant"
+    )
 
 
 def _check_pair(prompt: Any, chosen: Any, rejected: Any) -> None:
@@ -323,32 +370,47 @@ def _check_pair(prompt: Any, chosen: Any, rejected: Any) -> None:
         raise _Drop("chosen equals rejected")
 
 
+def _with_call_fields(messages: list[Message]) -> list[Message]:
+    return [{"tool_calls": None, **message} for message in messages]
+
+
 def _convert_batch(
-    batch: dict[str, list], source_format: str, conversational: bool, mixed: bool = False
+    batch: dict[str, list], source_format: str, conversational: bool, mixed: bool = False, with_tools: bool = False
 ) -> dict[str, list]:
-    """Preference rows of `source_format` (or, `mixed`, each of its own shape) -> prompt/chosen/rejected(/margin),
-    plus the drop-reason column."""
+    """Preference rows of `source_format` (or, `mixed`, each of its own shape) -> prompt/chosen/rejected(/margin)
+    (and `with_tools`, tools), plus the drop-reason column."""
     out: dict[str, list] = {"prompt": [], "chosen": [], "rejected": [], _DROP: []}
     if "margin" in batch:
         out["margin"] = []
+    if with_tools:
+        out["tools"] = []
     names = list(batch)
     for values in zip(*(batch[name] for name in names), strict=True):
         row = dict(zip(names, values, strict=True))
         convert_row = _ROW_CONVERTERS[_row_format(row, source_format) if mixed else source_format]
+        tools = None
         try:
-            prompt, chosen, rejected = convert_row(row, conversational)
+            try:
+                prompt, chosen, rejected = convert_row(row, conversational, with_tools)
+                if with_tools:
+                    tools = tool_schemas(row.get("tools"))
+                    prompt, chosen, rejected = map(_with_call_fields, (prompt, chosen, rejected))
+            except ToolFormatError as err:
+                raise _Drop(str(err)) from None
             _check_pair(prompt, chosen, rejected)
             margin = row.get("margin")
             if "margin" in out and not (isinstance(margin, (int, float)) and not isinstance(margin, bool)):
                 raise _Drop("missing margin")
             reason = None
         except _Drop as drop:
-            prompt = chosen = rejected = None
+            prompt = chosen = rejected = tools = None
             reason = drop.reason
         out["prompt"].append(prompt)
         out["chosen"].append(chosen)
         out["rejected"].append(rejected)
         out[_DROP].append(reason)
+        if with_tools:
+            out["tools"].append(tools)
         if "margin" in out:
             out["margin"].append(float(row["margin"]) if reason is None else None)
     return out
