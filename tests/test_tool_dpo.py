@@ -19,6 +19,7 @@ from llm_recipes.cli import load_recipe
 from llm_recipes.data.formats import DatasetFormatError
 from llm_recipes.data.preferences import to_preference_columns
 from llm_recipes.data.tool_demo import CURRENCY_TOOL, TOOLS, WEATHER_TOOL, tool_preferences
+from llm_recipes.data.unpaired import to_unpaired_columns
 from llm_recipes.models.chat import ensure_chat_template
 from llm_recipes.rl.offline import build_dpo_trainer
 from llm_recipes.runs.manifest import read_manifest
@@ -118,6 +119,14 @@ def test_broken_tool_pairs_are_dropped_by_reason_and_text_pairs_with_tools_refus
     text = Dataset.from_list([{"prompt": "Weather in Oslo?", "chosen": "a", "rejected": "b", "tools": "[]"}])
     with pytest.raises(DatasetFormatError, match="tool data needs conversations"):
         to_preference_columns(text)
+
+
+def test_tool_pairs_split_for_kto_keep_their_tools():
+    rows, report = to_unpaired_columns(Dataset.from_list([openai_pair()]))
+    assert report.rows_out == 1 and len(rows) == 2
+    assert [row["label"] for row in rows] == [True, False]
+    assert [row["completion"][0]["tool_calls"] for row in rows] == [[weather_call("Oslo")], [weather_call("Rome")]]
+    assert all(row["tools"] == WRAPPED_TOOLS for row in rows)
 
 
 def test_plain_pairs_are_unchanged():

@@ -147,10 +147,13 @@ def _to_pairs(ds: Dataset, data_format: str, num_proc: int | None) -> tuple[Data
 
 
 def unpair(pairs: Dataset, num_proc: int | None = None) -> Dataset:
-    """prompt/chosen/rejected pairs -> two prompt/completion/label rows each: chosen true, rejected false."""
+    """prompt/chosen/rejected pairs -> two prompt/completion/label rows each: chosen true, rejected false (tool
+    pairs' ``tools`` go with both)."""
     features = datasets.Features(
         {"prompt": pairs.features["prompt"], "completion": pairs.features["chosen"], "label": datasets.Value("bool")}
     )
+    if "tools" in pairs.column_names:
+        features["tools"] = pairs.features["tools"]
     return pairs.map(
         _unpair_batch,
         batched=True,
@@ -167,6 +170,8 @@ def _unpair_batch(batch: dict[str, list]) -> dict[str, list]:
         out["prompt"] += [prompt, prompt]
         out["completion"] += [chosen, rejected]
         out["label"] += [True, False]
+    if "tools" in batch:
+        out["tools"] = [tools for tools in batch["tools"] for _ in range(2)]
     return out
 
 
