@@ -8,7 +8,18 @@ from typing import Any
 from llm_recipes.configs.options import OutputOptions
 from llm_recipes.configs.parsing import DATA_FORMATS, RANGE_CHECKS
 
-EVAL_METRICS = ("perplexity", "generation", "bleu", "chrf", "rouge", "exact_match", "reward", "classification")
+EVAL_METRICS = (
+    "perplexity",
+    "generation",
+    "bleu",
+    "chrf",
+    "rouge",
+    "exact_match",
+    "reward",
+    "judge",
+    "classification",
+)
+JUDGE_MODES = ("single", "pairwise")
 
 
 @dataclass
@@ -43,7 +54,9 @@ class EvaluateArguments(OutputOptions):
         default=None,
         metadata={
             "help": "Evaluation data: plain text (perplexity), prompts with answers in any SFT format (perplexity "
-            "of the whole rows, generation metrics against the answers), or labelled data for a classifier."
+            "of the whole rows, generation metrics against the answers), prompts without answers (MT-bench `turns`, "
+            "`prompt` alone, user-only `messages`: answered, then judged by reward_model / judge_model), or "
+            "labelled data for a classifier."
         },
     )
     data_format: str = field(
@@ -69,7 +82,8 @@ class EvaluateArguments(OutputOptions):
         default=None,
         metadata={
             "help": "What to compute (default: all that the data and models allow): perplexity; generation (= bleu, "
-            "chrf, rouge, exact_match) or any of those; reward (needs reward_model); classification.",
+            "chrf, rouge, exact_match) or any of those; reward (needs reward_model); judge (needs judge_model); "
+            "classification.",
             "choices": EVAL_METRICS,
         },
     )
@@ -93,6 +107,50 @@ class EvaluateArguments(OutputOptions):
         default=None,
         metadata={"help": "A reward model folder: mean reward of each model's answers and win rate vs the first."},
     )
+    # LLM judge (MT-bench / AlpacaEval protocol; llm_recipes.evaluation.judges)
+    judge_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "An LLM judge of the answers: a local chat model folder, or the URL of an OpenAI-compatible "
+            "server (vLLM, llama.cpp, the OpenAI API: http://127.0.0.1:8000). It rates each answer 1-10 and "
+            "compares each model with the first in both orders."
+        },
+    )
+    judge_api_model: str | None = field(
+        default=None,
+        metadata={"help": "The model name sent to a judge server (default: the first it lists at /v1/models)."},
+    )
+    judge_api_key_env: str | None = field(
+        default=None,
+        metadata={
+            "help": "Name of the environment variable holding the judge server's API key (e.g. OPENAI_API_KEY); "
+            "the key is sent as a Bearer token and written nowhere."
+        },
+    )
+    judge_modes: list[str] = field(
+        default_factory=lambda: list(JUDGE_MODES),
+        metadata={
+            "help": "single: a 1-10 rating of every answer; pairwise: each model against the first, each pair "
+            "judged in both orders (needs two models or more).",
+            "choices": JUDGE_MODES,
+        },
+    )
+    judge_prompts: str | None = field(
+        default=None,
+        metadata={
+            "help": "A folder of your own judge prompts replacing the shipped ones by name: single.txt, "
+            "single_multi_turn.txt, pairwise.txt, pairwise_multi_turn.txt (llm_recipes/evaluation/judge_prompts)."
+        },
+    )
+    judge_max_new_tokens: int = field(default=512, metadata={"help": "Longest judge output, in tokens."})
+    judge_max_unparsed: int = field(
+        default=0,
+        metadata={
+            "help": "Judge outputs without a verdict ([[7]], [[A]]) allowed before the run stops with an error; "
+            "those answers are left out of the scores and counted as unparsed. 0: the first one stops it."
+        },
+    )
+    judge_timeout: float = field(default=120.0, metadata={"help": "Seconds to wait for a judge server's answer."})
     num_samples: int = field(default=5, metadata={"help": "Prompts with generations shown in the report."})
     plot_training_curves: bool = field(
         default=True, metadata={"help": "Plot loss, learning rate, reward and KL of models that have a trainer state."}
@@ -124,6 +182,9 @@ RANGE_CHECKS["context_length"] = (lambda v: v is None or v >= 2, "must be >= 2")
 RANGE_CHECKS["batch_size"] = (lambda v: v >= 1, "must be >= 1")
 RANGE_CHECKS["stride"] = (lambda v: v is None or v >= 1, "must be >= 1")
 RANGE_CHECKS["max_new_tokens"] = (lambda v: v >= 1, "must be >= 1")
+RANGE_CHECKS["judge_max_new_tokens"] = (lambda v: v >= 1, "must be >= 1")
+RANGE_CHECKS["judge_max_unparsed"] = (lambda v: v >= 0, "must be >= 0")
+RANGE_CHECKS["judge_timeout"] = (lambda v: v > 0, "must be > 0")
 RANGE_CHECKS["num_samples"] = (lambda v: v >= 0, "must be >= 0")
 RANGE_CHECKS["lm_eval_limit"] = (lambda v: v is None or v > 0, "must be > 0 (a count, or a share below 1)")
 RANGE_CHECKS["lm_eval_num_fewshot"] = (lambda v: v is None or v >= 0, "must be >= 0")

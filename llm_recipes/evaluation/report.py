@@ -13,7 +13,10 @@ with the stage-over-stage comparison table, and the same table printed.
 Each `model_index` entry maps 1:1 onto `huggingface_hub.EvalResult` (see `eval_results_for_card`). With an
 evaluation protocol, the document also holds `"protocol"` (its source, fingerprint, measure names and definitions)
 and each model's full protocol result (measures, answers to the fixed prompts) under `models.<path>.protocol`; the
-protocol's measures are among the model's metrics under their protocol names.
+protocol's measures are among the model's metrics under their protocol names. With judges (a reward model, an LLM
+judge: `judges`), a model's entry also holds `comparisons` (wins, ties, losses, win rate and its 95% interval over
+the first model, per judge) and `answers` (one row per answered turn: question, answer, reward, judge score,
+outcome against the first model), and the document holds `"judge"` (the LLM judge's model, modes and prompt files).
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ METRIC_NAMES: dict[str, tuple[str, bool]] = {
     "exact_match": ("Exact match", True),
     "mean_reward": ("Mean reward", True),
     "win_rate": ("Win rate vs baseline", True),
+    "judge_score": ("Judge score (1-10)", True),
+    "judge_win_rate": ("Judge win rate vs baseline", True),
     "accuracy": ("Accuracy", True),
     "precision_macro": ("Precision (macro)", True),
     "recall_macro": ("Recall (macro)", True),
@@ -66,12 +71,19 @@ TABLE_COLUMNS: list[tuple[str, str]] = [
     ("exact_match", "exact match"),
     ("mean_reward", "mean reward"),
     ("win_rate", "win rate vs first"),
+    ("judge_score", "judge score"),
+    ("judge_win_rate", "judge win rate vs first"),
     ("accuracy", "accuracy"),
     ("f1_macro", "F1 macro"),
     ("f1_micro", "F1 micro"),
 ]
 # which metrics each task's model-index entries carry (the dataset they were measured on differs per group)
 PERPLEXITY_METRICS = ("perplexity", "bits_per_byte")
+WIN_RATES = ("win_rate", "judge_win_rate")
+WIN_RATE_DEFINITION = (
+    "win rate = (wins + ties/2) / judged turns, against the first model; 95% CI: Wilson score interval, "
+    "a tie counted as half a win"
+)
 
 
 @dataclass
@@ -101,6 +113,8 @@ class ModelResult:
     plots: list[str] = field(default_factory=list)  # relative to the output folder
     protocol: dict[str, Any] | None = None  # the model's ProtocolResult (as_dict), when evaluated on a protocol
     metric_datasets: dict[str, DatasetRef] = field(default_factory=dict)  # data of metrics not on `dataset`
+    comparisons: list[dict[str, Any]] = field(default_factory=list)  # judges.Comparison.as_dict(), vs the first
+    answers: list[dict[str, Any]] = field(default_factory=list)  # one row per answered turn (judging.answer_rows)
 
     def protocol_names(self) -> list[str]:
         return list(self.protocol["measures"]) if self.protocol else []
@@ -144,7 +158,7 @@ def model_index_entries(result: ModelResult, baseline: str | None = None) -> lis
         if key in result.protocol_names():
             continue  # a protocol measure without data (latency, size, parameters) is no eval result
         dataset = result.perplexity_dataset if key in PERPLEXITY_METRICS else result.dataset
-        name = f"Win rate vs {baseline}" if key == "win_rate" and baseline else None
+        name = f"{METRIC_NAMES[key][0].removesuffix('baseline')}{baseline}" if key in WIN_RATES and baseline else None
         add(key, value, dataset, task_type(result.kind), name)
     for task, metrics in result.lm_eval.items():
         for metric, value in metrics.items():
@@ -152,8 +166,11 @@ def model_index_entries(result: ModelResult, baseline: str | None = None) -> lis
     return entries
 
 
-def results_document(results: Sequence[ModelResult], protocol: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The eval_results.json document; `protocol` is the protocol's header (`protocol.protocol_header`)."""
+def results_document(
+    results: Sequence[ModelResult], protocol: dict[str, Any] | None = None, judge: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The eval_results.json document; `protocol` is the protocol's header (`protocol.protocol_header`), `judge`
+    the LLM judge's settings (`judging.Judge.settings`)."""
     baseline = results[0].path if len(results) > 1 else None
     models = {}
     for r in results:
@@ -165,6 +182,10 @@ def results_document(results: Sequence[ModelResult], protocol: dict[str, Any] | 
         }
         if r.protocol is not None:
             entry["protocol"] = r.protocol
+        if r.comparisons:
+            entry["comparisons"] = r.comparisons
+        if r.answers:
+            entry["answers"] = r.answers
         models[r.path] = entry
     document: dict[str, Any] = {
         "models": models,
@@ -172,14 +193,19 @@ def results_document(results: Sequence[ModelResult], protocol: dict[str, Any] | 
     }
     if protocol is not None:
         document["protocol"] = protocol
+    if judge is not None:
+        document["judge"] = judge
     return document
 
 
 def write_eval_results(
-    results: Sequence[ModelResult], output_dir: str | Path, protocol: dict[str, Any] | None = None
+    results: Sequence[ModelResult],
+    output_dir: str | Path,
+    protocol: dict[str, Any] | None = None,
+    judge: dict[str, Any] | None = None,
 ) -> Path:
     path = Path(output_dir) / EVAL_RESULTS
-    write_json_atomically(path, results_document(results, protocol))
+    write_json_atomically(path, results_document(results, protocol, judge))
     return path
 
 
@@ -255,6 +281,20 @@ def comparison_rows(results: Sequence[ModelResult]) -> tuple[list[str], list[lis
     return header, rows
 
 
+def win_rate_rows(results: Sequence[ModelResult]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the win-rate table: one row per judge and model compared with the first."""
+    header = ["judge", "model", "vs", "wins", "ties", "losses", "unparsed", "win rate", "95% CI"]
+    rows = []
+    for result in results:
+        for c in result.comparisons:
+            low, high = c["ci95"]
+            interval = f"[{low:.3f}, {high:.3f}]" if low is not None else "-"
+            rate = f"{c['win_rate']:.3f}" if c["win_rate"] is not None else "-"
+            counts = [str(c[key]) for key in ("wins", "ties", "losses", "unparsed")]
+            rows.append([c["judge"], c["model"], c["baseline"], *counts, rate, interval])
+    return header, rows
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
@@ -314,7 +354,40 @@ def _notes(results: Sequence[ModelResult], settings: dict[str, Any]) -> list[str
             f"Reward under `{settings.get('reward_model')}`; win rate: share of prompts where a model's answer "
             f"scores higher than `{first.path}`'s (ties count half)."
         )
+    judge = settings.get("judge")
+    if judge:
+        notes.append(
+            f"LLM judge `{judge['model']}` ({', '.join(judge['modes'])}): judge score = mean 1-10 rating of a "
+            "model's answers (a later turn rated with the whole conversation in view); judge win rate = answers "
+            f"judged against `{first.path}`'s in both orders, the same verdict twice a win or loss, else a tie. "
+            f"Prompts: {', '.join(f'`{path}`' for path in judge['prompts'].values())}."
+        )
+    if any(r.comparisons for r in results):
+        notes.append(WIN_RATE_DEFINITION[0].upper() + WIN_RATE_DEFINITION[1:] + ".")
     return notes
+
+
+def answer_sections(results: Sequence[ModelResult], limit: int = 600) -> list[str]:
+    """Markdown: every answered turn, each model's answer with its reward, judge score and outcome against the
+    first model."""
+    answered = [r for r in results if r.answers]
+    if not answered:
+        return []
+    lines = ["## Answers", ""]
+    columns = [("reward", "reward"), ("judge_score", "judge score")]
+    columns += [("reward_vs_first", "reward vs first"), ("judge_vs_first", "judge vs first")]
+    for index, row in enumerate(answered[0].answers):
+        meta = ", ".join(str(v) for v in (row.get("id") and f"id {row['id']}", row.get("category")) if v)
+        lines += [f"### Prompt {row['prompt']}{f' ({meta})' if meta else ''}, turn {row['turn']}", ""]
+        lines += ["> " + line for line in _truncate(row["question"], limit).splitlines() or [""]]
+        shown = [(key, title) for key, title in columns if any(key in r.answers[index] for r in answered)]
+        table = []
+        for result in answered:
+            mine = result.answers[index] if index < len(result.answers) else {}
+            cells = [mine.get(key) if mine.get(key) is not None else "-" for key, _ in shown]
+            table.append([result.path, _truncate(mine.get("answer", ""), limit), *map(format_value, cells)])
+        lines += ["", markdown_table(["model", "answer", *(title for _, title in shown)], table), ""]
+    return lines
 
 
 def markdown_report(results: Sequence[ModelResult], settings: dict[str, Any] | None = None) -> str:
@@ -331,6 +404,8 @@ def markdown_report(results: Sequence[ModelResult], settings: dict[str, Any] | N
         "",
     ]
     lines += [f"- {note}" for note in _notes(results, settings)]
+    if any(r.comparisons for r in results):
+        lines += ["", "## Win rates", "", markdown_table(*win_rate_rows(results)), ""]
     for result in results:
         lines += ["", f"## `{result.path}`", ""]
         if result.stage:
@@ -368,6 +443,7 @@ def markdown_report(results: Sequence[ModelResult], settings: dict[str, Any] | N
             lines += ["### Training curves", ""]
             lines += [f"![{Path(plot).stem}]({plot})" for plot in result.plots]
             lines.append("")
+    lines += answer_sections(results)
     return "\n".join(lines).rstrip() + "\n"
 
 

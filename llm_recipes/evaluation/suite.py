@@ -29,6 +29,7 @@ from llm_recipes.evaluation.classification import (
     predict_token_labels,
 )
 from llm_recipes.evaluation.config import EvaluateArguments
+from llm_recipes.evaluation.conversations import answer_conversations, units_of
 from llm_recipes.evaluation.data import (
     ClassificationData,
     EvalData,
@@ -44,6 +45,14 @@ from llm_recipes.evaluation.generation import (
     generation_metrics,
     prompt_text,
 )
+from llm_recipes.evaluation.judging import (
+    Judge,
+    add_judgments,
+    add_reward_comparisons,
+    answer_rows,
+    check_judge_arguments,
+    load_judge,
+)
 from llm_recipes.evaluation.lm_eval_bridge import lm_eval_available, run_lm_eval
 from llm_recipes.evaluation.loading import (
     align_pad_token,
@@ -55,7 +64,7 @@ from llm_recipes.evaluation.loading import (
 from llm_recipes.evaluation.plots import plot_training_curves
 from llm_recipes.evaluation.protocol import Protocol, ProtocolSpec, check_protocol_paths, protocol_header, read_protocol
 from llm_recipes.evaluation.report import DatasetRef, ModelResult, write_eval_results, write_markdown_report
-from llm_recipes.evaluation.reward import load_reward_model, reward_scores, win_rate
+from llm_recipes.evaluation.reward import load_reward_model, reward_scores
 from llm_recipes.evaluation.sliding_window import perplexity
 from llm_recipes.runs.manifest import read_manifest
 
@@ -86,11 +95,13 @@ def model_paths(args: EvaluateArguments) -> list[str]:
 
 
 def wanted_metrics(args: EvaluateArguments) -> set[str]:
-    """The metric groups to compute: perplexity, bleu, chrf, rouge, exact_match, reward, classification."""
+    """The metric groups to compute: perplexity, bleu, chrf, rouge, exact_match, reward, judge, classification."""
     if args.metrics is None:
         wanted = {"perplexity", *GENERATION_METRICS, "classification"}
         if args.reward_model:
             wanted.add("reward")
+        if args.judge_model:
+            wanted.add("judge")
         return wanted
     wanted = set(args.metrics)
     if "generation" in wanted:
@@ -148,6 +159,7 @@ def check_arguments(args: EvaluateArguments) -> None:
     if args.context_length is not None and args.stride is not None and args.stride >= args.context_length:
         raise UserError(f"stride: {args.stride} must be below context_length ({args.context_length})")
     check_generation_overrides(parse_generation_overrides(args.generation_config))
+    check_judge_arguments(args, len(paths))
     if args.lm_eval_tasks:
         if not lm_eval_available():
             raise UserError("lm_eval_tasks needs lm-evaluation-harness: pip install lm-eval")
@@ -191,8 +203,9 @@ def load_inputs(args: EvaluateArguments) -> EvalInputs:
         inputs.perplexity_data = inputs.data
     asked = [name for name in GENERATION_METRICS if args.metrics and name in wanted_metrics(args)]
     if asked and inputs.data is not None and not inputs.data.has_references:
+        what = "prompts without answers" if inputs.data.prompt_only else "plain text"
         raise UserError(
-            f"metrics: {asked[0]} needs prompts with reference answers, but '{args.dataset_path}' is plain text"
+            f"metrics: {asked[0]} needs prompts with reference answers, but '{args.dataset_path}' is {what}"
         )
     return inputs
 
@@ -282,7 +295,9 @@ def _evaluate_causal_lm(
 ) -> None:
     wanted = wanted_metrics(args)
     ppl_data, data = inputs.perplexity_data, inputs.data
-    if "perplexity" in wanted and ppl_data is not None:
+    # the perplexity of bare questions says little: prompt-only data are scored only when metrics asks for it
+    asked_perplexity = "perplexity" in (args.metrics or []) or (ppl_data is not None and not ppl_data.prompt_only)
+    if "perplexity" in wanted and ppl_data is not None and asked_perplexity:
         measured = perplexity(
             model,
             tokenizer,
@@ -298,7 +313,8 @@ def _evaluate_causal_lm(
         return
     result.dataset = DatasetRef(data.path, data.name, data.split)
     generation_wanted = [name for name in GENERATION_METRICS if name in wanted]
-    if not data.has_references or not (generation_wanted or reward is not None):
+    judged = "judge" in wanted and args.judge_model is not None
+    if not (data.has_references or data.prompt_only) or not (generation_wanted or reward is not None or judged):
         return
     config = build_generation_config(
         model,
@@ -307,6 +323,9 @@ def _evaluate_causal_lm(
         overrides=parse_generation_overrides(args.generation_config),
     )
     torch.manual_seed(args.seed)
+    if data.prompt_only:
+        _answer_prompts(model, tokenizer, result, args, data, reward, config)
+        return
     responses = generate_responses(model, tokenizer, data.prompts, generation_config=config, batch_size=args.batch_size)
     result.details["generations"] = responses
     if generation_wanted:
@@ -323,6 +342,29 @@ def _evaluate_causal_lm(
         if result.reward_scores is not None:
             sample["reward"] = result.reward_scores[index]
         result.samples.append(sample)
+
+
+def _answer_prompts(
+    model: Any,
+    tokenizer: Any,
+    result: ModelResult,
+    args: EvaluateArguments,
+    data: EvalData,
+    reward: tuple[Any, Any] | None,
+    config: Any,
+) -> None:
+    """Prompt-only data: every turn answered in order (later turns with the model's own earlier answers), each
+    answer scored by the reward model; the judge grades them once every model has answered."""
+    answers = answer_conversations(
+        model, tokenizer, data.conversations, generation_config=config, batch_size=args.batch_size
+    )
+    result.details["answers"] = answers
+    units = units_of(data.conversations, answers)
+    if reward is not None:
+        prompts, replies = [unit.prompt for unit in units], [unit.answer for unit in units]
+        result.reward_scores = reward_scores(*reward, prompts, replies, batch_size=args.batch_size)
+        result.metrics["mean_reward"] = sum(result.reward_scores) / len(result.reward_scores)
+    result.answers = answer_rows(data, units, result.reward_scores)
 
 
 def _evaluate_classifier(
@@ -352,13 +394,8 @@ def _evaluate_classifier(
 
 
 def add_win_rates(results: Sequence[ModelResult]) -> None:
-    """Each model's win rate over the first (the baseline) on the same prompts, by reward."""
-    baseline = results[0]
-    if baseline.reward_scores is None:
-        return
-    for result in results[1:]:
-        if result.reward_scores is not None:
-            result.metrics["win_rate"] = win_rate(result.reward_scores, baseline.reward_scores)
+    """Each model's win rate over the first (the baseline) on the same prompts, by reward, with its interval."""
+    add_reward_comparisons(results)
 
 
 def add_lm_eval(result: ModelResult, args: EvaluateArguments) -> None:
@@ -410,6 +447,8 @@ def write_protocol_answers(result: ModelResult, inputs: EvalInputs, output_dir: 
 def write_generations(result: ModelResult, inputs: EvalInputs, output_dir: str | Path) -> Path | None:
     """Every prompt, reference and generation (and reward) of a model, one JSON line each."""
     write_protocol_answers(result, inputs, output_dir)
+    if inputs.data is not None and inputs.data.prompt_only and "answers" in result.details:
+        return _write_answers(result, inputs.data, output_dir)
     responses = result.details.get("generations")
     if not responses or inputs.data is None:
         return None
@@ -425,12 +464,31 @@ def write_generations(result: ModelResult, inputs: EvalInputs, output_dir: str |
     return path
 
 
-def report_settings(args: EvaluateArguments, inputs: EvalInputs | None = None) -> dict[str, Any]:
+def _write_answers(result: ModelResult, data: EvalData, output_dir: str | Path) -> Path:
+    """Prompt-only data: one JSON line per prompt with its turns and the model's answers (and rewards)."""
+    path = Path(output_dir) / GENERATIONS_DIR / f"{slug(result.path)}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rewards = iter(result.reward_scores or [])
+    with path.open("w", encoding="utf-8") as handle:
+        for conversation, answers in zip(data.conversations, result.details["answers"], strict=True):
+            row = {"id": conversation.id, "category": conversation.category, "turns": conversation.turns}
+            row["answers"] = answers
+            if result.reward_scores is not None:
+                row["rewards"] = [next(rewards) for _ in answers]
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def report_settings(
+    args: EvaluateArguments, inputs: EvalInputs | None = None, judge: Judge | None = None
+) -> dict[str, Any]:
     generation = {"max_new_tokens": args.max_new_tokens, **parse_generation_overrides(args.generation_config)}
     generation.setdefault("do_sample", False)
     settings: dict[str, Any] = {"generation": generation, "reward_model": args.reward_model}
     if inputs is not None and inputs.protocol is not None:
         settings["protocol"] = protocol_header(inputs.protocol.spec)
+    if judge is not None:
+        settings["judge"] = judge.settings()
     return settings
 
 
@@ -440,6 +498,7 @@ def run_evaluation(args: EvaluateArguments, *, write: bool = True) -> list[Model
     check_arguments(args)
     inputs = load_inputs(args)
     reward = load_reward(args)
+    judge = load_judge(args)
     results = [evaluate_model(path, args, inputs, reward) for path in model_paths(args)]
     add_win_rates(results)
     for result in results:
@@ -449,8 +508,9 @@ def run_evaluation(args: EvaluateArguments, *, write: bool = True) -> list[Model
             add_plots(result, args.output_dir)
         if write:
             write_generations(result, inputs, args.output_dir)
+    add_judgments(results, inputs.data, judge, args.output_dir if write else None)
     if write:
-        settings = report_settings(args, inputs)
-        write_eval_results(results, args.output_dir, settings.get("protocol"))
+        settings = report_settings(args, inputs, judge)
+        write_eval_results(results, args.output_dir, settings.get("protocol"), settings.get("judge"))
         write_markdown_report(results, args.output_dir, settings)
     return results
