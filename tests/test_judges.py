@@ -406,3 +406,34 @@ def test_wilson_matches_the_closed_form_for_a_middle_case():
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     assert wilson_interval(successes, n) == pytest.approx((centre - half, centre + half))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The pipeline's evaluate section
+
+
+def test_the_pipeline_evaluate_section_takes_a_judge(tmp_path, monkeypatch, capsys):
+    """A pipeline whose evaluate section judges MT-bench-style prompts with a judge server: the dry run checks the
+    section and prints the plan; a judge mistake is one line naming the stage, before anything runs."""
+    import yaml
+    from conftest import relocated_demo_pipeline
+
+    from llm_recipes.cli import load_recipe
+
+    monkeypatch.chdir(PROJECT)
+    pipeline = load_recipe("pipeline")
+    config = relocated_demo_pipeline(tmp_path)
+    config["evaluate"].update(
+        dataset_path=str(MT_BENCH), judge_model="http://127.0.0.1:8000", judge_max_unparsed=2, protocol=None
+    )
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    (args,) = pipeline.parse_args(["--config", str(path), "--dry_run"])
+    assert not pipeline.main(args)  # a dry run runs nothing
+    printed = capsys.readouterr().out
+    assert "every stage config checked" in printed and not (tmp_path / "out").exists()
+
+    config["evaluate"].update(judge_model=None, judge_prompts=str(tmp_path))
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    with pytest.raises(UserError, match="stage evaluate: judge_prompts needs judge_model"):
+        pipeline.main(*pipeline.parse_args(["--config", str(path), "--dry_run"]))

@@ -6,6 +6,10 @@ with the one before it. One concern per module:
   `llm_recipes.metrics`)
 - `classification`: accuracy, precision, recall, F1 (macro and micro) for sequence and token classification
 - `reward`: the reward model loaded, its scores, mean reward and win rate of one model over another
+- `conversations`: prompt-only data (MT-bench `turns`, `prompt` alone, user-only `messages`) answered turn by turn
+- `judges` (clients: `judge_clients`, the stage's step: `judging`): an LLM judge's 1-10 ratings and position-swapped
+  pairwise verdicts (the MT-bench / AlpacaEval protocol, prompts in `judge_prompts/`), the win rate and its Wilson
+  interval shared with the reward model
 - `lm_eval_bridge`: lm-evaluation-harness tasks on a model folder
 - `protocol` (spec: `protocol_spec`): the one evaluation protocol every model is measured on -- held-out corpus
   perplexity and bits per byte, task scores, reward, answers to fixed prompts, latency, size -- by one definition
@@ -25,8 +29,22 @@ from typing import Any
 
 EXPORTS = {
     "classification": ["classification_metrics", "predict_sequence_labels", "predict_token_labels"],
+    "conversations": ["Conversation", "answer_conversations", "units_of"],
     "data": ["ClassificationData", "EvalData", "load_classification_data", "load_eval_data"],
     "generation": ["build_generation_config", "generate_responses", "generation_metrics"],
+    "judge_clients": ["LocalChatJudge", "OpenAIChatJudge", "judge_client"],
+    "judges": [
+        "Comparison",
+        "JudgePrompts",
+        "compare_scores",
+        "grade_answers",
+        "judge_pairs",
+        "parse_score",
+        "parse_verdict",
+        "swapped_outcome",
+        "wilson_interval",
+    ],
+    "judging": ["Judge", "add_judgments", "load_judge"],
     "lm_eval_bridge": ["run_lm_eval"],
     "loading": ["check_model_folder", "load_model", "load_tokenizer_for"],
     "sliding_window": ["PerplexityResult", "perplexity"],  # not perplexity.py: the module would shadow the function
