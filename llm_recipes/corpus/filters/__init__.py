@@ -15,7 +15,9 @@ Where we deliberately differ from datatrove's code (all noted at the rule):
 
 - Words are runs of word characters joined by apostrophes, hyphens or dots (`don't`, `well-known`, `3.14`), found
   by a regex; punctuation is not a word. Stand-alone symbol tokens (`|`, `»`, `-`) still count against the
-  "words with a letter" share, as whitespace-split words would in the paper.
+  "words with a letter" share, as whitespace-split words would in the paper. A document's detected language
+  picks its segmenter (`words.py`: jieba for Chinese, Sudachi for Japanese) and, for Gopher and FineWeb, the
+  thresholds FineWeb-2 published for it (`calibration.py`); English keeps the rules above.
 - Line rules look at non-empty, stripped lines, so a blank line between paragraphs is neither a "duplicate line"
   nor a "short line" (datatrove counts empty lines in both, which drops ordinary paragraph-formatted text).
 - n-gram character fractions are measured over word characters (repeated occurrences beyond the first, overlaps
@@ -26,7 +28,10 @@ Where we deliberately differ from datatrove's code (all noted at the rule):
 Every drop reason is `"<filter>:<rule>"` (e.g. `gopher_quality:mean_word_length`), so a run can report what each
 rule removed (`count_drop_reasons`).
 
-    document.py    `Document` (words, lines, paragraphs: computed once, shared by every filter) and the `Filter` base
+    document.py    `Document` (words, lines, paragraphs: computed once, shared by every filter), the `Filter` base
+                   and `CalibratedFilter` (thresholds per language)
+    words.py       word segmenters per language
+    calibration.py FineWeb-2's per-language thresholds
     quality.py     length, Gopher quality, C4, FineWeb
     repetition.py  Gopher repetition (duplicate lines and paragraphs, repeated n-grams)
     language.py    language id (lingua)

@@ -22,9 +22,6 @@ import re
 import string
 from functools import cache
 
-import jieba
-from sudachipy import Dictionary, SplitMode
-
 # A word: letters/digits/underscore, optionally joined by an apostrophe, hyphen or dot ("don't", "e-mail", "3.14").
 WORD_RE = re.compile(r"\w+(?:['’.\-]\w+)*")
 # A whitespace-delimited token with no word character at all: "|", "»", "--", "•". Searched in " " + text + " "
@@ -68,7 +65,7 @@ class Segmenter:
         return len(SYMBOL_TOKEN_RE.findall(f" {text} "))
 
     def line_words(self, line: str, at_least: int) -> int:
-        """Words in one line, counted up to `at_least` at the least (C4's minimum words per line)."""
+        """Words in one line for C4's minimum per line (whitespace-separated here, counted up to `at_least`)."""
         return len(line.split(maxsplit=at_least - 1))
 
     def __repr__(self) -> str:
@@ -104,14 +101,14 @@ class JiebaSegmenter(TokenizingSegmenter):
 
     def __init__(self):
         super().__init__()
+        # imported here: corpus worker processes of a run without Chinese stay ~10 MB lighter without jieba/Sudachi
+        import jieba  # noqa: PLC0415
+
         jieba.setLogLevel(logging.WARNING)  # jieba prints four lines to stderr when it loads its dictionary
         self._tokenizer = jieba.Tokenizer()
 
     def tokens(self, text: str) -> list[str]:
         return self._tokenizer.lcut(text)
-
-    def __getstate__(self) -> dict:
-        raise TypeError("segmenters are built per process: pickle the filters, not a segmenter")
 
 
 class SudachiSegmenter(TokenizingSegmenter):
@@ -121,6 +118,8 @@ class SudachiSegmenter(TokenizingSegmenter):
 
     def __init__(self):
         super().__init__()
+        from sudachipy import Dictionary, SplitMode  # noqa: PLC0415 (as jieba above: only for Japanese documents)
+
         self._tokenizer = Dictionary(dict="core").tokenizer(mode=SplitMode.A)
 
     def tokens(self, text: str) -> list[str]:
@@ -129,24 +128,27 @@ class SudachiSegmenter(TokenizingSegmenter):
             out += [morpheme.surface() for morpheme in self._tokenizer.tokenize(chunk)]
         return out
 
-    def __getstate__(self) -> dict:
-        raise TypeError("segmenters are built per process: pickle the filters, not a segmenter")
-
 
 def _chunks(text: str, size: int) -> list[str]:
-    """`text` cut into pieces of at most `size` characters, at line ends where a line fits."""
+    """`text` cut, in order, into pieces of at most `size` characters: at line ends, within a line only when the
+    line alone is longer than a piece."""
     if len(text) <= size:
         return [text]
-    pieces, current, length = [], [], 0
+    pieces: list[str] = []
+    current: list[str] = []
+    length = 0
     for line in text.splitlines(keepends=True):
-        while len(line) > size:  # a line longer than a chunk is cut where it must be
-            pieces.append(line[:size])
-            line = line[size:]
-        if length + len(line) > size:
-            pieces.append("".join(current))
-            current, length = [], 0
-        current.append(line)
-        length += len(line)
+        while line:
+            if length + len(line) <= size:
+                current.append(line)
+                length += len(line)
+                break
+            if current:
+                pieces.append("".join(current))
+                current, length = [], 0
+            else:
+                pieces.append(line[:size])
+                line = line[size:]
     if current:
         pieces.append("".join(current))
     return pieces
