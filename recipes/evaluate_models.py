@@ -98,6 +98,7 @@ def main(args: EvaluateArguments) -> dict:
     run.inputs = {"models": paths, "dataset": args.dataset_path, "reward_model": args.reward_model}
     if judge is not None:
         run.inputs["judge_model"] = summary["judge"] = judge.client.name
+        summary["judge outputs without a verdict"] = len(judge.budget.seen)  # left out of the scores
     if inputs.protocol is not None:
         run.inputs["protocol"] = args.protocol
         summary["protocol"] = f"{args.protocol} (fingerprint {inputs.protocol.spec.fingerprint()})"

@@ -247,7 +247,7 @@ def test_a_tiny_local_judge_says_nothing_parsable(tmp_path, chat_model_dir, othe
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
     assert errors[0].startswith("error: judge: no rating [[1]]..[[10]] in the judge's output for prompt 1 (id 81), ")
-    assert f'turn 1, model {chat_model_dir}: "' in errors[0] and "judge_max_unparsed" in errors[0]
+    assert f"turn 1, model {chat_model_dir}: " in errors[0] and "judge_max_unparsed" in errors[0]
     assert "Traceback" not in result.stderr and not output.exists()  # a failed stage leaves no half-made folder
 
     from llm_recipes.evaluation import run_evaluation

@@ -227,11 +227,11 @@ class UnparsedBudget:
         if len(self.seen) > self.limit:
             quote = " ".join((output or "").split())
             quote = quote if len(quote) <= QUOTE_CHARS else quote[: QUOTE_CHARS - 1] + "…"
-            allowed = f"more than judge_max_unparsed ({self.limit}) outputs" if self.limit else "judge_max_unparsed"
-            raise UserError(
-                f'judge: no {what} in the judge\'s output for {where}: "{quote}" -- use a judge model that follows '
-                f"the prompt, or set {allowed} to leave such answers unjudged"
-            )
+            quote = f'"{quote}"' if quote else "nothing (an empty output)"
+            hint = "use a judge model that follows the prompt, or set judge_max_unparsed to leave such answers unjudged"
+            if self.limit:
+                hint = f"{len(self.seen)} outputs without a verdict, more than judge_max_unparsed ({self.limit}) allows"
+            raise UserError(f"judge: no {what} in the judge's output for {where}: {quote} -- {hint}")
 
 
 @dataclass
