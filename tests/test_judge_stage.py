@@ -222,6 +222,11 @@ def test_prompt_only_evaluation_with_a_judge_server_and_a_reward_model(
     low, high = judged["ci95"]
     assert llm_row and llm_row[0].split()[-3:] == [f"{judged['win_rate']:.3f}", f"[{low:.3f},", f"{high:.3f}]"]
     assert "Wilson score interval" in printed
+    # the pipeline's stage table says what the evaluate section found
+    from llm_recipes.pipeline.report import headline
+
+    said = headline("evaluate", str(output))[0]
+    assert said.startswith(f"judge_score {os.path.basename(models[0])} ") and "; mean_reward " in said, said
     for path in output.rglob("*"):
         assert not path.is_file() or SECRET not in path.read_text(errors="replace"), path
     assert SECRET not in printed + result.stderr

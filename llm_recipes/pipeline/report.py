@@ -54,7 +54,7 @@ HEADLINES: dict[str, list[tuple[str, str | None, str]]] = {
 # manifest figures derived from others (older manifests have the perplexity only)
 DERIVED: dict[str, tuple[str, Any]] = {"eval loss before training": ("eval perplexity before training", math.log)}
 COMPRESSION_STAGES = ("distill", "quantize", "prune")
-EVALUATE_METRICS = ("perplexity", "mean_reward", "exact_match", "accuracy")
+EVALUATE_METRICS = ("perplexity", "judge_score", "mean_reward", "exact_match", "accuracy")
 
 
 @dataclass
