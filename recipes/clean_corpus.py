@@ -20,7 +20,12 @@ from llm_recipes.configs import (
     parse_config,
     run_recipe,
 )
+from llm_recipes.corpus.checkpoints import StepCheckpoints, chain_key, files_fingerprint
 from llm_recipes.corpus.config import CleanCorpusArguments
+from llm_recipes.corpus.readers import read_corpus
+from llm_recipes.corpus.report import build_report, write_report
+from llm_recipes.corpus.splits import save_splits, split_corpus
+from llm_recipes.corpus.steps import CORPUS_PRESETS, StepStats, build_steps, language_calibration_warning, run_step
 from llm_recipes.errors import UserError
 from llm_recipes.runs.manifest import StageRun
 from llm_recipes.runs.outputs import stage_main
@@ -43,21 +48,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[CleanCorpusArguments]
 
 
 def pipeline_steps(args: CleanCorpusArguments) -> list:
-    # corpus.steps pulls datasets: loading the recipe (pipeline --dry_run, the console script) stays light
-    from llm_recipes.corpus.steps import CORPUS_PRESETS, build_steps  # noqa: PLC0415
-
     return build_steps(args.steps if args.steps else CORPUS_PRESETS[args.preset])
 
 
 @stage_main
 def main(args: CleanCorpusArguments) -> dict:
-    # main only: parse_args stays light (each corpus module pulls datasets)
-    from llm_recipes.corpus.checkpoints import StepCheckpoints, chain_key, files_fingerprint  # noqa: PLC0415
-    from llm_recipes.corpus.readers import read_corpus  # noqa: PLC0415
-    from llm_recipes.corpus.report import build_report, write_report  # noqa: PLC0415
-    from llm_recipes.corpus.splits import save_splits, split_corpus  # noqa: PLC0415
-    from llm_recipes.corpus.steps import StepStats, language_calibration_warning, run_step  # noqa: PLC0415
-
     run = StageRun.begin("clean-corpus", args.output_dir, {"script": args})
     steps = pipeline_steps(args)
     if warning := language_calibration_warning(steps):

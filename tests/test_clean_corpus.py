@@ -106,7 +106,7 @@ def test_interrupted_run_resumes_from_the_last_finished_step(tmp_path, c4_with_c
             raise RuntimeError("simulated crash")
         return real_run_step(ds, step, **kwargs)
 
-    monkeypatch.setattr("llm_recipes.corpus.steps.run_step", crash_once_on_c4)
+    monkeypatch.setattr(clean_corpus, "run_step", crash_once_on_c4)  # the recipe's own name for it
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(tmp_path, config)
     assert not out.exists()  # nothing that looks like a finished dataset
