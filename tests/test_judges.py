@@ -433,7 +433,11 @@ def test_the_pipeline_evaluate_section_takes_a_judge(tmp_path, monkeypatch, caps
     printed = capsys.readouterr().out
     assert "every stage config checked" in printed and not (tmp_path / "out").exists()
 
-    config["evaluate"].update(judge_model=None, judge_prompts=str(tmp_path))
+    config["evaluate"].update(judge_api_key_env="NO_SUCH_JUDGE_KEY_VAR")
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    with pytest.raises(UserError, match="stage evaluate: judge_api_key_env: the environment variable NO_SUCH_JUDGE"):
+        pipeline.main(*pipeline.parse_args(["--config", str(path), "--dry_run"]))
+    config["evaluate"].update(judge_model=None, judge_api_key_env=None, judge_prompts=str(tmp_path))
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     with pytest.raises(UserError, match="stage evaluate: judge_prompts needs judge_model"):
         pipeline.main(*pipeline.parse_args(["--config", str(path), "--dry_run"]))

@@ -11,6 +11,7 @@ per judge and model, one row per answered turn in the report.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,6 +72,8 @@ def check_judge_arguments(args: EvaluateArguments, models: int) -> None:
     if is_url(args.judge_model):
         if not urlparse(args.judge_model).netloc:
             raise UserError(f"judge_model: {args.judge_model} has no host (e.g. http://127.0.0.1:8000)")
+        if args.judge_api_key_env and not os.environ.get(args.judge_api_key_env):
+            raise UserError(f"judge_api_key_env: the environment variable {args.judge_api_key_env} is not set")
     else:
         if args.judge_api_model or args.judge_api_key_env:
             raise UserError("judge_api_model and judge_api_key_env are for a judge server URL, not a model folder")
