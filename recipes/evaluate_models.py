@@ -22,7 +22,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from llm_recipes.configs import is_first_process, parse_config, run_recipe
+from llm_recipes.evaluation import report
 from llm_recipes.evaluation.config import EvaluateArguments
+from llm_recipes.evaluation.suite import (
+    add_judgments,
+    add_lm_eval,
+    add_plots,
+    add_win_rates,
+    check_arguments,
+    evaluate_model,
+    load_inputs,
+    load_judge,
+    load_reward,
+    model_paths,
+    report_settings,
+    write_generations,
+)
 from llm_recipes.runs.manifest import StageRun
 from llm_recipes.runs.outputs import stage_main
 from llm_recipes.runs.summary import format_summary
@@ -31,8 +46,6 @@ from llm_recipes.runs.summary import format_summary
 def parse_args(argv: Sequence[str] | None = None) -> tuple[EvaluateArguments]:
     """Parse and check the config: paths, weights, metric choices -- all before any data or model is loaded."""
     (args,) = parse_config((EvaluateArguments,), argv)
-    # after parsing: evaluation.suite pulls torch, transformers and datasets, which loading the recipe need not
-    from llm_recipes.evaluation.suite import check_arguments  # noqa: PLC0415
 
     check_arguments(args)
     return (args,)
@@ -40,22 +53,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[EvaluateArguments]:
 
 @stage_main
 def main(args: EvaluateArguments) -> dict:
-    # main only: parse_args stays light (the report and the suite pull torch, transformers and datasets)
-    from llm_recipes.evaluation import report  # noqa: PLC0415
-    from llm_recipes.evaluation.suite import (  # noqa: PLC0415
-        add_judgments,
-        add_lm_eval,
-        add_plots,
-        add_win_rates,
-        evaluate_model,
-        load_inputs,
-        load_judge,
-        load_reward,
-        model_paths,
-        report_settings,
-        write_generations,
-    )
-
     if not is_first_process():
         return {}  # evaluation runs in one process; under a multi-process launch the others have nothing to do
     run = StageRun.begin("evaluate", args.output_dir, {"script": args})
