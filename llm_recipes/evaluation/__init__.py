@@ -16,6 +16,7 @@ with the one before it. One concern per module:
   per measure, used by the evaluate stage, the compression reports and the pipeline table
 - `footprint`: size on disk, latency per generated token, zero weights
 - `plots`: training curves from a stage's trainer_state.json
+- `tool_calls`: tool-calling accuracy -- one call parsed, the right tool, its argument names and values
 - `report`: eval_results.json, the Markdown report, the comparison table, model-card results
 - `data`, `loading`, `suite`, `config`: the evaluation data, model loading, the stage's steps and its arguments
 
@@ -62,6 +63,7 @@ EXPORTS = {
     ],
     "reward": ["RewardComparison", "compare_by_reward", "load_reward_model", "reward_scores", "win_rate"],
     "suite": ["evaluate_model", "run_evaluation"],
+    "tool_calls": ["ToolCallScores", "evaluate_tool_calls", "read_tool_requests", "score_tool_calls"],
 }
 _WHERE = {name: module for module, names in EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
