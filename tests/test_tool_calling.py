@@ -10,14 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import PROJECT, SHARED_DATA, write_yaml
+from conftest import DEMO_CONFIGS, DEMO_DATA, PROJECT, SHARED_DATA
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llm_recipes.data.config import DatasetSpec
 from llm_recipes.data.formats import to_standard_columns
 from llm_recipes.data.io import load_dataset_source
 from llm_recipes.data.loading import load_training_data
+from llm_recipes.data.tool_demo import write_tool_demo_data
+from llm_recipes.evaluation.tool_calls import evaluate_tool_calls, read_tool_requests, score_tool_calls
 from llm_recipes.models.chat import CHATML_TEMPLATE, ensure_chat_template, parse_tool_calls
 
 GLAIVE_FILE = SHARED_DATA / "glaive_toolcall_en_demo.json"
@@ -188,58 +189,74 @@ def test_the_shared_glaive_file_keeps_its_tools(shared_data):
     assert any(row["tools"] for row in dataset)
 
 
-def tool_training_file(tmp_path: Path) -> tuple[Path, int]:
-    """Glaive-shaped rows of our own (one question, one tool): a tiny model learns the call's form in a few steps,
-    which the shared glaive file's varied tools would not teach it; and how many rows there are."""
-    rows = [glaive_row(city, 10 + (3 * i + j) % 25) for i, city in enumerate(CITIES) for j in range(8)]
-    return write_json(tmp_path / "glaive_toolcall.json", rows), len(rows)
+def test_committed_tool_demo_data_is_what_the_generator_writes(tmp_path):
+    """`python -m llm_recipes.data.tool_demo configs/demo/data`; no held-out request (phrasing with its city or
+    currency pair) is in the training file, and the file converts whole, every row with both tools and one call."""
+    for path in write_tool_demo_data(tmp_path):
+        relative = path.relative_to(tmp_path)
+        assert path.read_bytes() == (DEMO_DATA / relative).read_bytes(), f"{relative}: regenerate the tool demo data"
+    requests = read_tool_requests(DEMO_DATA / "heldout" / "tool_requests.jsonl")
+    assert [row["expected"]["name"] for row in requests] == ["get_weather"] * 24 + ["convert_currency"] * 24
+    dataset, report = standard(DEMO_DATA / "tools_glaive.json")
+    assert report.describe() == "600/600 (sharegpt)"
+    asked = {m["content"] for row in dataset for m in row["messages"] if m["role"] == "user"}
+    assert not asked & {row["messages"][0]["content"] for row in requests}
+    for row in dataset.select(range(50)):
+        assert sorted(tool["function"]["name"] for tool in row["tools"]) == ["convert_currency", "get_weather"]
+        calls = [m["tool_calls"] for m in row["messages"] if m["tool_calls"]]
+        assert len(calls) == 1 and len(calls[0]) == 1
+
+
+def test_tool_call_scores_are_nested_levels():
+    expected = {"name": "convert_currency", "arguments": {"amount": 50, "from_currency": "EUR", "to_currency": "USD"}}
+
+    def reply(name: str, arguments: dict) -> str:
+        return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}) + "\n</tool_call>"
+
+    replies = [
+        reply("convert_currency", {"amount": 50.0, "from_currency": "EUR", "to_currency": "USD"}),  # 50.0 == 50
+        reply("convert_currency", {"amount": 50, "from_currency": "EUR", "to_currency": "GBP"}),  # a wrong value
+        reply("convert_currency", {"amount": 50, "currency": "EUR"}),  # wrong argument names
+        reply("get_weather", {"city": "Oslo"}),  # the other tool
+        '<tool_call>\n{"name": "convert_currency", "arguments": {"amount": 50\n</tool_call>',  # not JSON
+        reply("get_weather", {"city": "Oslo"}) + reply("get_weather", {"city": "Rome"}),  # two calls
+        "50 EUR is 54 USD.",  # no call
+    ]
+    scores = score_tool_calls(replies, [expected] * len(replies))
+    assert scores.counts == {"call parsed": 4, "right tool": 3, "argument names": 2, "exact arguments": 1}
+    assert [level for level, _ in scores.misses] == [
+        "exact arguments",
+        "argument names",
+        "right tool",
+        "call parsed",
+        "call parsed",
+        "call parsed",
+    ]
+    assert scores.rates()["call parsed"] == 4 / 7
 
 
 @pytest.mark.slow
-def test_sft_on_tool_calls_through_the_console_script(tmp_path, base_model_dir):
-    data, rows = tool_training_file(tmp_path)
+def test_the_demo_tool_config_trains_calls_that_parse(tmp_path, base_model_dir):
+    """configs/demo/sft_tools.yaml through the console script, on its glaive-shaped file, from a tinier model and
+    for fewer steps than the demo: held-out requests are answered with one call in the template's form, mostly to
+    the right tool. The arguments are printed, not asserted: a tiny model copies them poorly (0/16 exact here; the
+    demo's figures are in the README)."""
     out = tmp_path / "sft-tools"
-    config = {
-        "model_name_or_path": str(base_model_dir),
-        "dataset_path": str(data),
-        "output_dir": str(out),
-        "max_steps": 120,
-        "per_device_train_batch_size": 8,
-        "learning_rate": 3e-3,
-        "max_length": 512,
-        "logging_steps": 10,
-        "save_strategy": "no",
-        "use_cpu": True,
-        "seed": 0,
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "llm_recipes.cli",
-        "sft",
-        "--config",
-        str(write_yaml(tmp_path / "sft.yaml", config)),
-    ]
-    result = subprocess.run([*command, "--cpu"], capture_output=True, text=True, timeout=900, cwd=PROJECT)
+    overrides = ["--model_name_or_path", str(base_model_dir), "--output_dir", str(out), "--max_steps", "300"]
+    overrides += ["--per_device_train_batch_size", "8", "--eval_strategy", "no", "--save_strategy", "no"]
+    command = [sys.executable, "-m", "llm_recipes.cli", "sft", "--config", str(DEMO_CONFIGS / "sft_tools.yaml")]
+    result = subprocess.run([*command, *overrides, "--cpu"], capture_output=True, text=True, timeout=900, cwd=PROJECT)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"{rows}/{rows} (sharegpt" in result.stdout  # no row lost to the tool columns
+    assert "600/600 (sharegpt)" in result.stdout  # no row lost to the tool columns
 
+    requests = read_tool_requests(DEMO_DATA / "heldout" / "tool_requests.jsonl")
+    requests = requests[:8] + requests[-8:]  # both tools
     tokenizer = AutoTokenizer.from_pretrained(out)
-    model = AutoModelForCausalLM.from_pretrained(out)
-    tools = [{"type": "function", "function": WEATHER}, {"type": "function", "function": ADD}]
-    replies = []
-    for city in CITIES[:4]:
-        inputs = tokenizer.apply_chat_template(
-            [{"role": "user", "content": f"What is the weather in {city}?"}],
-            tools=tools,
-            add_generation_prompt=True,
-            return_tensors="pt",
-            return_dict=True,
-        )
-        with torch.no_grad():
-            output = model.generate(**inputs, max_new_tokens=48, do_sample=False)
-        replies.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=False))
-    # the structure the template gives a call; a tiny model may get the arguments wrong, so those are only counted
-    assert all(reply.startswith('<tool_call>\n{"name": ') for reply in replies), replies
-    parsed = sum(bool(parse_tool_calls(reply)) for reply in replies)
-    print(f"{parsed}/{len(replies)} replies parse as a tool call: {replies}")
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    scores, replies = evaluate_tool_calls(model, tokenizer, requests)
+    print(f"\ntool calls after 300 steps: {scores.describe()}")
+    # the structure the template gives a call: every reply opens one, and nearly all close it as JSON that parses
+    # (measured: 16/16 after 300 steps, 13/16 after 200, 0/16 after 120); most name the tool the request needs
+    assert all(reply.startswith('<tool_call>\n{"name": "') for reply in replies), replies
+    assert scores.rates()["call parsed"] >= 0.9, replies
+    assert scores.rates()["right tool"] >= 0.75, replies
