@@ -102,7 +102,7 @@ class JiebaSegmenter(TokenizingSegmenter):
     def __init__(self):
         super().__init__()
         # imported here: corpus worker processes of a run without Chinese stay ~10 MB lighter without jieba/Sudachi
-        import jieba  # noqa: PLC0415
+        import jieba
 
         jieba.setLogLevel(logging.WARNING)  # jieba prints four lines to stderr when it loads its dictionary
         self._tokenizer = jieba.Tokenizer()
@@ -118,7 +118,7 @@ class SudachiSegmenter(TokenizingSegmenter):
 
     def __init__(self):
         super().__init__()
-        from sudachipy import Dictionary, SplitMode  # noqa: PLC0415 (as jieba above: only for Japanese documents)
+        from sudachipy import Dictionary, SplitMode  # as jieba above: only for Japanese documents
 
         self._tokenizer = Dictionary(dict="core").tokenizer(mode=SplitMode.A)
 
