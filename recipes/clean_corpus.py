@@ -22,6 +22,8 @@ from llm_recipes.configs import (
 )
 from llm_recipes.corpus.checkpoints import StepCheckpoints, chain_key, files_fingerprint
 from llm_recipes.corpus.config import CleanCorpusArguments
+from llm_recipes.corpus.engines import check_engine
+from llm_recipes.corpus.engines.ray_engine import clean_on_ray
 from llm_recipes.corpus.readers import read_corpus
 from llm_recipes.corpus.report import build_report, write_report
 from llm_recipes.corpus.splits import save_splits, split_corpus
@@ -43,6 +45,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[CleanCorpusArguments]
         raise UserError("set either steps or preset, not both")
     if args.push_to_hub and not args.hub_dataset_id:
         raise UserError("push_to_hub needs hub_dataset_id (e.g. your-name/my-corpus)")
+    check_engine(args)
     pipeline_steps(args)  # builds every step now, so a bad step name or option fails before any reading
     return (args,)
 
@@ -59,6 +62,11 @@ def main(args: CleanCorpusArguments) -> dict:
         print(warning, file=sys.stderr, flush=True)
     run.inputs = {"inputs": args.input_paths}
     checkpoints = StepCheckpoints(args.output_dir)
+    if args.engine == "ray":
+        # the same steps on a Ray cluster (llm_recipes/corpus/engines): read, checkpointed and written from there
+        staging, report, table = clean_on_ray(args, steps, checkpoints)
+        publish(run, args, checkpoints, staging, report, table)
+        return report
 
     # Read, or pick up the documents an earlier run already read from unchanged inputs
     read_options = {
@@ -114,17 +122,21 @@ def main(args: CleanCorpusArguments) -> dict:
     save_splits(splits, staging, args.output_format, rows_per_shard=args.rows_per_shard)
     report = build_report(read_report, all_stats, {name: len(split) for name, split in splits.items()})
     report["cross_split_dedup"] = split_stats
-    table = write_report(staging, report)
-    run.output_dir = staging
-    summary = {**report["totals"], "splits": report["splits"], "seconds": round(run.seconds, 1)}
-    run.write({"script": args}, summary)
-    checkpoints.publish(args.keep_intermediate)
-    print(f"corpus written: {args.output_dir} ({args.output_format})\n{table}")
+    publish(run, args, checkpoints, staging, report, write_report(staging, report))
 
     if args.push_to_hub:
         splits.push_to_hub(args.hub_dataset_id, private=args.hub_private)
         print(f"pushed to https://huggingface.co/datasets/{args.hub_dataset_id}")
     return report
+
+
+def publish(run: StageRun, args: CleanCorpusArguments, checkpoints: StepCheckpoints, staging, report, table) -> None:
+    """The manifest beside the data, then the rename onto output_dir: it appears complete or not at all."""
+    run.output_dir = staging
+    summary = {**report["totals"], "splits": report["splits"], "seconds": round(run.seconds, 1)}
+    run.write({"script": args}, summary)
+    checkpoints.publish(args.keep_intermediate)
+    print(f"corpus written: {args.output_dir} ({args.output_format})\n{table}")
 
 
 if __name__ == "__main__":

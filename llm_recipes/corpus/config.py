@@ -9,6 +9,7 @@ from llm_recipes.configs.options import OutputOptions
 from llm_recipes.configs.parsing import RANGE_CHECKS, TXT_UNITS
 
 CORPUS_OUTPUT_FORMATS = ("arrow", "parquet")
+CORPUS_ENGINES = ("datasets", "ray")
 
 
 @dataclass
@@ -67,6 +68,21 @@ class CleanCorpusArguments(OutputOptions):
     rows_per_shard: int = field(default=100_000, metadata={"help": "Rows per Parquet shard."})
     num_proc: int | None = field(default=None, metadata={"help": "Processes for every map/filter step."})
     batch_size: int = field(default=1000, metadata={"help": "Documents per batch of a map step."})
+    engine: str = field(
+        default="datasets",
+        metadata={
+            "help": "datasets: this machine (`num_proc` processes); ray: the same steps on a Ray cluster (Ray Data, "
+            "`pip install 'llm-recipes[ray]'`), writing Parquet shards.",
+            "choices": CORPUS_ENGINES,
+        },
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata={
+            "help": "engine ray: the cluster to join (host:port, 'auto', ray://host:10001); unset: RAY_ADDRESS, "
+            "else a Ray started on this machine."
+        },
+    )
     keep_intermediate: bool = field(
         default=False, metadata={"help": "Keep the per-step checkpoints (<output_dir>.partial) after success."}
     )

@@ -258,30 +258,37 @@ def generate_documents(plan: dict) -> Iterator[dict]:
     for source in plan["sources"]:
         if limit is not None and report.documents >= limit:
             break
-        name = source["path"]
-        report.sources.append(name)
-        try:
-            for record in READERS[source["kind"]](name, options, report):
-                text = _judge(name, record, options, report)
-                if text is not None:
-                    yield {"id": f"{name}:{record.where}" if record.where else name, "text": text, "source": name}
-                    if limit is not None and report.documents >= limit:
-                        break
-        except UserError:
-            raise
-        except (
-            OSError,
-            EOFError,
-            ValueError,
-            lzma.LZMAError,
-            zstandard.ZstdError,
-        ) as err:  # a truncated or corrupt file
-            raise UserError(f"{name}: cannot read it ({type(err).__name__}: {err})") from err
+        yield from read_source(source, options, report, None if limit is None else limit - report.documents)
     os.makedirs(os.path.dirname(plan["report_path"]), exist_ok=True)
     partial = f"{plan['report_path']}.{os.getpid()}.tmp"
     with open(partial, "w", encoding="utf-8") as f:
         json.dump(report.as_dict(), f)
     os.replace(partial, plan["report_path"])  # whole or absent, even with several processes reading
+
+
+def read_source(source: dict, options: dict, report: ReadReport, limit: int | None = None) -> Iterator[dict]:
+    """The `id`/`text`/`source` documents of one planned source, each record judged by `_judge` and counted in
+    `report`, at most `limit` of them. The one reading path of both engines: `generate_documents` runs it source
+    after source, the Ray engine one source per task."""
+    name, start = source["path"], report.documents
+    report.sources.append(name)
+    try:
+        for record in READERS[source["kind"]](name, options, report):
+            text = _judge(name, record, options, report)
+            if text is not None:
+                yield {"id": f"{name}:{record.where}" if record.where else name, "text": text, "source": name}
+                if limit is not None and report.documents - start >= limit:
+                    break
+    except UserError:
+        raise
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        lzma.LZMAError,
+        zstandard.ZstdError,
+    ) as err:  # a truncated or corrupt file
+        raise UserError(f"{name}: cannot read it ({type(err).__name__}: {err})") from err
 
 
 def _judge(name: str, record: Record, options: dict, report: ReadReport) -> str | None:

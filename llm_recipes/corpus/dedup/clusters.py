@@ -144,6 +144,13 @@ class _ShingleSets:
         return self.cache[doc]
 
 
+def plausible_agreement(config: MinHashConfig) -> float:
+    """The signature agreement below which `verify` rejects a pair without reading its texts: the threshold less 5
+    standard deviations of MinHash's estimate (at least 0.05)."""
+    threshold = config.threshold
+    return threshold - max(0.05, 5 * float(np.sqrt(threshold * (1 - threshold) / config.num_perm)))
+
+
 def _verified_components(
     n: int, a: np.ndarray, b: np.ndarray, agreement: np.ndarray, texts: Sequence[str], config: MinHashConfig, stats
 ) -> np.ndarray:
@@ -154,8 +161,7 @@ def _verified_components(
     are not compared; the rest cost one intersection of sorted shingle-hash arrays each.
     """
     threshold = config.threshold
-    margin = max(0.05, 5 * float(np.sqrt(threshold * (1 - threshold) / config.num_perm)))
-    plausible = agreement >= threshold - margin
+    plausible = agreement >= plausible_agreement(config)
     stats.rejected_pairs = int(np.count_nonzero(~plausible))
     sets, shingle_sets = UnionFind(n), _ShingleSets(texts, config.ngram)
     for first, second in zip(a[plausible].tolist(), b[plausible].tolist(), strict=True):
