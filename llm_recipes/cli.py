@@ -50,6 +50,7 @@ STAGES: dict[str, str] = {
     "prune": "prune.py",
     "evaluate": "evaluate_models.py",
     "export": "export.py",
+    "serve": "serve.py",
 }
 
 
@@ -57,8 +58,9 @@ STAGES: dict[str, str] = {
 TOKEN_OPTIONS = frozenset({"--hub_token"})
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
-# Stages that start other stages: they run here, in one process, and launch multi-process stages themselves
-DRIVERS = frozenset({"pipeline"})
+# Stages that run here, in this process, rather than under `accelerate launch`: the pipeline (it launches the
+# multi-process stages itself) and the server (a long-running process whose engine starts its own model processes)
+DRIVERS = frozenset({"pipeline", "serve"})
 
 
 def recipes_dir() -> Path:

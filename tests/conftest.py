@@ -99,3 +99,51 @@ def write_yaml(path: Path, config: dict) -> Path:
 
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
+
+
+# The feedback store's PostgreSQL tests: a real server. .ci/run starts one (tests/postgres_cluster.py) and exports
+# its URL here; elsewhere the tests start their own when PostgreSQL is installed, and skip when it is not (in CI,
+# a missing server fails them instead: a skipped store test there would hide a broken install step).
+POSTGRES_URL_ENV = "LLM_RECIPES_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The URL of a running PostgreSQL server's `postgres` database (superuser, no password)."""
+    import tempfile
+
+    from postgres_cluster import find_binaries, start, stop
+
+    if os.environ.get(POSTGRES_URL_ENV):
+        yield os.environ[POSTGRES_URL_ENV]
+        return
+    if find_binaries() is None:
+        reason = f"PostgreSQL is not installed (apt-get install postgresql) and {POSTGRES_URL_ENV} is not set"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    folder = tempfile.mkdtemp(prefix="llm_recipes_pg_")  # in /tmp: the cluster's user must reach it
+    try:
+        yield start(folder)
+    finally:
+        stop(folder)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    """A fresh, empty feedback store database: a SQLite file, or a new database on the PostgreSQL server."""
+    import uuid
+
+    from sqlalchemy import create_engine
+
+    from llm_recipes.serving.store import database_url
+
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'feedback.db'}"
+    server = request.getfixturevalue("postgres_server")
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(database_url(server), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    admin.dispose()
+    return database_url(server).set(database=name).render_as_string(hide_password=False)

@@ -1,0 +1,143 @@
+"""The serve stage's config checks, before any model loads: what is served (one model or named versions, each a
+folder with weights and a chat template), the traffic split, the engine, the address, the limits, the API key and
+the feedback store's URL. Reads JSON files only (no torch)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from llm_recipes.configs import check_model_path, looks_local
+from llm_recipes.errors import UserError, did_you_mean
+from llm_recipes.export.source import inspect_source
+from llm_recipes.serving.config import ServeArguments
+from llm_recipes.serving.store import database_url
+
+# a version's name goes into URLs, headers and the database: keep it plain
+VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_serve_arguments(args: ServeArguments) -> None:
+    """The whole config; raises UserError, one line."""
+    versions = served_versions(args)
+    for name, path in versions.items():
+        check_version_folder(name, path)
+    traffic_shares(args.traffic, versions)
+    check_engine(args.engine)
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"port: {args.port} is not a port (0 picks a free one, else 1-65535)")
+    for name, minimum in (("max_tokens", 1), ("max_request_bytes", 1024), ("max_feedback_chars", 1)):
+        if getattr(args, name) < minimum:
+            raise UserError(f"{name}: {getattr(args, name)} must be >= {minimum}")
+    if args.remember_responses < 0:
+        raise UserError(f"remember_responses: {args.remember_responses} must be >= 0")
+    if args.retention_days is not None and args.retention_days <= 0:
+        raise UserError(f"retention_days: {args.retention_days} must be > 0 (or null to keep everything)")
+    if args.api_key_env and not os.environ.get(args.api_key_env):
+        raise UserError(f"api_key_env: the environment variable {args.api_key_env} is not set")
+    check_database(args.db)
+
+
+def parse_mapping(value: dict[str, Any] | str | None, what: str) -> dict[str, Any]:
+    """A mapping field from YAML (a mapping) or the command line (a JSON object)."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, dict):
+        return value
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise UserError(f"{what}: expected a mapping (YAML) or a JSON object, got {value!r}")
+    return parsed
+
+
+def served_versions(args: ServeArguments) -> dict[str, str]:
+    """Version name -> model folder: `versions`, or `model` alone under its folder's name."""
+    versions = parse_mapping(args.versions, "versions")
+    if bool(args.model) == bool(versions):
+        raise UserError("set exactly one of model (one model to serve) or versions ({name: folder, ...})")
+    if args.model:
+        versions = {Path(args.model.rstrip("/")).name or "model": args.model}
+    if not VERSION_NAME.match(args.model_name):
+        raise UserError(f"model_name: {args.model_name!r} must be letters, digits, '.', '_' or '-'")
+    for name, path in versions.items():
+        if not VERSION_NAME.match(str(name)):
+            raise UserError(f"versions: the name {name!r} must be letters, digits, '.', '_' or '-' (64 at most)")
+        if name == args.model_name:
+            raise UserError(f"versions: {name!r} is model_name, the name that routes through the traffic split")
+        if not isinstance(path, str) or not path:
+            raise UserError(f"versions: {name} must name a model folder, got {path!r}")
+    return {str(name): path for name, path in versions.items()}
+
+
+def traffic_shares(traffic: dict[str, Any] | str | None, versions: dict[str, str]) -> dict[str, float]:
+    """Each version's share of the routed requests, summing to 1 (even when `traffic` is unset)."""
+    weights = parse_mapping(traffic, "traffic")
+    if not weights:
+        return {name: 1 / len(versions) for name in versions}
+    for name, weight in weights.items():
+        if name not in versions:
+            raise UserError(f"traffic: {name!r} is not a served version{did_you_mean(str(name), versions)}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise UserError(f"traffic: {name}'s share must be a number >= 0, got {weight!r}")
+    total = sum(weights.values())
+    if total <= 0:
+        raise UserError("traffic: the shares add up to 0; give at least one version a share")
+    return {name: weights.get(name, 0) / total for name in versions}
+
+
+def check_version_folder(name: str, path: str) -> None:
+    """A local folder holds weights and a tokenizer with a chat template (an adapter: its base's, unless its own)."""
+    what = f"versions: {name}" if name else "model"
+    check_model_path(path, what)
+    if not looks_local(path):
+        return  # a Hub id: read when it loads
+    source = inspect_source(path)
+    tokenizer_folders = [Path(path).expanduser()]
+    if source.kind == "adapter":
+        check_model_path(source.base_model, f"{what}'s base model")
+        if looks_local(source.base_model):
+            tokenizer_folders.append(Path(source.base_model).expanduser())
+    tokenizer = next((folder for folder in tokenizer_folders if has_tokenizer(folder)), None)
+    if tokenizer is None:
+        raise UserError(f"{what}: {path} has no tokenizer (nor has its base model)")
+    if not has_chat_template(tokenizer):
+        raise UserError(f"{what}: {tokenizer} has no chat template; serve a chat model (an sft, dpo or export output)")
+
+
+def has_tokenizer(folder: Path) -> bool:
+    return (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file()
+
+
+def has_chat_template(folder: Path) -> bool:
+    """transformers 5 saves the template beside the tokenizer (chat_template.jinja); older saves inline it."""
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    config = folder / "tokenizer_config.json"
+    return config.is_file() and bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
+
+
+def check_engine(engine: str) -> None:
+    if engine == "vllm":
+        if importlib.util.find_spec("vllm") is None:
+            raise UserError(
+                "engine: vllm needs the vllm package (pip install vllm, on a CUDA machine); "
+                "engine: transformers serves on CPU and one GPU"
+            )
+        raise UserError("engine: vllm is not wired up in this version of llm-recipes yet; use engine: transformers")
+
+
+def check_database(url: str) -> None:
+    """The feedback store's URL: a backend we support, its driver installed, a SQLite file's folder there."""
+    parsed = database_url(url)
+    if parsed.get_backend_name() == "postgresql" and importlib.util.find_spec("psycopg") is None:
+        raise UserError("db: PostgreSQL needs psycopg: pip install 'llm-recipes[serve]'")
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        if not Path(parsed.database).expanduser().resolve().parent.is_dir():
+            raise UserError(f"db: the folder of {parsed.database} does not exist")
