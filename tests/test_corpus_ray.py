@@ -197,3 +197,15 @@ def test_ray_config_errors_are_one_line(tmp_path, c4_copies, overrides, message)
     config.update(overrides)
     with pytest.raises(UserError, match=message):
         clean_corpus.parse_args(["--config", str(write_yaml(tmp_path / "bad.yaml", config))])
+
+
+def test_real_scale_config_parses(tmp_path, c4_copies):
+    """configs/smollm2-135m/clean_corpus_ray.yaml is a valid Ray run (its shared-volume paths replaced)."""
+    config = PROJECT / "configs" / "smollm2-135m" / "clean_corpus_ray.yaml"
+    overrides = ["--input_paths", c4_copies[0], "--output_dir", str(tmp_path / "out")]
+    (args,) = clean_corpus.parse_args(["--config", str(config), *overrides])
+    assert args.engine == "ray" and args.output_format == "parquet" and args.test_size == 5000
+    assert [next(iter(step)) if isinstance(step, dict) else step for step in args.steps][-2:] == [
+        "exact_dedup",
+        "near_dedup",
+    ]

@@ -14,6 +14,7 @@
     checkpoints.py  per-step checkpoints, so an interrupted run resumes
     splits.py       train/validation/test splits, written as `save_to_disk` or Parquet shards
     report.py       what each step removed: JSON, a table and a chart
+    engines/        the same steps on a Ray cluster (`engine: ray`): Ray Data maps, group-bys, Parquet
 
 Every cleaning step is a picklable batch function (`dict[str, list] -> dict[str, list]`), so it runs under
 `Dataset.map(batched=True, num_proc=N)` here and under a cluster engine's `map_batches` for bigger corpora.
