@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from llm_recipes.configs import parse_config, run_recipe
-from llm_recipes.serving.app import ServingState, bind, build_app, make_server, url_of
+from llm_recipes.serving.app import ServingState, bind, build_app, serve_until_stopped, url_of
 from llm_recipes.serving.checks import check_serve_arguments, served_versions, traffic_shares
 from llm_recipes.serving.config import ServeArguments
 from llm_recipes.serving.engine import make_engine
@@ -46,7 +46,7 @@ def main(args: ServeArguments) -> dict:
     print(f"serving {args.model_name} ({split}) at {url_of(sock)}/v1 -- feedback store {store}", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not state.api_key:
         print(f"warning: listening on {args.host} without an API key (set api_key_env)", flush=True)
-    make_server(app, args.log_level).run(sockets=[sock])  # until Ctrl+C or SIGTERM; the app stops the engine
+    serve_until_stopped(app, sock, args.log_level)  # until Ctrl+C or SIGTERM; the app stops the engine
     return {"versions": versions, "traffic": shares, "stats": state.stats.snapshot()}
 
 

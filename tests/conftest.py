@@ -129,21 +129,30 @@ def postgres_server():
         stop(folder)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path) -> str:
-    """A fresh, empty feedback store database: a SQLite file, or a new database on the PostgreSQL server."""
+def new_postgres_database(server: str) -> str:
+    """The URL of a new, empty database on the PostgreSQL server at `server`."""
     import uuid
 
     from sqlalchemy import create_engine
 
     from llm_recipes.serving.store import database_url
 
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'feedback.db'}"
-    server = request.getfixturevalue("postgres_server")
     name = f"test_{uuid.uuid4().hex[:16]}"
     admin = create_engine(database_url(server), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
     admin.dispose()
     return database_url(server).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def postgres_store_url(postgres_server) -> str:
+    return new_postgres_database(postgres_server)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    """A fresh, empty feedback store database: a SQLite file, or a new database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'feedback.db'}"
+    return new_postgres_database(request.getfixturevalue("postgres_server"))

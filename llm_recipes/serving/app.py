@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import os
+import signal
 import socket
 import time
 import uuid
@@ -136,8 +137,10 @@ def build_app(state: ServingState) -> FastAPI:
     app = FastAPI(title="llm-recipes serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.serving = state
     install_error_handlers(app)
-    app.add_middleware(CancelOnDisconnect)  # a client that leaves stops its generation
+    # the last added runs first: the key, then the watch for a client that leaves (which stops its generation; it
+    # reads the body for the app), then the size limit, on the body as the app reads it
     app.add_middleware(BodyLimit, limit=state.args.max_request_bytes)
+    app.add_middleware(CancelOnDisconnect)
     if state.api_key:
         app.add_middleware(ApiKey, key=state.api_key)
 
@@ -285,3 +288,19 @@ def url_of(sock: socket.socket) -> str:
 
 def make_server(app: FastAPI, log_level: str) -> uvicorn.Server:
     return uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5))
+
+
+def serve_until_stopped(app: FastAPI, sock: socket.socket, log_level: str) -> None:
+    """Serve on `sock` until Ctrl+C or SIGTERM. uvicorn stops gracefully (the app's lifespan stops the engine and
+    closes the store), then raises the signal again for whoever handles it after: that is the end, not an error."""
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        make_server(app, log_level).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -17,6 +17,7 @@ engine: vllm
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,8 @@ class StageModelLoader(ModelLoader):
         )
         if is_adapter(path) and not quantization_of(model.config):
             model = model.merge_and_unload()
+        # this runs in the model's own process: bitsandbytes' int8 layers would log a float16 cast on every token
+        logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
         return model
 
 
