@@ -36,6 +36,7 @@ STAGES: dict[str, str] = {
     "clean-corpus": "clean_corpus.py",
     "train-tokenizer": "train_tokenizer.py",
     "init-model": "init_model.py",
+    "tokenize": "tokenize_shards.py",  # not tokenize.py: as a script, it would shadow the standard library's
     "pretrain": "pretrain.py",
     "sft": "sft.py",
     "finetune-task": "finetune_task.py",

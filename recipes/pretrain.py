@@ -31,6 +31,7 @@ from llm_recipes.pretrain.checks import (
     check_curriculum,
     check_model,
     check_model_source,
+    check_stream,
     evaluation_defaults,
     schedule_evaluation,
 )
@@ -60,6 +61,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[PretrainScriptArgumen
     check_model_source(script_args)
     check_curriculum(script_args)
     parse_overrides(script_args.config_overrides)
+    check_stream(script_args, training_args)  # a shard folder (tokenize's output): fits this run's tokenizer
     schedule_evaluation(script_args, training_args, given)
     check_model(script_args)  # the tokenizer and the architecture's config, no weights
     return script_args, training_args

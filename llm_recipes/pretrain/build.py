@@ -46,6 +46,7 @@ from llm_recipes.data.packing import (
 from llm_recipes.data.text import row_text
 from llm_recipes.errors import UserError
 from llm_recipes.models.loading import ENCODER_MODEL_TYPES, build_config, init_model, resize_for_tokenizer
+from llm_recipes.pretrain.streaming import ShardStream, stream_loader
 from llm_recipes.training.callbacks import NonFiniteLossGuard
 
 MASK_TOKEN = "<|mask|>"
@@ -274,11 +275,21 @@ class PretrainTrainer(Trainer):
       mean over batches, off when batches differ in targets: masked LM, a short last block), and logs
       `eval_perplexity = exp(eval_loss)`. It runs under a fixed seed in a forked RNG: masked-LM evaluation masks
       the same tokens every time, and training's random stream is left as it was.
+    - `stream` (a `ShardStream`, pretraining from a shard folder): each rank's loader reads its own shards, and a
+      resumed run starts the stream at the next untrained block (see `pretrain/streaming.py`).
     - Every training loss goes to `loss_guard` (a `NonFiniteLossGuard`); `loss_guard.failure` says why it stopped.
     """
 
-    def __init__(self, *args: Any, sequential: bool = False, causal: bool = True, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        sequential: bool = False,
+        causal: bool = True,
+        stream: ShardStream | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
+        self.stream = stream
         self.sequential = sequential
         self.causal = causal
         self.loss_guard = NonFiniteLossGuard(reduce=self.accelerator.reduce)
@@ -290,6 +301,21 @@ class PretrainTrainer(Trainer):
         if self.sequential:
             return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
         return super()._get_train_sampler(train_dataset)
+
+    def get_train_dataloader(self):
+        if self.stream is None:
+            return super().get_train_dataloader()
+        return self._stream_loader(self.stream)
+
+    def get_resumed_dataloader(self, dataloader, num_batches: int):
+        """A shard stream resumes by starting at the next block, not by reading and dropping the trained ones."""
+        if self.stream is None:
+            return super().get_resumed_dataloader(dataloader, num_batches)
+        return self._stream_loader(self.stream.starting_at(num_batches * self._train_batch_size))
+
+    def _stream_loader(self, stream: ShardStream):
+        collator = self._get_collator_with_removed_columns(self.data_collator, description="Training")
+        return stream_loader(stream, self._train_batch_size, collator, self.args.dataloader_pin_memory)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -334,7 +360,7 @@ class PretrainTrainer(Trainer):
 
 @dataclass
 class PretrainingBlocks:
-    train: Dataset
+    train: Dataset | ShardStream
     eval: Dataset | None
     train_documents: int
     eval_documents: int

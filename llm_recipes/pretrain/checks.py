@@ -11,10 +11,12 @@ from transformers.trainer_utils import IntervalStrategy
 
 from llm_recipes.configs import check_model_path, is_planned, looks_local
 from llm_recipes.configs.paths import check_eval_split_size
+from llm_recipes.data.shards import check_shards_match, is_shard_folder, read_shard_manifest
 from llm_recipes.errors import UserError
 from llm_recipes.models.loading import preset_names
-from llm_recipes.pretrain.build import load_tokenizer, model_config, prepare_tokenizer
+from llm_recipes.pretrain.build import capped_block_size, load_tokenizer, model_config, prepare_tokenizer
 from llm_recipes.pretrain.config import PretrainScriptArguments
+from llm_recipes.pretrain.streaming import rank_shards
 
 
 def evaluation_defaults(given: dict[str, Any]) -> dict[str, Any]:
@@ -92,3 +94,27 @@ def check_model(script_args: PretrainScriptArguments) -> None:
             "packing_boundaries: separate needs an attention model; a recurrent model's state crosses documents "
             "(use cross)"
         )
+
+
+def check_stream(script_args: PretrainScriptArguments, training_args: TrainingArguments) -> None:
+    """A shard folder (tokenize's output) as dataset_path: what a stream cannot do, and shards that do not fit.
+    Runs before `schedule_evaluation`: evaluation is then scheduled only when eval_dataset_path is set."""
+    if not is_shard_folder(script_args.dataset_path):
+        return
+    if script_args.datasets:
+        raise UserError("datasets: a shard folder as dataset_path is the whole corpus; mix sources when tokenizing")
+    if training_args.max_steps is None or training_args.max_steps <= 0:
+        raise UserError("max_steps is required with a shard folder: a stream has no length to count epochs by")
+    if script_args.curriculum != "none":
+        raise UserError("curriculum: a shard folder is read in its own order; order documents before tokenize")
+    if training_args.dataloader_num_workers:
+        raise UserError("dataloader_num_workers: a shard stream is read by one process per rank; set it to 0")
+    script_args.eval_split_size = 0  # nothing is held out of a stream: eval data comes from eval_dataset_path
+    manifest = read_shard_manifest(script_args.dataset_path)
+    if not is_planned(script_args.tokenizer_name_or_path or script_args.model_name_or_path):
+        tokenizer = load_tokenizer(script_args)
+        check_shards_match(manifest, tokenizer)  # as loaded, before pretraining adds its pad or mask token
+        prepare_tokenizer(tokenizer, script_args.objective)
+        config = model_config(script_args, tokenizer)
+        check_shards_match(manifest, block_size=capped_block_size(script_args.block_size, config))
+    rank_shards(len(manifest.shards), 0, training_args.world_size)

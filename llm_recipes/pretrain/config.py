@@ -137,3 +137,36 @@ class InitModelArguments(OutputOptions):
 
 
 RANGE_CHECKS["vocab_size"] = (lambda v: v >= 300, "must be >= 300 (256 bytes plus special tokens and merges)")
+
+
+@dataclass
+class TokenizeArguments(DatasetArguments):
+    """The tokenize stage: text -> packed blocks in Parquet shards that pretrain streams (`data/shards.py`)."""
+
+    output_dir: str = field(default="outputs/shards", metadata={"help": "The shard folder to write."})
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "The tokenizer pretraining will use (folder or Hub id)."}
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow tokenizer code from the Hub (off: safe)."})
+    block_size: int = field(default=512, metadata={"help": "Tokens per block: pretrain's block_size must match."})
+    packing: bool = field(
+        default=True,
+        metadata={"help": "Pack documents (EOS between them) into full blocks; false: one document per row."},
+    )
+    packing_boundaries: str = field(
+        default="cross",
+        metadata={
+            "help": "separate: also store position ids restarting at each document (pretrain's packing_boundaries).",
+            "choices": ("cross", "separate"),
+        },
+    )
+    blocks_per_shard: int = field(
+        default=4096,
+        metadata={"help": "Blocks per Parquet shard; at least as many shards as data-parallel processes are needed."},
+    )
+    max_documents: int | None = field(default=None, metadata={"help": "Tokenize at most this many documents."})
+    dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for reading and conversion."})
+
+
+RANGE_CHECKS["blocks_per_shard"] = (lambda v: v >= 1, "must be >= 1")
+RANGE_CHECKS["max_documents"] = (lambda v: v is None or v >= 1, "must be >= 1")

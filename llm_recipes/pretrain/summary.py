@@ -12,6 +12,7 @@ from llm_recipes.data.packing import non_padding_share, row_lengths
 from llm_recipes.models.loading import count_parameters
 from llm_recipes.pretrain.build import PretrainingBlocks
 from llm_recipes.pretrain.config import PretrainScriptArguments
+from llm_recipes.pretrain.streaming import ShardStream
 from llm_recipes.pretrain.trainer import BuildFacts
 from llm_recipes.training.resume import last_logged
 
@@ -105,16 +106,29 @@ def pretrain_summary(
     before, after = evaluations
     state = trainer.state
     args = trainer.args
-    session_tokens = (state.epoch - epoch_before) * blocks.tokens_per_epoch
     runtime = train_result.metrics.get("train_runtime") or 0.0
     _, parameters = count_parameters(trainer.accelerator.unwrap_model(trainer.model))
-    share = non_padding_share(
-        row_lengths(blocks.train),
-        args.per_device_train_batch_size,
-        fixed_width=blocks.block_size if script_args.packing else None,
-        pad_to_multiple_of=trainer.data_collator.pad_to_multiple_of,
-        seed=args.seed,
-    )
+    if isinstance(blocks.train, ShardStream):
+        # a stream has no epochs the Trainer can count: tokens are blocks trained on x the mean block
+        manifest = blocks.train.manifest
+        mean_block = manifest.tokens / manifest.blocks
+        blocks_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        trained_tokens = state.global_step * blocks_per_step * mean_block
+        session_steps = state.global_step - getattr(trainer, "_initial_global_step", 0)
+        session_tokens = session_steps * blocks_per_step * mean_block
+        training_blocks = manifest.blocks
+        share = manifest.tokens / (manifest.blocks * blocks.block_size)  # of full-width rows (the packed width)
+    else:
+        trained_tokens = state.epoch * blocks.tokens_per_epoch
+        session_tokens = (state.epoch - epoch_before) * blocks.tokens_per_epoch
+        training_blocks = len(blocks.train)
+        share = non_padding_share(
+            row_lengths(blocks.train),
+            args.per_device_train_batch_size,
+            fixed_width=blocks.block_size if script_args.packing else None,
+            pad_to_multiple_of=trainer.data_collator.pad_to_multiple_of,
+            seed=args.seed,
+        )
     curriculum = script_args.curriculum
     return PretrainSummary(
         objective=script_args.objective,
@@ -126,11 +140,11 @@ def pretrain_summary(
         curriculum=curriculum if curriculum == "none" else f"{curriculum} ({script_args.curriculum_schedule})",
         training_documents=blocks.train_documents,
         eval_documents=blocks.eval_documents,
-        training_blocks=len(blocks.train),
+        training_blocks=training_blocks,
         tokens_per_epoch=blocks.tokens_per_epoch,
         non_padding_share=round(share, 4),
         optimizer_steps=state.global_step,
-        tokens_trained_on=round(state.epoch * blocks.tokens_per_epoch),
+        tokens_trained_on=round(trained_tokens),
         final_train_loss=last_logged(state.log_history, "loss"),
         mean_train_loss=train_result.training_loss,
         eval_loss=after.get("eval_loss"),

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, PreTrainedTokenizerBase, TrainingArguments, set_seed
 
 from llm_recipes.data.config import DatasetSpec, dataset_specs
 from llm_recipes.data.formats import FormatReport
+from llm_recipes.data.packing import pack_documents, tokenize_documents
+from llm_recipes.data.shards import ShardManifest, check_shards_match, is_shard_folder, read_shard_manifest
+from llm_recipes.errors import UserError
 from llm_recipes.pretrain.build import (
     PretrainingBlocks,
     PretrainTrainer,
@@ -18,20 +22,81 @@ from llm_recipes.pretrain.build import (
     capped_block_size,
     load_or_init_model,
     load_pretraining_texts,
+    load_source_texts,
     load_tokenizer,
     make_collator,
     model_config,
     prepare_tokenizer,
+    separates_documents,
 )
 from llm_recipes.pretrain.config import PretrainScriptArguments
+from llm_recipes.pretrain.streaming import ShardStream
 
 
 @dataclass
 class BuildFacts:
     """What building the trainer found that the run's summary reports."""
 
-    reports: list[tuple[str, FormatReport]]  # (dataset path, rows kept from it)
+    reports: list[tuple[str, FormatReport | ShardSource]]  # (dataset path, rows kept from it)
     embedding_rows_added: int
+
+
+@dataclass
+class ShardSource:
+    """What the summary says of a shard folder (in place of a format conversion's report)."""
+
+    manifest: ShardManifest
+
+    def describe(self) -> str:
+        manifest = self.manifest
+        return f"{manifest.blocks} blocks, {manifest.tokens} tokens in {len(manifest.shards)} shards (streamed)"
+
+
+def streamed_blocks(
+    script_args: PretrainScriptArguments,
+    training_args: TrainingArguments,
+    tokenizer: PreTrainedTokenizerBase,
+    block_size: int,
+    eval_spec: DatasetSpec | None,
+) -> tuple[PretrainingBlocks, list[tuple[str, Any]]]:
+    """A shard folder as this rank's stream (checked against the run's tokenizer and blocks); eval data, if any,
+    from eval_dataset_path, tokenized here (it is small)."""
+    manifest = read_shard_manifest(script_args.dataset_path)
+    check_shards_match(manifest, load_tokenizer(script_args), block_size)  # the tokenizer as loaded, as tokenize saw it
+    if manifest.packing != script_args.packing or manifest.separate_documents != separates_documents(script_args):
+        raise UserError(
+            "dataset_path: the shards were cut with other packing or packing_boundaries than this run's; set them "
+            "as tokenize did or rerun tokenize"
+        )
+    stream = ShardStream(
+        folder=Path(script_args.dataset_path).expanduser(),
+        manifest=manifest,
+        rank=training_args.process_index,
+        world_size=training_args.world_size,
+        seed=training_args.seed,
+    )
+    stream.shards  # noqa: B018  (refuses more ranks than shards now, not in the first step)
+    reports: list[tuple[str, Any]] = [(script_args.dataset_path, ShardSource(manifest))]
+    eval_blocks, eval_documents = None, 0
+    if eval_spec is not None:
+        texts, report = load_source_texts(eval_spec, script_args.dataset_num_proc)
+        if script_args.max_eval_samples is not None:
+            texts = texts.select(range(min(script_args.max_eval_samples, len(texts))))
+        reports.append((eval_spec.path, report))
+        documents = tokenize_documents(texts, tokenizer, num_proc=script_args.dataset_num_proc)
+        eval_blocks = pack_documents(
+            documents, block_size, pack=manifest.packing, separate_documents=manifest.separate_documents
+        )
+        eval_documents = len(texts)
+    blocks = PretrainingBlocks(
+        train=stream,
+        eval=eval_blocks,
+        train_documents=manifest.documents,
+        eval_documents=eval_documents,
+        tokens_per_epoch=manifest.tokens,
+        block_size=block_size,
+    )
+    return blocks, reports
 
 
 def build_trainer(
@@ -53,17 +118,21 @@ def build_trainer(
             path=script_args.eval_dataset_path, format=script_args.data_format, text_field=script_args.text_field
         )
     with training_args.main_process_first(desc="preparing pretraining data"):
-        texts = load_pretraining_texts(
-            dataset_specs(script_args),
-            eval_spec=eval_spec,
-            eval_size=script_args.eval_split_size,
-            max_train_samples=script_args.max_train_samples,
-            max_eval_samples=script_args.max_eval_samples,
-            seed=training_args.seed,
-            num_proc=script_args.dataset_num_proc,
-            score_column=script_args.curriculum_column if script_args.curriculum == "column" else None,
-        )
-        blocks = build_blocks(texts, tokenizer, script_args, block_size, seed=training_args.seed)
+        if is_shard_folder(script_args.dataset_path):  # tokenized ahead: read as a stream, nothing tokenized now
+            blocks, reports = streamed_blocks(script_args, training_args, tokenizer, block_size, eval_spec)
+        else:
+            texts = load_pretraining_texts(
+                dataset_specs(script_args),
+                eval_spec=eval_spec,
+                eval_size=script_args.eval_split_size,
+                max_train_samples=script_args.max_train_samples,
+                max_eval_samples=script_args.max_eval_samples,
+                seed=training_args.seed,
+                num_proc=script_args.dataset_num_proc,
+                score_column=script_args.curriculum_column if script_args.curriculum == "column" else None,
+            )
+            blocks = build_blocks(texts, tokenizer, script_args, block_size, seed=training_args.seed)
+            reports = texts.reports
 
     # Model: seeded, so a rerun (or a resumed run) starts from the same weights
     set_seed(training_args.seed)
@@ -84,7 +153,8 @@ def build_trainer(
         callbacks=extra_callbacks,
         sequential=script_args.curriculum != "none",
         causal=script_args.objective == "clm",
+        stream=blocks.train if isinstance(blocks.train, ShardStream) else None,
     )
     for note in notes:
         trainer.accelerator.print(f"note: {note}")
-    return trainer, blocks, BuildFacts(reports=texts.reports, embedding_rows_added=rows_added)
+    return trainer, blocks, BuildFacts(reports=reports, embedding_rows_added=rows_added)
