@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import DEMO_CONFIGS
 from sqlalchemy import create_engine, text
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -426,6 +427,20 @@ def test_config_mistakes_are_one_line_before_any_model_loads(argv, message, base
     assert cli_main(["serve", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_the_demo_config_holds_only_serve_fields():
+    """configs/demo/serve.yaml reads the demo pipeline's outputs (absent here): its fields are checked by name and
+    type, not against folders."""
+    from llm_recipes.configs import parse_config
+    from llm_recipes.serving.config import ServeArguments
+
+    (args,) = parse_config((ServeArguments,), ["--config", str(DEMO_CONFIGS / "serve.yaml")])
+    assert (args.traffic, args.host, args.db) == (
+        {"v1": 90, "v2": 10},
+        "127.0.0.1",
+        "sqlite:///outputs/demo/feedback.db",
+    )
 
 
 @pytest.fixture(scope="module")
