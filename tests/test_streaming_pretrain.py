@@ -124,7 +124,7 @@ def test_pretrain_streams_shards_through_the_console_script(tmp_path, shards, ba
     summary = recorded["metrics"]
     assert summary["optimizer steps"] == 3 and summary["training blocks"] == manifest.blocks
     assert summary["tokens per epoch"] == manifest.tokens and summary["training documents"] == 3
-    assert summary[f"rows kept from {shards}"].startswith(f"{manifest.blocks} blocks, {manifest.tokens} tokens")
+    assert summary[f"rows kept from {shards}"].startswith(f"{manifest.blocks:,} blocks, {manifest.tokens:,} tokens")
     assert summary["tokens trained on"] == round(3 * 4 * manifest.tokens / manifest.blocks)
     assert summary["eval documents"] == 8 and summary["eval perplexity"] < summary["eval perplexity before training"]
     assert (tmp_path / "out" / "model.safetensors").is_file()

@@ -49,7 +49,7 @@ class ShardSource:
 
     def describe(self) -> str:
         manifest = self.manifest
-        return f"{manifest.blocks} blocks, {manifest.tokens} tokens in {len(manifest.shards)} shards (streamed)"
+        return f"{manifest.blocks:,} blocks, {manifest.tokens:,} tokens in {len(manifest.shards)} shards (streamed)"
 
 
 def streamed_blocks(
