@@ -168,6 +168,7 @@ def test_shards_of_another_tokenizer_are_refused_in_one_line(tmp_path, shards, b
         ({"block_size": 128}, "the shards hold blocks of 64 tokens but block_size is 128"),
         ({"max_steps": -1, "num_train_epochs": 1}, "max_steps is required with a shard folder"),
         ({"curriculum": "length"}, "curriculum: a shard folder is read in its own order"),
+        ({"packing_boundaries": "separate"}, r"the shards were cut with packing cross \(packing, packing_boundaries\)"),
     ],
 )
 def test_stream_config_mistakes_are_user_errors(tmp_path, shards, base_model_dir, overrides, message):

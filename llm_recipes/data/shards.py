@@ -220,6 +220,15 @@ def check_shards_match(
         )
 
 
+def check_packing_matches(manifest: ShardManifest, packing: bool, separate_documents: bool) -> None:
+    if manifest.packing != packing or manifest.separate_documents != separate_documents:
+        cut = "unpacked" if not manifest.packing else "separate" if manifest.separate_documents else "cross"
+        raise UserError(
+            f"dataset_path: the shards were cut with packing {cut} (packing, packing_boundaries); set them as "
+            "tokenize did or rerun tokenize"
+        )
+
+
 def read_blocks(path: str | Path, columns: list[str], skip: int = 0) -> Iterator[dict[str, list[int]]]:
     """The blocks of one shard from block `skip` on, one row group in memory at a time; row groups wholly before
     `skip` are never read (their sizes come from the footer)."""

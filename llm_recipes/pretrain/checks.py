@@ -11,10 +11,16 @@ from transformers.trainer_utils import IntervalStrategy
 
 from llm_recipes.configs import check_model_path, is_planned, looks_local
 from llm_recipes.configs.paths import check_eval_split_size
-from llm_recipes.data.shards import check_shards_match, is_shard_folder, read_shard_manifest
+from llm_recipes.data.shards import check_packing_matches, check_shards_match, is_shard_folder, read_shard_manifest
 from llm_recipes.errors import UserError
 from llm_recipes.models.loading import preset_names
-from llm_recipes.pretrain.build import capped_block_size, load_tokenizer, model_config, prepare_tokenizer
+from llm_recipes.pretrain.build import (
+    capped_block_size,
+    load_tokenizer,
+    model_config,
+    prepare_tokenizer,
+    separates_documents,
+)
 from llm_recipes.pretrain.config import PretrainScriptArguments
 from llm_recipes.pretrain.streaming import rank_shards
 
@@ -111,6 +117,7 @@ def check_stream(script_args: PretrainScriptArguments, training_args: TrainingAr
         raise UserError("dataloader_num_workers: a shard stream is read by one process per rank; set it to 0")
     script_args.eval_split_size = 0  # nothing is held out of a stream: eval data comes from eval_dataset_path
     manifest = read_shard_manifest(script_args.dataset_path)
+    check_packing_matches(manifest, script_args.packing, separates_documents(script_args))
     if not is_planned(script_args.tokenizer_name_or_path or script_args.model_name_or_path):
         tokenizer = load_tokenizer(script_args)
         check_shards_match(manifest, tokenizer)  # as loaded, before pretraining adds its pad or mask token

@@ -13,8 +13,13 @@ from transformers import EarlyStoppingCallback, PreTrainedTokenizerBase, Trainin
 from llm_recipes.data.config import DatasetSpec, dataset_specs
 from llm_recipes.data.formats import FormatReport
 from llm_recipes.data.packing import pack_documents, tokenize_documents
-from llm_recipes.data.shards import ShardManifest, check_shards_match, is_shard_folder, read_shard_manifest
-from llm_recipes.errors import UserError
+from llm_recipes.data.shards import (
+    ShardManifest,
+    check_packing_matches,
+    check_shards_match,
+    is_shard_folder,
+    read_shard_manifest,
+)
 from llm_recipes.pretrain.build import (
     PretrainingBlocks,
     PretrainTrainer,
@@ -63,11 +68,7 @@ def streamed_blocks(
     from eval_dataset_path, tokenized here (it is small)."""
     manifest = read_shard_manifest(script_args.dataset_path)
     check_shards_match(manifest, load_tokenizer(script_args), block_size)  # the tokenizer as loaded, as tokenize saw it
-    if manifest.packing != script_args.packing or manifest.separate_documents != separates_documents(script_args):
-        raise UserError(
-            "dataset_path: the shards were cut with other packing or packing_boundaries than this run's; set them "
-            "as tokenize did or rerun tokenize"
-        )
+    check_packing_matches(manifest, script_args.packing, separates_documents(script_args))
     stream = ShardStream(
         folder=Path(script_args.dataset_path).expanduser(),
         manifest=manifest,
