@@ -106,6 +106,26 @@ def test_tokenize_writes_the_blocks_in_memory_packing_makes(tmp_path, shared_dat
     assert read_manifest(tmp_path / "shards")["complete"]
 
 
+def test_separate_documents_shards_carry_position_ids_and_train(tmp_path, shared_data, base_model_dir):
+    source = shared_data / "c4_demo.jsonl"
+    config = tokenize_config(
+        source, base_model_dir, tmp_path / "shards", max_documents=2, packing_boundaries="separate"
+    )
+    TOKENIZE.main(*TOKENIZE.parse_args(["--config", str(write_yaml(tmp_path / "t.yaml", config))]))
+    texts, _ = load_source_texts(DatasetSpec(path=str(source)))
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    documents = tokenize_documents(texts.select(range(2)), tokenizer)
+    expected = pack_documents(documents, 64, separate_documents=True)
+    manifest = read_shard_manifest(tmp_path / "shards")
+    written = [pq.read_table(tmp_path / "shards" / shard.file) for shard in manifest.shards]
+    assert [row for table in written for row in table["position_ids"].to_pylist()] == expected["position_ids"]
+    assert manifest.separate_documents and manifest.columns == ["input_ids", "position_ids"]
+
+    run = pretrain_config(tmp_path / "shards", base_model_dir, tmp_path / "out", packing_boundaries="separate")
+    summary = PRETRAIN.main(*PRETRAIN.parse_args(["--config", str(write_yaml(tmp_path / "p.yaml", run))]))
+    assert summary["optimizer steps"] == 3 and summary["packing"] == "on, attention within each document"
+
+
 # --------------------------------------------------------------------------------------------------------------
 # pretrain on shards
 
