@@ -9,6 +9,7 @@ import http.client
 import importlib.util
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -457,6 +458,22 @@ def quantized_chat_dir(tmp_path_factory, chat_model_dir) -> Path:
 def console_script() -> list[str]:
     installed = Path(sys.executable).with_name("llm-recipes")
     return [str(installed)] if installed.is_file() else [sys.executable, "-m", "llm_recipes.cli"]
+
+
+@pytest.mark.slow
+def test_a_model_that_cannot_load_is_one_line(tmp_path, chat_model_dir):
+    """Found only when the model's process loads it: still one `error:` line naming the version, exit 2."""
+    broken = tmp_path / "broken"
+    shutil.copytree(chat_model_dir, broken)
+    (broken / "model.safetensors").write_bytes((chat_model_dir / "model.safetensors").read_bytes()[:1000])
+    command = [*console_script(), "serve", "--model", str(broken), "--port", "0", "--db", f"sqlite:///{tmp_path}/f.db"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert errors == [
+        "error: broken: the model did not load: SafetensorError: Error while deserializing header: "
+        "invalid header length"
+    ]
 
 
 @pytest.mark.slow

@@ -45,6 +45,15 @@ class StageModelLoader(ModelLoader):
         self.serve_device = None if device == "auto" else device
         self.serve_dtype = None if dtype == "auto" else dtype
 
+    def load_model_and_processor(self, model_id: str, on_progress: Any = None) -> tuple[Any, Any]:
+        """In the model's process. A model that cannot load is reported by the server as one line with its reason
+        (TransformersEngine.start): transformers' own traceback of it, logged as the process ends, is muted."""
+        try:
+            return super().load_model_and_processor(model_id, on_progress)
+        except Exception:
+            logging.getLogger("transformers.cli.serving.model_manager").setLevel(logging.CRITICAL)
+            raise
+
     def load_config(self, model_id: str) -> tuple[Any, GenerationConfig]:
         path = parse_model_id(model_id)[0]
         if not is_adapter(path):
