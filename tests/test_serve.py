@@ -470,10 +470,7 @@ def test_a_model_that_cannot_load_is_one_line(tmp_path, chat_model_dir):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert errors == [
-        "error: broken: the model did not load: SafetensorError: Error while deserializing header: "
-        "invalid header length"
-    ]
+    assert len(errors) == 1 and errors[0].startswith("error: broken: the model did not load: SafetensorError")
 
 
 @pytest.mark.slow
