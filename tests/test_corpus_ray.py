@@ -113,13 +113,12 @@ def assert_same_report(ray_report: dict, datasets_report: dict) -> None:
         ours, theirs = dict(ours), dict(theirs)
         ours.pop("seconds"), theirs.pop("seconds"), ours.pop("cached"), theirs.pop("cached")
         assert ours == theirs, ours["name"]
-    for key in ("read", "totals", "splits", "top_drop_reasons"):
+    for key in ("read", "totals", "splits", "top_drop_reasons", "cross_split_dedup"):
         assert ray_report[key] == datasets_report[key], key
 
 
 def test_ray_keeps_what_datasets_keeps(tmp_path, ray_cluster, c4_copies):
     config = {"input_paths": c4_copies, "steps": VERIFY_STEPS, "validation_size": 0.05, "test_size": 5}
-    config["cross_split_dedup"] = False
     single = run(tmp_path, "datasets", {**config, "output_dir": str(tmp_path / "datasets")})
     started = time.perf_counter()
     ours = run(tmp_path, "ray", {**config, "output_dir": str(tmp_path / "ray"), "engine": "ray"})
@@ -135,6 +134,8 @@ def test_ray_keeps_what_datasets_keeps(tmp_path, ray_cluster, c4_copies):
     assert steps["near_dedup"]["docs_removed"] == 27 and near["clusters"] == 15
     assert near["examples"][0]["size"] >= 4 and near["rejected_pairs"] > 0 and near["check"] == "jaccard"
     assert ours["splits"] == {"train": 271, "validation": 15, "test": 5}
+    # near_dedup left no duplicates for the splits to share: both engines checked and dropped none
+    assert ours["cross_split_dedup"]["splits"]["train"] == {"documents": 271, "dropped": 0, "kept": 271}
     files = sorted(path.name for path in (tmp_path / "ray" / "data").iterdir())
     assert files[0].startswith("test-00000-of-") and files[-1].startswith("validation-")
     assert not (tmp_path / "ray.partial").exists()
@@ -188,7 +189,6 @@ def test_worker_killed_mid_step_is_retried(tmp_path, ray_cluster, c4_copies):
     ("overrides", "message"),
     [
         ({"output_format": "arrow"}, "set output_format: parquet"),
-        ({"test_size": 5}, "set cross_split_dedup: false"),
         ({"engine": "datasets", "ray_address": "auto"}, "ray_address is for engine: ray"),
     ],
 )
@@ -209,3 +209,32 @@ def test_real_scale_config_parses(tmp_path, c4_copies):
         "exact_dedup",
         "near_dedup",
     ]
+
+
+def test_dedup_across_splits_on_ray_drops_what_datasets_drops(ray_cluster, c4_copies):
+    """The same split membership on both engines (rows in `_order` order): the same documents leave each split
+    (transitively, through exact and near copies) and the same report, examples included."""
+    from datasets import Dataset
+
+    from llm_recipes.corpus.dedup import dedup_across_splits
+    from llm_recipes.corpus.engines.ray_io import connect
+    from llm_recipes.corpus.engines.ray_splits import dedup_splits_on_ray
+
+    connect(ray_cluster.address)  # the engine's Ray Data settings, as clean-corpus sets them
+    texts = [json.loads(line)["text"] for path in c4_copies for line in open(path, encoding="utf-8")]
+    rows = [{"_order": at, "id": str(at), "text": text} for at, text in enumerate(texts)]
+    draw = random.Random(1)
+    split_of = {at: draw.choices(["train", "validation", "test"], weights=[8, 1, 1])[0] for at in range(len(rows))}
+    members = {name: [row for row in rows if split_of[row["_order"]] == name] for name in ("train", "validation")}
+    members["test"] = [row for row in rows if split_of[row["_order"]] == "test"]
+    ours, report = dedup_splits_on_ray(
+        {name: (ray.data.from_items(split, override_num_blocks=2), len(split)) for name, split in members.items()}
+    )
+    theirs, expected = dedup_across_splits({name: Dataset.from_list(split) for name, split in members.items()})
+
+    assert report == expected
+    for name, (split, size) in ours.items():
+        kept = sorted(row["id"] for row in split.take_all())
+        assert kept == sorted(theirs[name]["id"]) and size == len(kept)
+    assert report["splits"]["train"]["dropped"] >= 3 and report["near_duplicate_clusters"] > 0
+    assert report["splits"]["test"]["dropped"] == 0  # the last split is never cut

@@ -3,10 +3,12 @@ Ray Data on a cluster (`engine: ray`).
 
     ray_engine.py   the clean-corpus stage on Ray: read, each step as map_batches (+ a group-by for dedup), counts
                     for the report, checkpoints, splits
-    ray_io.py       connecting, sources read one per task, Parquet step checkpoints, Hub-layout shards, and the
+    ray_io.py       connecting, sources read one per task, Parquet step checkpoints, and the
                     small cluster-side passes every step shares (counts, sets of documents, row positions)
-    ray_dedup.py    exact and MinHash dedup as group-bys, candidate pairs verified on the cluster, connected
-                    components by large-star/small-star rounds, duplicates across splits
+    ray_ops.py      the shuffles: a group-by over coarse key partitions, a join made of it, sums
+    ray_dedup.py    exact and MinHash dedup as group-bys, candidate pairs verified on the cluster
+    ray_components.py  connected components by large-star/small-star rounds; what the report needs from them
+    ray_splits.py   seeded splits, duplicates removed across them, Hub-layout shards
 
 Both engines run the same batch functions (`NormalizeBatch`, `FilterBatch`, `RedactPIIBatch`, `AugmentBatch`,
 `DecontaminationBatch`, `ExactHashBatch`, `MinHashBatch`) and the same band, candidate and Jaccard rules, and keep
@@ -33,8 +35,6 @@ def check_engine(args: Any) -> None:
         raise UserError("engine: ray needs Ray Data on this machine: pip install 'llm-recipes[ray]'")
     if args.output_format != "parquet":
         raise UserError("engine: ray writes Parquet shards from the cluster; set output_format: parquet")
-    if (args.validation_size or args.test_size) and args.cross_split_dedup:
-        raise UserError("engine: ray does not dedup across splits yet; set cross_split_dedup: false")
     if args.push_to_hub:
         raise UserError(
             "engine: ray does not push; upload output_dir (Hub-layout Parquet shards) with `hf upload` afterwards"

@@ -33,6 +33,7 @@ from llm_recipes.corpus.engines.ray_components import connected_components, repl
 from llm_recipes.corpus.engines.ray_io import (
     ORDER,
     PART,
+    RANK,
     KeepOrders,
     MarkOrders,
     order_set,
@@ -72,13 +73,17 @@ class _LaterCopies:
         return pa.table({"dropped": orders[~start], "kept": first[~start]})
 
 
-def exact_dedup_marked(ds: Any, text_field: str, documents: int) -> tuple[Any, dict[str, Any]]:
-    """`ds` with the exact duplicates marked dropped, and `ExactDedupStats` as a dict."""
-    partitions = partitions_for(documents)
+def later_copies(ds: Any, text_field: str, partitions: int) -> Any:
+    """(dropped, kept): every document whose normalized text hashes as an earlier one's, with the first of them."""
     hashed = ds.select_columns([ORDER, text_field]).map_batches(
         _HashRows(text_field, partitions), batch_format="pyarrow"
     )
-    copies = group_apply(hashed, _LaterCopies(), partitions).materialize()
+    return group_apply(hashed, _LaterCopies(), partitions)
+
+
+def exact_dedup_marked(ds: Any, text_field: str, documents: int) -> tuple[Any, dict[str, Any]]:
+    """`ds` with the exact duplicates marked dropped, and `ExactDedupStats` as a dict."""
+    copies = later_copies(ds, text_field, partitions_for(documents)).materialize()
     duplicates = copies.count()
     marked = ds.map_batches(MarkOrders(order_set(copies, "dropped"), "exact_duplicate"), batch_format="pyarrow")
     first = sorted((row["dropped"], row["kept"]) for row in smallest(copies, "dropped", 3, ["kept"]))
@@ -111,7 +116,8 @@ class _Signatures:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         signatures = self.minhash({self.text_field: table[self.text_field].to_pylist()})["minhash"]
-        return pa.table({ORDER: table[ORDER], "minhash": pack_signatures(signatures)})
+        out = pa.table({ORDER: table[ORDER], "minhash": pack_signatures(signatures)})
+        return out.append_column(RANK, table[RANK]) if RANK in table.column_names else out
 
 
 class _BandKeys:
@@ -125,6 +131,8 @@ class _BandKeys:
         columns = {ORDER: np.repeat(table[ORDER].to_numpy(), self.bands)}
         columns["band"] = np.tile(np.arange(self.bands, dtype=np.int32), table.num_rows)
         columns["key"] = pa.array(keys, pa.uint64())
+        if RANK in table.column_names:
+            columns[RANK] = np.repeat(table[RANK].to_numpy(), self.bands)
         return pa.table({**columns, PART: part_of(keys, self.partitions)})
 
 
@@ -135,14 +143,16 @@ def _pairs_table(a: np.ndarray, b: np.ndarray, partitions: int) -> pa.Table:
 
 class _BucketPairs:
     """Group function: in each bucket (band, key), every member after the first paired with the first and with the
-    member before it, in `_order` order: `candidate_pairs`' rule."""
+    member before it, in `_order` order: `candidate_pairs`' rule. With a `_rank` column (splits, across which
+    `dedup_across_splits` numbers rows split after split), in (`_rank`, `_order`) order."""
 
     def __init__(self, partitions: int):
         self.partitions = partitions
 
     def __call__(self, table: pa.Table) -> pa.Table:
         band, key, order = (table[c].to_numpy() for c in ("band", "key", ORDER))
-        sort = np.lexsort((order, key, band))
+        rank = table[RANK].to_numpy() if RANK in table.column_names else np.zeros(order.size, dtype=np.int64)
+        sort = np.lexsort((order, rank, key, band))
         band, key, order = band[sort], key[sort], order[sort]
         start = run_starts(band, key)
         first = order[start][np.cumsum(start) - 1]
@@ -220,12 +230,12 @@ class _Endpoints:
 
 
 def confirmed_pairs(
-    ds: Any, config: MinHashConfig, text_field: str, documents: int, stats: NearDedupStats
+    ds: Any, config: MinHashConfig, text_field: str, documents: int, stats: NearDedupStats, ranked: bool = False
 ) -> tuple[Any | None, Any | None]:
-    """The pairs to join into components (a < b), and with `verify` the checked pairs for `_Replay` (a, b, ok);
-    fills the pair counts of `stats`."""
+    """The pairs to join into components (a before b), and with `verify` the checked pairs for `_Replay` (a, b,
+    ok); fills the pair counts of `stats`. `ranked`: `ds` has a `_rank` column that orders documents first."""
     partitions = partitions_for(documents)
-    signatures = ds.select_columns([ORDER, text_field]).map_batches(
+    signatures = ds.select_columns([ORDER, text_field, *([RANK] if ranked else [])]).map_batches(
         _Signatures(config, text_field), batch_format="pyarrow"
     )
     signatures = signatures.materialize()

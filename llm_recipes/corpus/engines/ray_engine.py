@@ -32,12 +32,11 @@ from llm_recipes.corpus.engines.ray_io import (
     merged_read_report,
     positions,
     read_on_ray,
-    split_on_ray,
     summarize,
     to_table,
     unwrap_task_error,
-    write_splits,
 )
+from llm_recipes.corpus.engines.ray_splits import dedup_splits_on_ray, split_on_ray, write_splits
 from llm_recipes.corpus.readers import read_corpus
 from llm_recipes.corpus.report import build_report, write_report
 from llm_recipes.corpus.steps import (
@@ -215,9 +214,11 @@ def _clean(args: Any, steps: Sequence[CorpusStep], store: ParquetCheckpoints) ->
         print(f"{stats.name}: {stats.docs_in:,} -> {stats.docs_out:,} documents{resumed_note}")
 
     splits = split_on_ray(ds, counts["documents"], args.validation_size, args.test_size, args.seed)
-    sizes = {name: size for name, (_, size) in splits.items()}
+    split_stats: dict[str, Any] = {}
+    if args.cross_split_dedup and len(splits) > 1:
+        splits, split_stats = dedup_splits_on_ray(splits)
     staging = store.staging_output()
     write_splits({name: split for name, (split, _) in splits.items()}, staging, args.rows_per_shard)
-    report = build_report(read_report, all_stats, sizes)
-    report["cross_split_dedup"] = {}
+    report = build_report(read_report, all_stats, {name: size for name, (_, size) in splits.items()})
+    report["cross_split_dedup"] = split_stats
     return staging, report, write_report(staging, report)

@@ -1,6 +1,6 @@
 """Ray Data plumbing for the corpus stage: joining a cluster, sources read one per task, step checkpoints as Parquet,
-splits written as Hub-layout shards, and the small passes every step shares (counts for the report, a set of
-documents shipped to the workers, row positions for the report's examples).
+and the small passes every step shares (counts for the report, a set of documents shipped to the workers, row
+positions for the report's examples).
 
 Every document carries `_order` (int64): its place in the order the single-machine engine holds rows in, made from
 its source's position in the read plan and its record number in that source (`RECORD_BITS` bits). Filters keep
@@ -32,11 +32,11 @@ import pyarrow.compute as pc
 from llm_recipes.corpus.checkpoints import STEP_INFO, StepCheckpoints
 from llm_recipes.corpus.dedup.hashing import mix64
 from llm_recipes.corpus.readers import MAX_MALFORMED_EXAMPLES, ReadReport, plan_sources, read_source
-from llm_recipes.corpus.splits import _count
 from llm_recipes.errors import UserError
 from llm_recipes.runs.manifest import write_json_atomically
 
 ORDER, DROP, PART, TEXT = "_order", "_drop", "_part", "text"
+RANK = "_rank"  # a document's split, when splits are deduplicated against each other
 RECORD_BITS, SOURCE_LIMIT = 36, 1 << 19  # 2**36 documents per source, 2**19 sources: 55 bits, room for copies
 READ_CHUNK = 5_000  # documents per block a read task yields: a large file streams instead of filling one block
 # what the steps add, typed: a column that is all None in one block must not become Arrow's null type there
@@ -389,51 +389,3 @@ def texts_of(ds: Any, orders: Sequence[int], column: str = TEXT) -> dict[int, st
         return {}
     picked = ds.map_batches(_Pick(wanted, column), batch_format="pyarrow").take_all()
     return {row[ORDER]: row[column] for row in picked}
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Splits and shards
-
-
-class _SplitKey:
-    def __init__(self, seed: int):
-        self.salt = mix64(np.array([seed], dtype=np.uint64))[0]
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        keys = mix64(table[ORDER].to_numpy().astype(np.uint64) ^ self.salt)  # a bijection: no two keys tie
-        return table.append_column("_split_key", pa.array(keys, type=pa.uint64()))
-
-
-def split_on_ray(
-    ds: Any, total: int, validation_size: float, test_size: float, seed: int
-) -> dict[str, tuple[Any, int]]:
-    """Seeded splits of exactly the datasets engine's sizes: documents ranked by a seeded hash of `_order` (a
-    distributed sort), the first `test` of them test, the next `validation` validation. The same sizes; which
-    documents go where is a different draw from `train_test_split`'s permutation, which would need every row index
-    in one process."""
-    n_test, n_validation = _count(test_size, total), _count(validation_size, total)
-    if n_test + n_validation >= total:
-        raise UserError(
-            f"validation_size + test_size ask for {n_validation + n_test:,} of {total:,} documents; "
-            "leave some for train"
-        )
-    if not n_test and not n_validation:
-        return {"train": (ds, total)}
-    ranked = ds.map_batches(_SplitKey(seed), batch_format="pyarrow").sort("_split_key").materialize()
-    test, validation, train = ranked.split_at_indices([n_test, n_test + n_validation])
-    splits = {"train": (train, total - n_test - n_validation), "validation": (validation, n_validation)}
-    splits["test"] = (test, n_test)
-    return {name: (split.drop_columns(["_split_key"]), size) for name, (split, size) in splits.items() if size}
-
-
-def write_splits(splits: dict[str, Any], folder: Path, rows_per_shard: int) -> None:
-    """Hub-layout shards, `data/<split>-NNNNN-of-NNNNN.parquet`, written by the cluster, without `_order`."""
-    data = folder / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    for name, split in splits.items():
-        staging = folder / f".{name}"
-        split.drop_columns([ORDER]).write_parquet(str(staging), max_rows_per_file=rows_per_shard)
-        files = sorted(staging.glob("*.parquet"))
-        for index, path in enumerate(files):
-            os.replace(path, data / f"{name}-{index:05d}-of-{len(files):05d}.parquet")
-        shutil.rmtree(staging)

@@ -18,7 +18,8 @@ KEY, SIDE = "_key", "_side"
 
 
 def group_apply(ds: Any, fn: Any, partitions: int) -> Any:
-    """`fn` over each partition (`_part`) of `ds` as one Arrow table: every row of a key meets in one call."""
+    """`fn` over each partition (`_part`) of `ds` as one Arrow table: every row of a key meets in one call. Needs
+    the sort shuffle `connect` sets: it fills a column one side of a union lacks with nulls (`attach`)."""
     grouped = ds.groupby(PART, num_partitions=partitions)
     return grouped.map_groups(_call, fn_args=(fn,), batch_format="pyarrow")
 
