@@ -126,6 +126,34 @@ def test_separate_documents_shards_carry_position_ids_and_train(tmp_path, shared
     assert summary["optimizer steps"] == 3 and summary["packing"] == "on, attention within each document"
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"tokenizer_name_or_path": None}, "tokenizer_name_or_path is required"),
+        ({"blocks_per_shard": 0}, "blocks_per_shard: 0 must be >= 1"),
+        ({"dataset_path": "missing.jsonl"}, "dataset file not found"),
+    ],
+)
+def test_tokenize_config_mistakes_are_user_errors(tmp_path, base_model_dir, overrides, message):
+    config = {**tokenize_config(RAW_CORPUS, base_model_dir, tmp_path / "out"), **overrides}
+    config = {key: value for key, value in config.items() if value is not None}
+    with pytest.raises(UserError, match=message):
+        TOKENIZE.parse_args(["--config", str(write_yaml(tmp_path / "t.yaml", config))])
+
+
+def test_a_broken_shard_folder_is_refused_in_one_line(tmp_path, shards):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    manifest = json.loads((shards / "shards.json").read_text())
+    (broken / "shards.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=f"{broken} lacks {len(manifest['shards'])} of its shards"):
+        read_shard_manifest(broken)
+    del manifest["block_size"]
+    (broken / "shards.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="shards.json is incomplete"):
+        read_shard_manifest(broken)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # pretrain on shards
 

@@ -192,11 +192,14 @@ def read_shard_manifest(folder: str | Path) -> ShardManifest:
         raise UserError(
             f"dataset_path: {folder / MANIFEST_NAME} is not a version-{SHARD_VERSION} shard manifest; rerun tokenize"
         )
-    shards = [ShardInfo(**shard) for shard in data["shards"]]
+    try:
+        shards = [ShardInfo(**shard) for shard in data["shards"]]
+        fields = {name: data[name] for name in ShardManifest.__dataclass_fields__ if name != "shards"}
+    except (KeyError, TypeError) as err:
+        raise UserError(f"dataset_path: {folder / MANIFEST_NAME} is incomplete ({err}); rerun tokenize") from None
     missing = [shard.file for shard in shards if not (folder / shard.file).is_file()]
     if missing:
         raise UserError(f"dataset_path: {folder} lacks {len(missing)} of its shards ({missing[0]}...); rerun tokenize")
-    fields = {name: data[name] for name in ShardManifest.__dataclass_fields__ if name not in ("shards",)}
     return ShardManifest(**{**fields, "shards": shards})
 
 
