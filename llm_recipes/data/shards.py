@@ -3,8 +3,8 @@ read as a stream by the pretrain stage (`pretrain/streaming.py`), so a run never
 
 Writing is batch by batch: a batch of documents is tokenized (`packing.tokenize_batch`) and packed
 (`packing.pack_table`) exactly as the in-memory path does with its 2000-document map batches, so a shard folder
-holds the same blocks in the same order as `pack_documents(tokenize_documents(texts))`. Both are pure batch
-functions: a cluster engine (Ray Data `map_batches`) can run them and write the same files. Each shard holds
+holds the same blocks in the same order as `pack_documents(tokenize_documents(texts))`. `tokenize_and_pack` is the
+two as one pure batch function, for a cluster engine (Ray Data `map_batches`) to run over the corpus. Each shard holds
 `blocks_per_shard` blocks (the last one fewer) in row groups of at most `ROW_GROUP_BLOCKS`, so a reader holds one
 row group at a time and can seek to any block from the Parquet footer alone.
 
@@ -110,15 +110,20 @@ def source_facts(path: str) -> dict[str, Any]:
     return {"path": path}
 
 
-def _blocks_of(
-    batches: Iterable[dict[str, list]], tokenizer: PreTrainedTokenizerBase, block_size: int, pack: bool, separate: bool
-) -> Iterator[tuple[pa.Table, int]]:
-    """(blocks, documents) for each batch of documents."""
-    separator = separator_token_id(tokenizer)
-    for batch in batches:
-        tokenized = tokenize_batch(batch, tokenizer, separator)
-        documents = pa.table({"input_ids": pa.array(tokenized["input_ids"], type=pa.list_(pa.int32()))})
-        yield pack_table(documents, block_size, pack=pack, separate_documents=separate), len(tokenized["input_ids"])
+def tokenize_and_pack(
+    batch: dict[str, list],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    block_size: int,
+    pack: bool = True,
+    separate_documents: bool = False,
+    text_column: str = "text",
+) -> pa.Table:
+    """One batch of documents -> its blocks (`input_ids`, and `position_ids` with separate documents): the pure
+    batch function of the write, as a cluster engine's `map_batches` would run it."""
+    tokenized = tokenize_batch(batch, tokenizer, separator_token_id(tokenizer), text_column)
+    documents = pa.table({"input_ids": pa.array(tokenized["input_ids"], type=pa.list_(pa.int32()))})
+    return pack_table(documents, block_size, pack=pack, separate_documents=separate_documents)
 
 
 def _as_written(table: pa.Table) -> pa.Table:
@@ -167,8 +172,11 @@ def write_token_shards(
         manifest.shards.append(ShardInfo(file=name, blocks=shard.num_rows, tokens=tokens))
         pending, pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
 
-    for blocks, documents in _blocks_of(batches, tokenizer, block_size, pack, separate_documents):
-        manifest.documents += documents
+    for batch in batches:
+        blocks = tokenize_and_pack(
+            batch, tokenizer, block_size=block_size, pack=pack, separate_documents=separate_documents
+        )
+        manifest.documents += len(batch["text"])
         pending.append(blocks)
         pending_rows += blocks.num_rows
         while pending_rows >= blocks_per_shard:
