@@ -174,6 +174,8 @@ def test_pretrain_streams_shards_through_the_console_script(tmp_path, shards, ba
     assert summary["tokens per epoch"] == manifest.tokens and summary["training documents"] == 3
     assert summary[f"rows kept from {shards}"].startswith(f"{manifest.blocks:,} blocks, {manifest.tokens:,} tokens")
     assert summary["tokens trained on"] == round(3 * 4 * manifest.tokens / manifest.blocks)
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert state["epoch"] == pytest.approx(3 * 4 / manifest.blocks)  # epochs of the data, not of max_steps
     assert summary["eval documents"] == 8 and summary["eval perplexity"] < summary["eval perplexity before training"]
     assert (tmp_path / "out" / "model.safetensors").is_file()
 

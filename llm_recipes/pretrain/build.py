@@ -46,7 +46,7 @@ from llm_recipes.data.packing import (
 from llm_recipes.data.text import row_text
 from llm_recipes.errors import UserError
 from llm_recipes.models.loading import ENCODER_MODEL_TYPES, build_config, init_model, resize_for_tokenizer
-from llm_recipes.pretrain.streaming import ShardStream, stream_loader
+from llm_recipes.pretrain.streaming import ShardStream, StreamEpochs, stream_loader
 from llm_recipes.training.callbacks import NonFiniteLossGuard
 
 MASK_TOKEN = "<|mask|>"
@@ -290,6 +290,8 @@ class PretrainTrainer(Trainer):
     ):
         super().__init__(*args, **kwargs)
         self.stream = stream
+        if stream is not None:
+            self.add_callback(StreamEpochs(stream))
         self.sequential = sequential
         self.causal = causal
         self.loss_guard = NonFiniteLossGuard(reduce=self.accelerator.reduce)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from transformers import TrainerCallback
 
 from llm_recipes.data.shards import ShardManifest, read_blocks
 from llm_recipes.errors import UserError
@@ -88,6 +89,19 @@ class ShardStream(IterableDataset):
                 yield from read_blocks(self.folder / shard.file, self.manifest.columns, skip)
                 skip = 0
             epoch += 1
+
+
+class StreamEpochs(TrainerCallback):
+    """Epochs of a stream as the data has them: the Trainer, knowing no length, counts `max_steps` as one epoch.
+    Set at each step's end, before the Trainer logs or saves it: this rank's blocks trained on over its blocks per
+    epoch."""
+
+    def __init__(self, stream: ShardStream):
+        self.blocks_per_epoch = stream.blocks_per_epoch
+
+    def on_step_end(self, args, state, control, **kwargs):
+        blocks = state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps
+        state.epoch = blocks / self.blocks_per_epoch
 
 
 def stream_loader(stream: ShardStream, batch_size: int, collate_fn: Any, pin_memory: bool = False) -> DataLoader:
