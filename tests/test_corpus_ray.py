@@ -238,3 +238,13 @@ def test_dedup_across_splits_on_ray_drops_what_datasets_drops(ray_cluster, c4_co
         assert kept == sorted(theirs[name]["id"]) and size == len(kept)
     assert report["splits"]["train"]["dropped"] >= 3 and report["near_duplicate_clusters"] > 0
     assert report["splits"]["test"]["dropped"] == 0  # the last split is never cut
+
+
+def test_user_error_in_a_task_is_one_line(tmp_path, ray_cluster):
+    """on_malformed: fail raised while a Ray task reads: the same one-line UserError as on one machine."""
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_text('{"text": "one fine document with enough words"}\nnot json\n', encoding="utf-8")
+    config = {"input_paths": [str(corpus)], "steps": [{"exact_dedup": {}}], "on_malformed": "fail", "engine": "ray"}
+    with pytest.raises(UserError) as raised:
+        run(tmp_path, "bad", {**config, "output_dir": str(tmp_path / "out")})
+    assert str(raised.value) == f"{corpus}:2: not valid JSON (Expecting value at column 1)"

@@ -91,9 +91,10 @@ def partitions_for(rows: int) -> int:
 
 
 def unwrap_task_error(err: BaseException) -> BaseException:
-    """A UserError raised in a Ray task, as the one-line error it was (Ray wraps it with the task's traceback)."""
+    """A UserError raised in a Ray task, as the one-line error it was (Ray wraps it with the task's traceback and
+    appends its retry advice on later lines)."""
     cause = getattr(err, "cause", None)
-    return UserError(str(cause)) if isinstance(cause, UserError) else err
+    return UserError(str(cause).splitlines()[0]) if isinstance(cause, UserError) and str(cause) else err
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -137,7 +138,9 @@ def read_on_ray(args: Any, report_dir: Path) -> tuple[Any, int]:
     shutil.rmtree(report_dir, ignore_errors=True)
     report_dir.mkdir(parents=True)
     plan = [{"index": i, "source": json.dumps(source)} for i, source in enumerate(sources)]
-    items = ray.data.from_items(plan, override_num_blocks=max(1, len(plan)))
+    # a block per source up to 10k blocks (more would cost Ray more in bookkeeping than it gains); a task reads its
+    # block's sources one after the other
+    items = ray.data.from_items(plan, override_num_blocks=max(1, min(len(plan), 10_000)))
     docs = items.map_batches(
         ReadSources(options, str(report_dir), args.max_documents), batch_size=1, batch_format="pyarrow"
     )
