@@ -9,6 +9,7 @@ all before any model is loaded. Every such problem is a `ConfigError`, printed a
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -137,6 +138,22 @@ def load_yaml_config(path: str) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping of field: value")
     return config
+
+
+def mapping_field(value: dict[str, Any] | str | None, name: str) -> dict[str, Any]:
+    """A mapping-valued field (generation_config, config_overrides, versions, ...): a mapping from YAML, or a JSON
+    object from the command line, where it arrives as a string; None or "" is an empty mapping."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise UserError(f"{name}: expected a mapping (YAML) or a JSON object, got {value!r}")
+    return parsed
 
 
 def given_values(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from llm_recipes.configs import check_dataset_path, is_planned, looks_local
+from llm_recipes.configs import check_dataset_path, is_planned, looks_local, mapping_field
 from llm_recipes.errors import UserError
 from llm_recipes.evaluation.classification import (
     classification_metrics,
@@ -109,21 +109,6 @@ def wanted_metrics(args: EvaluateArguments) -> set[str]:
     return wanted
 
 
-def parse_generation_overrides(value: dict[str, Any] | str | None) -> dict[str, Any]:
-    """`generation_config` from YAML (a mapping) or the command line (a JSON object)."""
-    if value is None or value == "":
-        return {}
-    if isinstance(value, dict):
-        return dict(value)
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        raise UserError(f"generation_config: expected a mapping (YAML) or a JSON object, got {value!r}")
-    return parsed
-
-
 def check_not_empty(path: str) -> None:
     """A local data file with nothing in it is an error worth one clear line (the readers' own are obscure)."""
     file = Path(path).expanduser()
@@ -158,7 +143,7 @@ def check_arguments(args: EvaluateArguments) -> None:
         raise UserError("label_field needs dataset_path (the labelled data)")
     if args.context_length is not None and args.stride is not None and args.stride >= args.context_length:
         raise UserError(f"stride: {args.stride} must be below context_length ({args.context_length})")
-    check_generation_overrides(parse_generation_overrides(args.generation_config))
+    check_generation_overrides(mapping_field(args.generation_config, "generation_config"))
     check_judge_arguments(args, len(paths))
     if args.lm_eval_tasks:
         if not lm_eval_available():
@@ -320,7 +305,7 @@ def _evaluate_causal_lm(
         model,
         tokenizer,
         max_new_tokens=args.max_new_tokens,
-        overrides=parse_generation_overrides(args.generation_config),
+        overrides=mapping_field(args.generation_config, "generation_config"),
     )
     torch.manual_seed(args.seed)
     if data.prompt_only:
@@ -482,7 +467,7 @@ def _write_answers(result: ModelResult, data: EvalData, output_dir: str | Path) 
 def report_settings(
     args: EvaluateArguments, inputs: EvalInputs | None = None, judge: Judge | None = None
 ) -> dict[str, Any]:
-    generation = {"max_new_tokens": args.max_new_tokens, **parse_generation_overrides(args.generation_config)}
+    generation = {"max_new_tokens": args.max_new_tokens, **mapping_field(args.generation_config, "generation_config")}
     generation.setdefault("do_sample", False)
     settings: dict[str, Any] = {"generation": generation, "reward_model": args.reward_model}
     if inputs is not None and inputs.protocol is not None:

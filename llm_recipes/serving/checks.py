@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from llm_recipes.configs import check_model_path, looks_local
+from llm_recipes.configs import check_model_path, looks_local, mapping_field
 from llm_recipes.errors import UserError, did_you_mean
 from llm_recipes.export.source import inspect_source
 from llm_recipes.serving.config import ServeArguments
@@ -42,24 +42,9 @@ def check_serve_arguments(args: ServeArguments) -> None:
     check_database(args.db)
 
 
-def parse_mapping(value: dict[str, Any] | str | None, what: str) -> dict[str, Any]:
-    """A mapping field from YAML (a mapping) or the command line (a JSON object)."""
-    if value is None or value == "":
-        return {}
-    if isinstance(value, dict):
-        return value
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        raise UserError(f"{what}: expected a mapping (YAML) or a JSON object, got {value!r}")
-    return parsed
-
-
 def served_versions(args: ServeArguments) -> dict[str, str]:
     """Version name -> model folder: `versions`, or `model` alone under its folder's name."""
-    versions = parse_mapping(args.versions, "versions")
+    versions = mapping_field(args.versions, "versions")
     if bool(args.model) == bool(versions):
         raise UserError("set exactly one of model (one model to serve) or versions ({name: folder, ...})")
     if args.model:
@@ -78,7 +63,7 @@ def served_versions(args: ServeArguments) -> dict[str, str]:
 
 def traffic_shares(traffic: dict[str, Any] | str | None, versions: dict[str, str]) -> dict[str, float]:
     """Each version's share of the routed requests, summing to 1 (even when `traffic` is unset)."""
-    weights = parse_mapping(traffic, "traffic")
+    weights = mapping_field(traffic, "traffic")
     if not weights:
         return {name: 1 / len(versions) for name in versions}
     for name, weight in weights.items():
