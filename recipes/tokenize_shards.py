@@ -36,6 +36,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TokenizeArguments]:
         check_dataset_path(spec.path)
         if spec.weight != 1:
             raise UserError(f"datasets: weight {spec.weight} of '{spec.path}': tokenize reads each source once")
+    if args.eval_dataset_path or args.eval_split_size or args.max_eval_samples is not None:
+        raise UserError("eval_dataset_path: tokenize writes the training stream; give pretrain its eval data")
     if not args.tokenizer_name_or_path:
         raise UserError("tokenizer_name_or_path is required: the tokenizer pretraining will use")
     load_tokenizer(args)  # one line if it will not load
@@ -44,7 +46,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TokenizeArguments]:
 
 def documents(args: TokenizeArguments) -> Iterator[dict[str, list]]:
     """Batches of `text`, source after source, each source read from disk a batch at a time."""
-    left = args.max_documents
+    left = args.max_train_samples
     for spec in dataset_specs(args):
         texts, _ = load_source_texts(spec, args.dataset_num_proc)
         if left is not None:

@@ -69,7 +69,7 @@ def pretrain_config(shards: Path, tokenizer: Path, output: Path, **overrides) ->
 def shards(tmp_path_factory, shared_data, base_model_dir) -> Path:
     """The first 3 C4 pages (about 40 blocks of 64 tokens) in shards of 5 blocks, cut in-process."""
     folder = tmp_path_factory.mktemp("shards")
-    config = tokenize_config(shared_data / "c4_demo.jsonl", base_model_dir, folder / "out", max_documents=3)
+    config = tokenize_config(shared_data / "c4_demo.jsonl", base_model_dir, folder / "out", max_train_samples=3)
     TOKENIZE.main(*TOKENIZE.parse_args(["--config", str(write_yaml(folder / "tokenize.yaml", config))]))
     return folder / "out"
 
@@ -109,7 +109,7 @@ def test_tokenize_writes_the_blocks_in_memory_packing_makes(tmp_path, shared_dat
 def test_separate_documents_shards_carry_position_ids_and_train(tmp_path, shared_data, base_model_dir):
     source = shared_data / "c4_demo.jsonl"
     config = tokenize_config(
-        source, base_model_dir, tmp_path / "shards", max_documents=2, packing_boundaries="separate"
+        source, base_model_dir, tmp_path / "shards", max_train_samples=2, packing_boundaries="separate"
     )
     TOKENIZE.main(*TOKENIZE.parse_args(["--config", str(write_yaml(tmp_path / "t.yaml", config))]))
     texts, _ = load_source_texts(DatasetSpec(path=str(source)))
@@ -132,6 +132,7 @@ def test_separate_documents_shards_carry_position_ids_and_train(tmp_path, shared
         ({"tokenizer_name_or_path": None}, "tokenizer_name_or_path is required"),
         ({"blocks_per_shard": 0}, "blocks_per_shard: 0 must be >= 1"),
         ({"dataset_path": "missing.jsonl"}, "dataset file not found"),
+        ({"eval_split_size": 0.1}, "tokenize writes the training stream; give pretrain its eval data"),
     ],
 )
 def test_tokenize_config_mistakes_are_user_errors(tmp_path, base_model_dir, overrides, message):

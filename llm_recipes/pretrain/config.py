@@ -164,9 +164,8 @@ class TokenizeArguments(DatasetArguments):
         default=4096,
         metadata={"help": "Blocks per Parquet shard; at least as many shards as data-parallel processes are needed."},
     )
-    max_documents: int | None = field(default=None, metadata={"help": "Tokenize at most this many documents."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Tokenize at most this many documents."})
     dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for reading and conversion."})
 
 
 RANGE_CHECKS["blocks_per_shard"] = (lambda v: v >= 1, "must be >= 1")
-RANGE_CHECKS["max_documents"] = (lambda v: v is None or v >= 1, "must be >= 1")
