@@ -144,8 +144,9 @@ def test_ray_keeps_what_datasets_keeps(tmp_path, ray_cluster, c4_copies):
 
 def test_killed_run_resumes_from_its_checkpoints(tmp_path, ray_cluster, c4_copies, capsys):
     config = {"input_paths": c4_copies, "steps": VERIFY_STEPS, "output_dir": str(tmp_path / "ray")}
-    path = write_yaml(tmp_path / "ray.yaml", {**config, "output_format": "parquet", "engine": "ray"})
-    command = [str(PROJECT / ".venv" / "bin" / "llm-recipes"), "clean-corpus", "--config", str(path)]
+    path = write_yaml(tmp_path / "ray.yaml", config)
+    # as a user would: --engine ray alone (Parquet is its output format when none is set)
+    command = [str(PROJECT / ".venv" / "bin" / "llm-recipes"), "clean-corpus", "--config", str(path), "--engine", "ray"]
     # start_new_session: the console script launches the recipe as a child; the kill takes the whole group
     process = subprocess.Popen(
         [*command, "--ray_address", ray_cluster.address],

@@ -58,10 +58,11 @@ class CleanCorpusArguments(OutputOptions):
         default=True, metadata={"help": "Drop train documents that duplicate a validation/test document."}
     )
     seed: int = field(default=42, metadata={"help": "Seed of the split (and of augmentation)."})
-    output_format: str = field(
-        default="arrow",
+    output_format: str | None = field(
+        default=None,
         metadata={
-            "help": "arrow: `save_to_disk`; parquet: Hub-style data/<split>-NNNNN-of-NNNNN.parquet shards.",
+            "help": "arrow: `save_to_disk`; parquet: Hub-style data/<split>-NNNNN-of-NNNNN.parquet shards; unset: "
+            "arrow, or parquet with engine ray.",
             "choices": CORPUS_OUTPUT_FORMATS,
         },
     )

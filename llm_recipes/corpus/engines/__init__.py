@@ -26,7 +26,10 @@ from llm_recipes.errors import UserError
 
 
 def check_engine(args: Any) -> None:
-    """One clear line for settings the Ray engine cannot honour, before anything is read."""
+    """One clear line for settings the Ray engine cannot honour, before anything is read; an unset output_format
+    becomes the engine's own (arrow on one machine, Parquet shards from a cluster)."""
+    if args.output_format is None:
+        args.output_format = "parquet" if args.engine == "ray" else "arrow"
     if args.engine != "ray":
         if args.ray_address:
             raise UserError("ray_address is for engine: ray; set engine: ray or drop ray_address")
