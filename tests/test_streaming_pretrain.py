@@ -19,7 +19,7 @@ import llm_recipes.pretrain.streaming as streaming
 from llm_recipes.cli import load_recipe
 from llm_recipes.data.config import DatasetSpec
 from llm_recipes.data.packing import PackedLMCollator, pack_documents, tokenize_documents
-from llm_recipes.data.shards import read_shard_manifest
+from llm_recipes.data.shards import read_shard_manifest, write_token_shards
 from llm_recipes.errors import UserError
 from llm_recipes.pretrain.build import load_source_texts
 from llm_recipes.pretrain.streaming import ShardStream, rank_shards
@@ -104,6 +104,19 @@ def test_tokenize_writes_the_blocks_in_memory_packing_makes(tmp_path, shared_dat
     summary = dict(line.rsplit(None, 1) for line in result.stdout.splitlines() if line.startswith(("blocks", "shards")))
     assert summary == {"blocks": f"{manifest.blocks:,}", "shards": str(len(manifest.shards))}
     assert read_manifest(tmp_path / "shards")["complete"]
+
+
+def test_shards_cut_batch_by_batch_equal_packing_with_the_same_batches(tmp_path, shared_data, base_model_dir):
+    """Six batches of 50 documents: each batch's last, shorter block is kept, and shards run across batches."""
+    texts, _ = load_source_texts(DatasetSpec(path=str(shared_data / "c4_demo.jsonl")))
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    manifest = write_token_shards(
+        texts.select_columns(["text"]).iter(batch_size=50), tokenizer, tmp_path, block_size=64, blocks_per_shard=333
+    )
+    expected = pack_documents(tokenize_documents(texts, tokenizer), 64, map_batch_size=50)["input_ids"]
+    assert shard_rows(tmp_path) == expected
+    assert sum(len(row) < 64 for row in expected) >= 6  # a short block closes every batch
+    assert {shard.blocks for shard in manifest.shards[:-1]} == {333} and manifest.documents == 300
 
 
 def test_separate_documents_shards_carry_position_ids_and_train(tmp_path, shared_data, base_model_dir):
