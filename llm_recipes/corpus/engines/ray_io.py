@@ -62,9 +62,12 @@ def connect(address: str | None) -> None:
     if not ray.is_initialized():
         ray.init(address=address, logging_level="WARNING", configure_logging=True)
     context = ray.data.DataContext.get_current()
-    # task-based sort shuffles: no per-shuffle aggregator actors to start (seconds each on a small node), and a
-    # task on a lost worker is simply run again
-    context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    # task-based sort shuffles: no per-shuffle aggregator actors to start (seconds each on a small node), a task on
+    # a lost worker is simply run again, and a union's missing columns are filled with nulls (`attach` needs it).
+    # RAY_DATA_PUSH_BASED_SHUFFLE=1 picks the push-based variant, for shuffles of many thousand blocks
+    strategies = ray.data.context.ShuffleStrategy
+    if context.shuffle_strategy != strategies.SORT_SHUFFLE_PUSH_BASED:
+        context.shuffle_strategy = strategies.SORT_SHUFFLE_PULL_BASED
     context.enable_progress_bars = sys.stderr.isatty()
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # not a line per executed dataset
