@@ -69,7 +69,7 @@ def load_models(script_args: DistillArguments) -> tuple[Any, Any, Any, str]:
         student = AutoModelForCausalLM.from_pretrained(script_args.student_name_or_path, dtype="float32", **load)
         origin = f"model {script_args.student_name_or_path}"
     elif script_args.student_preset:
-        overrides = parse_overrides(script_args.student_config_overrides)
+        overrides = parse_overrides(script_args.student_config_overrides, "student_config_overrides")
         student = student_from_preset(script_args.student_preset, tokenizer, teacher.config, overrides)
         student.generation_config = copy.deepcopy(teacher.generation_config)  # the teacher's stop tokens
         origin = f"preset {script_args.student_preset}"

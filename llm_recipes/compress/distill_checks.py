@@ -60,7 +60,7 @@ def check_student_source(script_args: DistillArguments) -> None:
         )
     if script_args.student_config_overrides and not script_args.student_preset:
         raise UserError("student_config_overrides applies to student_preset only")
-    parse_overrides(script_args.student_config_overrides)
+    parse_overrides(script_args.student_config_overrides, "student_config_overrides")
     if script_args.student_name_or_path:
         check_model_path(script_args.student_name_or_path, "student_name_or_path")
 

@@ -8,7 +8,6 @@ perplexity logged beside it, and a guard that stops on a NaN/Inf loss before a b
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from transformers import (
 )
 
 import llm_recipes.models  # noqa: F401  (registers our recurrent baseline with the Auto classes)
+from llm_recipes.configs import mapping_field
 from llm_recipes.data.config import DatasetSpec
 from llm_recipes.data.curriculum import column_scores, curriculum_order, length_scores, model_loss_scores
 from llm_recipes.data.formats import FormatReport, naming_dataset, to_standard_columns
@@ -169,19 +169,9 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, objective: str) -> lis
     return notes
 
 
-def parse_overrides(value: dict[str, Any] | str | None) -> dict[str, Any]:
-    """`config_overrides` from YAML (a mapping) or the command line (a JSON object)."""
-    if value is None or value == "":
-        return {}
-    if isinstance(value, dict):
-        return value
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        raise UserError(f"config_overrides: expected a mapping (YAML) or a JSON object, got {value!r}")
-    return parsed
+def parse_overrides(value: dict[str, Any] | str | None, name: str = "config_overrides") -> dict[str, Any]:
+    """Model config fields to change (`config_overrides`, distill's `student_config_overrides`)."""
+    return mapping_field(value, name)
 
 
 def set_dropout(config: PretrainedConfig, value: float) -> list[str]:

@@ -208,7 +208,7 @@ def _student_config(section, model_configs, known) -> tuple[PretrainedConfig | N
             return None, [f"unknown student_preset {preset!r}"]
         fields = {
             "vocab_size": teacher.get_text_config().vocab_size,
-            **parse_overrides(section.get("student_config_overrides")),
+            **parse_overrides(section.get("student_config_overrides"), "student_config_overrides"),
         }
         return LlamaConfig(tie_word_embeddings=True, **{**DECODER_PRESETS[preset], **fields}), []
     layers = section.get("student_layers") or every_other_layer(teacher.num_hidden_layers)
