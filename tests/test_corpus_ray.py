@@ -249,3 +249,25 @@ def test_user_error_in_a_task_is_one_line(tmp_path, ray_cluster):
     with pytest.raises(UserError) as raised:
         run(tmp_path, "bad", {**config, "output_dir": str(tmp_path / "out")})
     assert str(raised.value) == f"{corpus}:2: not valid JSON (Expecting value at column 1)"
+
+
+@pytest.mark.parametrize("max_documents", [5, 7])
+def test_read_report_cut_at_max_documents_counts_what_datasets_counts(tmp_path, ray_cluster, max_documents):
+    """Sources are read in parallel, but the report counts malformed and empty records only up to the document where
+    max_documents stops reading, as the datasets engine does (5: the first file's last bad line is never read)."""
+
+    def doc(n: int) -> str:
+        return json.dumps({"text": f"document number {n} says something of its own"})
+
+    bad, empty = "{not json", json.dumps({"text": "   "})
+    first = [doc(1), doc(2), doc(3), bad, doc(4), doc(5), empty, bad]
+    second = [bad, doc(6), doc(7), doc(8), doc(9), bad]
+    (tmp_path / "a.jsonl").write_text("\n".join(first) + "\n", encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text("\n".join(second) + "\n", encoding="utf-8")
+    config = {"input_paths": [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")], "steps": [{"exact_dedup": {}}]}
+    config["max_documents"] = max_documents
+    ours = run(tmp_path, "ray", {**config, "output_dir": str(tmp_path / "ray"), "engine": "ray"})
+    single = run(tmp_path, "datasets", {**config, "output_dir": str(tmp_path / "datasets")})
+    assert ours["read"] == single["read"]
+    assert (ours["read"]["malformed"], ours["read"]["empty"]) == {5: (1, 0), 7: (3, 1)}[max_documents]
+    assert kept_ids(tmp_path / "ray") == kept_ids(tmp_path / "datasets")

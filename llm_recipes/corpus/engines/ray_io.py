@@ -104,18 +104,25 @@ def unwrap_task_error(err: BaseException) -> BaseException:
 # Reading: the same plan and the same record-by-record judging as `read_corpus`, one source per task
 
 
+COUNTED = ("malformed", "empty", "decode_errors", "html_fallbacks")
+
+
 class ReadSources:
     """Batch function over rows of (index, source plan): the documents of each source, with their `_order`, in
-    blocks of `READ_CHUNK`; each source's `ReadReport` goes to `report_dir` (a folder every node sees)."""
+    blocks of `READ_CHUNK`; each source's `ReadReport` goes to `report_dir` (a folder every node sees), with its
+    `events`: what was counted before each document, so a report cut at `max_documents` counts what `read_corpus`,
+    which stops reading there, counts."""
 
     def __init__(self, options: dict, report_dir: str, limit: int | None):
         self.options, self.report_dir, self.limit = options, report_dir, limit
 
     def __call__(self, table: pa.Table) -> Iterator[pa.Table]:
         for index, planned in zip(table["index"].to_pylist(), table["source"].to_pylist(), strict=True):
-            report = ReadReport()
+            report, events = ReadReport(), []
+            seen = [0] * (len(COUNTED) + 1)
             columns: dict[str, list] = {ORDER: [], "id": [], TEXT: [], "source": []}
             for record, doc in enumerate(read_source(json.loads(planned), self.options, report, self.limit)):
+                seen = _note_events(report, record, seen, events)
                 columns[ORDER].append((index << RECORD_BITS) | record)
                 for name in ("id", TEXT, "source"):
                     columns[name].append(doc[name])
@@ -124,7 +131,17 @@ class ReadSources:
                     columns = {name: [] for name in columns}
             if columns[ORDER]:
                 yield to_table(columns)
-            write_json_atomically(Path(self.report_dir) / f"{index:07d}.json", report.as_dict())
+            _note_events(report, report.documents, seen, events)  # what came after the last document
+            write_json_atomically(Path(self.report_dir) / f"{index:07d}.json", {**report.as_dict(), "events": events})
+
+
+def _note_events(report: ReadReport, record: int, seen: list[int], events: list) -> list[int]:
+    """Append [record, new counts..., new malformed examples] when something was counted since `seen`."""
+    now = [getattr(report, key) for key in COUNTED] + [len(report.malformed_examples)]
+    if now != seen:
+        new = [after - before for after, before in zip(now[:-1], seen[:-1], strict=True)]
+        events.append([record, *new, report.malformed_examples[seen[-1] :]])
+    return now
 
 
 def read_on_ray(args: Any, report_dir: Path) -> tuple[Any, int]:
@@ -171,17 +188,19 @@ def read_reports(report_dir: Path, count: int) -> list[dict]:
 
 def merged_read_report(report_dir: Path, sources: int, max_documents: int | None) -> dict[str, Any]:
     """One `ReadReport` for all sources, as `read_corpus` counts it: sources in plan order, up to the one where
-    `max_documents` was reached (whose malformed/empty counts then cover the whole source)."""
+    `max_documents` was reached, counting only what came before that source's last document kept."""
     merged = ReadReport()
     for report, before in _cumulative(read_reports(report_dir, sources)):
-        if max_documents is not None and before >= max_documents:
+        remaining = None if max_documents is None else max_documents - before
+        if remaining is not None and remaining <= 0:
             break
         merged.sources += report["sources"]
-        kept = report["documents"] if max_documents is None else min(report["documents"], max_documents - before)
-        merged.documents += kept
-        for key in ("malformed", "empty", "decode_errors", "html_fallbacks"):
-            setattr(merged, key, getattr(merged, key) + report[key])
-        merged.malformed_examples += report["malformed_examples"]
+        merged.documents += report["documents"] if remaining is None else min(report["documents"], remaining)
+        for record, *counts, examples in report["events"]:
+            if remaining is None or record < remaining:  # read_corpus stops after the document numbered remaining-1
+                for key, count in zip(COUNTED, counts, strict=True):
+                    setattr(merged, key, getattr(merged, key) + count)
+                merged.malformed_examples += examples
     merged.malformed_examples = merged.malformed_examples[:MAX_MALFORMED_EXAMPLES]
     return merged.as_dict()
 
