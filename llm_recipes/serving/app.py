@@ -1,5 +1,5 @@
 """Our FastAPI app around the engine: OpenAI's `/v1/chat/completions` (streaming too) and `/v1/models`, plus
-`/v1/feedback` and `/health`.
+`/v1/feedback`, `/health` and `/metrics` (Prometheus, metrics.py).
 
 The engine (engine.py) renders the chat template, generates and builds the OpenAI response; here each request is
 checked against the limits, routed to a version (routing.py), given its response id (`chatcmpl-<32 hex>`, ours, so
@@ -34,6 +34,7 @@ from transformers.cli.serving.utils import CancelOnDisconnect, EventStream
 from llm_recipes.errors import UserError
 from llm_recipes.serving.config import ServeArguments
 from llm_recipes.serving.feedback import parse_feedback
+from llm_recipes.serving.metrics import ServingMetrics, install_metrics_route
 from llm_recipes.serving.middleware import ApiKey, BodyLimit, install_error_handlers, read_json
 from llm_recipes.serving.routing import Router, TrafficSplit
 from llm_recipes.serving.stats import ServingStats
@@ -100,6 +101,7 @@ class ServingState:
         self.engine = engine
         self.store = FeedbackStore(args.db, RecentResponses(args.remember_responses))
         self.stats = ServingStats(list(versions))
+        self.metrics = ServingMetrics(list(versions))
         self.started = int(time.time())
         key = os.environ.get(args.api_key_env) if args.api_key_env else None
         self.api_key = key or None
@@ -111,6 +113,11 @@ class ServingState:
         self.stats.answered(
             record.version, record.latency_ms / 1000, record.prompt_tokens or 0, record.completion_tokens or 0
         )
+        self.metrics.answered(record)
+
+    def failed(self, record: ResponseRecord) -> None:
+        self.stats.failed(record.version)
+        self.metrics.failed(record.id)
 
     def delete_old_rows(self) -> tuple[int, int]:
         cutoff = utc_now() - timedelta(days=self.args.retention_days)
@@ -144,6 +151,8 @@ def build_app(state: ServingState) -> FastAPI:
     if state.api_key:
         app.add_middleware(ApiKey, key=state.api_key)
 
+    install_metrics_route(app, state.metrics)
+
     @app.get("/health")
     def health() -> dict:
         return {"status": "ok"}
@@ -170,17 +179,22 @@ def build_app(state: ServingState) -> FastAPI:
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         if streaming:  # the usage chunk gives the token counts we record; dropped again if the client did not ask
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        state.metrics.started(response_id, version, started)  # in flight until answered, failed or closed
         try:
             answer = await state.engine.chat(version, body, response_id)
         except (HTTPException, ValueError):  # the request's fault (a field the engine refuses): not the version's
+            state.metrics.closed(response_id)
             raise
         except Exception:
-            state.stats.failed(version)
+            state.failed(record)
             raise
         headers = {VERSION_HEADER: version}
         if streaming:
             finish = functools.partial(state.finish, record, started)
-            relay = relay_stream(answer.body_iterator, record, wants_usage, finish, state.stats.failed)
+            first_token = functools.partial(state.metrics.first_token, response_id)
+            failed = functools.partial(state.failed, record)
+            closed = functools.partial(state.metrics.closed, response_id)
+            relay = relay_stream(answer.body_iterator, record, wants_usage, finish, failed, first_token, closed)
             return EventStream(relay, media_type="text/event-stream", headers=headers)
         completion = json.loads(answer.body)
         completion.update(model=version, version=version)
@@ -189,7 +203,10 @@ def build_app(state: ServingState) -> FastAPI:
         record.finish_reason = choice.get("finish_reason")
         usage = completion.get("usage") or {}
         record.prompt_tokens, record.completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        await run_in_threadpool(state.finish, record, started)
+        try:
+            await run_in_threadpool(state.finish, record, started)
+        finally:
+            state.metrics.closed(response_id)  # a no-op once answered
         return JSONResponse(completion, headers=headers)
 
     @app.post("/v1/feedback", status_code=201)
@@ -198,6 +215,7 @@ def build_app(state: ServingState) -> FastAPI:
         stored = await run_in_threadpool(state.store.add_feedback, items)  # committed before the 201
         for item, (_, version) in zip(items, stored, strict=True):
             state.stats.feedback(version, item.kind, item.value)
+            state.metrics.feedback(version, item.kind, item.value)
         body = {
             "object": "feedback",
             "response_id": items[0].response_id,
@@ -214,9 +232,13 @@ async def relay_stream(
     record: ResponseRecord,
     wants_usage: bool,
     finish: Callable[[], None],
-    failed_version: Callable[[str], None],
+    failed_version: Callable[[], None],
+    first_token: Callable[[], None] = lambda: None,
+    closed: Callable[[], None] = lambda: None,
 ) -> AsyncIterator[str]:
-    """The engine's SSE events, tagged with the version; the answer is recorded before the closing [DONE]."""
+    """The engine's SSE events, tagged with the version; the answer is recorded before the closing [DONE].
+    `first_token` is called at the first chunk with content (time to first token), `closed` at the end, whatever
+    it was (a client that left)."""
     parts, failed = [], False
     try:
         async for piece in upstream:
@@ -237,17 +259,20 @@ async def relay_stream(
                         continue
                 for choice in chunk.get("choices") or []:
                     parts.append((choice.get("delta") or {}).get("content") or "")
+                    if parts[-1]:
+                        first_token()
                     record.finish_reason = choice.get("finish_reason") or record.finish_reason
                 out.append(sse(chunk))
             if out:
                 yield "".join(out)
         if failed:
-            failed_version(record.version)
+            failed_version()
         else:
             record.answer = "".join(parts)
             await run_in_threadpool(finish)
             yield "data: [DONE]\n\n"
     finally:
+        closed()
         await upstream.aclose()  # a client that left stops the generation (the engine's stream cancels it)
 
 
