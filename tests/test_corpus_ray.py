@@ -50,7 +50,8 @@ def ray_cluster(tmp_path_factory):
     """Two Ray nodes of one CPU each on this machine; the fault filter's module importable by their workers."""
     helpers = tmp_path_factory.mktemp("ray_helpers")
     (helpers / "ray_fault_filter.py").write_text(FAULT_MODULE, encoding="utf-8")
-    saved = {key: os.environ.get(key) for key in ("PYTHONPATH", "RAY_TEST_FAULT_MARKER")}
+    saved = {key: os.environ.get(key) for key in ("PYTHONPATH", "RAY_TEST_FAULT_MARKER", "RAY_USAGE_STATS_ENABLED")}
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # nothing leaves this machine
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(helpers), saved["PYTHONPATH"]]))
     os.environ["RAY_TEST_FAULT_MARKER"] = str(helpers / "crashed")
     sys.path.insert(0, str(helpers))

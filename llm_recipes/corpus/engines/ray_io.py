@@ -60,6 +60,8 @@ def connect(address: str | None) -> None:
     import ray.data
 
     if not ray.is_initialized():
+        # offline by default: a Ray started here reports no usage statistics (set RAY_USAGE_STATS_ENABLED=1 to)
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(address=address, logging_level="WARNING", configure_logging=True)
     context = ray.data.DataContext.get_current()
     # task-based sort shuffles: no per-shuffle aggregator actors to start (seconds each on a small node), a task on
