@@ -9,6 +9,7 @@
     feedback.py    feedback bodies -> rows (rating, choice, edit, comment) or the 4xx saying what is wrong
     store.py       SQLAlchemy tables and the FeedbackStore (SQLite by default, PostgreSQL by URL), retention
     stats.py       per-version requests, tokens, latency and ratings since the server started
+    page.py        the chat page at / (static/chat.html, .js, .css): streaming chat, thumbs, A/B choice, edits
 
 Its packages (FastAPI, uvicorn and openai's types through transformers[serving]; SQLAlchemy; psycopg) come with
 the `serve` extra. They are checked here, first, so a missing one is one line saying what to install rather than

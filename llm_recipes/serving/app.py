@@ -36,6 +36,7 @@ from llm_recipes.serving.config import ServeArguments
 from llm_recipes.serving.feedback import parse_feedback
 from llm_recipes.serving.metrics import ServingMetrics, install_metrics_route
 from llm_recipes.serving.middleware import ApiKey, BodyLimit, install_error_handlers, read_json
+from llm_recipes.serving.page import add_chat_page
 from llm_recipes.serving.routing import Router, TrafficSplit
 from llm_recipes.serving.stats import ServingStats
 from llm_recipes.serving.store import FeedbackStore, RecentResponses, ResponseRecord, utc_now
@@ -144,6 +145,7 @@ def build_app(state: ServingState) -> FastAPI:
     app = FastAPI(title="llm-recipes serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.serving = state
     install_error_handlers(app)
+    add_chat_page(app)  # GET /: the chat page (page.py), open like /health; its API calls carry the key
     # the last added runs first: the key, then the watch for a client that leaves (which stops its generation; it
     # reads the body for the app), then the size limit, on the body as the app reads it
     app.add_middleware(BodyLimit, limit=state.args.max_request_bytes)
