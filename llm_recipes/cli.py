@@ -52,6 +52,7 @@ STAGES: dict[str, str] = {
     "evaluate": "evaluate_models.py",
     "export": "export.py",
     "serve": "serve.py",
+    "feedback-to-data": "feedback_to_data.py",
 }
 
 
@@ -60,8 +61,9 @@ TOKEN_OPTIONS = frozenset({"--hub_token"})
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 # Stages that run here, in this process, rather than under `accelerate launch`: the pipeline (it launches the
-# multi-process stages itself) and the server (a long-running process whose engine starts its own model processes)
-DRIVERS = frozenset({"pipeline", "serve"})
+# multi-process stages itself), the server (a long-running process whose engine starts its own model processes)
+# and feedback-to-data (a database read into files: no model, nothing to launch)
+DRIVERS = frozenset({"pipeline", "serve", "feedback-to-data"})
 
 
 def recipes_dir() -> Path:
