@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import PROJECT
 
 from llm_recipes.cli import load_recipe
@@ -203,6 +204,14 @@ def test_filters_by_version_and_feedback_time(tmp_path):
     assert read_jsonl(out / "sft.jsonl") == SFT_ROWS and read_jsonl(out / "dpo.jsonl") == DPO_ROWS[1:]
     assert "note: kto.jsonl holds only thumbs down; the kto stage needs both labels" in result.stdout
 
+    only_dpo = tmp_path / "only_dpo"
+    result = run_cli("--db", url, "--output_dir", only_dpo, "--formats", "dpo", "--until", "2026-12-01T10:06")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in only_dpo.glob("*.jsonl")) == ["dpo.jsonl"]
+    report = json.loads((only_dpo / "report.json").read_text(encoding="utf-8"))
+    assert report["rows"] == {"dpo": 1} and report["rows_by_source"] == {"choice": {"dpo": 1}}
+    assert report["feedback"]["selected"] == 6 and report["duplicates"] == {"dpo": 0}
+
 
 @pytest.mark.parametrize(
     "setup, args, message",
@@ -225,3 +234,32 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, setup, args, message):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_kto_trains_on_the_exported_file_through_the_console_script(chat_model_dir, tmp_path):
+    exported = export(f"sqlite:///{tmp_path / 'feedback.db'}", tmp_path / "feedback_data")
+    output = tmp_path / "kto"
+    settings = {"use_cpu": "true", "bf16": "false", "dtype": "float32", "report_to": "none", "save_strategy": "no"}
+    settings |= {"per_device_train_batch_size": 2, "max_steps": 1, "max_length": 64, "gradient_checkpointing": "false"}
+    settings |= {"eval_split_size": 0, "eval_strategy": "no"}
+    result = subprocess.run(
+        [sys.executable, "-m", "llm_recipes.cli", "kto", "--model_name_or_path", str(chat_model_dir)]
+        + ["--dataset_path", str(exported / "kto.jsonl"), "--output_dir", str(output)]
+        + [str(token) for key, value in settings.items() for token in (f"--{key}", value)],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = read_manifest(output)
+    metrics = manifest["metrics"]
+    assert manifest["stage"] == "kto" and metrics["training rows"] == 3 and metrics["optimizer steps"] == 1
+    assert metrics["desirable rows (label true)"] == 1 and metrics["rows trained on (prompt within max_length)"] == 3
+    assert manifest["inputs"]["datasets"] == [str(exported / "kto.jsonl")]
+
+
+def test_the_demo_config_parses_and_names_the_serve_demos_store():
+    (args,) = load_recipe("feedback-to-data").parse_args(["--config", "configs/demo/feedback_to_data.yaml"])
+    serve = yaml.safe_load((PROJECT / "configs" / "demo" / "serve.yaml").read_text(encoding="utf-8"))
+    assert args.db == serve["db"] and args.formats == ["kto", "dpo", "sft"] and args.versions is None

@@ -61,7 +61,7 @@ class FeedbackToDataArguments:
         metadata={"help": "Where kto.jsonl, dpo.jsonl, sft.jsonl, report.json and report.md are written."},
     )
     versions: list[str] | None = field(
-        default=None, metadata={"help": "Only feedback on answers of these versions (default: all)."}
+        default=None, metadata={"help": "Only feedback on answers of these versions; unset: all."}
     )
     since: str | None = field(
         default=None, metadata={"help": "Only feedback given at or after this time (ISO 8601, UTC unless it says)."}
@@ -71,7 +71,7 @@ class FeedbackToDataArguments:
     )
     formats: list[str] = field(
         default_factory=lambda: list(FORMATS),
-        metadata={"help": "Which files to write: kto, dpo, sft (default: all; empty ones are not written)."},
+        metadata={"help": "Which files to write, of kto, dpo and sft (a file with no rows is not written)."},
     )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Replace an output_dir that holds files no stage wrote."}
@@ -209,13 +209,19 @@ class FeedbackData:
                 "comments": self.comments,
             },
             "rows": {name: len(self.rows[name]) for name in formats},
-            "rows_by_source": {s: dict(sorted(c.items())) for s, c in sorted(self.rows_by_source.items())},
-            "rows_by_version": {v: dict(sorted(c.items())) for v, c in sorted(self.rows_by_version.items())},
+            "rows_by_source": _written(self.rows_by_source, formats),
+            "rows_by_version": _written(self.rows_by_version, formats),
             "kto_labels": {"true": sum(r["label"] for r in kto), "false": sum(not r["label"] for r in kto)},
             "dropped": dict(sorted(self.dropped.items(), key=lambda item: (-item[1], item[0]))),
             "duplicates": {name: self.duplicates[name] for name in formats},
             "pii_redactions": {kind: self.redactions[kind] for kind in PII_KINDS},
         }
+
+
+def _written(table: dict[str, Counter], formats: list[str]) -> dict[str, dict[str, int]]:
+    """{source or version: {format: rows}} for the formats written, without the empty entries."""
+    kept = {key: {name: n for name, n in sorted(counts.items()) if name in formats} for key, counts in table.items()}
+    return {key: counts for key, counts in sorted(kept.items()) if counts}
 
 
 class _Redactor:
