@@ -10,6 +10,7 @@
     store.py       SQLAlchemy tables and the FeedbackStore (SQLite by default, PostgreSQL by URL), retention
     stats.py       per-version requests, tokens, latency and ratings since the server started
     page.py        the chat page at / (static/chat.html, .js, .css): streaming chat, thumbs, A/B choice, edits
+    feedback_data.py  the store read back as KTO/DPO/SFT rows, PII redacted, with a report (feedback-to-data)
 
 Its packages (FastAPI, uvicorn and openai's types through transformers[serving]; SQLAlchemy; psycopg) come with
 the `serve` extra. They are checked here, first, so a missing one is one line saying what to install rather than
