@@ -146,9 +146,16 @@ def wait_for(condition, what: str, timeout: float = 30.0) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-# Every text the answers showed, as the page changed it: a streamed answer grows in several steps.
+# What the page asks of /v1/chat/completions, and every text its answers showed as the page changed it (a streamed
+# answer grows as its chunks come; how many steps depends on how the browser's reads cut the stream).
 WATCH_ANSWERS = """
 window.shown = [];
+window.asked = [];
+const fetchFirst = window.fetch;
+window.fetch = (path, init) => {
+  if (path === "/v1/chat/completions") window.asked.push(JSON.parse(init.body));
+  return fetchFirst(path, init);
+};
 new MutationObserver((records) => {
   for (const record of records) {
     const element = record.target.nodeType === Node.TEXT_NODE ? record.target.parentElement : record.target;
@@ -215,9 +222,10 @@ def test_chat_stream_thumbs_ab_choice_and_edit_in_a_browser(browser, page_server
         ID.match(answer["id"]) and answer["version"] in expected and answer["label"] == f"version {answer['version']}"
     )
     assert answer["text"] == expected[answer["version"]]
+    asked = driver.execute_script("return window.asked")
+    assert asked == [{"model": "llm-recipes", "messages": MESSAGES, "stream": True}]  # routed by the split
     steps = driver.execute_script("return window.shown")
-    assert len(set(steps)) >= 2 and steps[-1] == answer["text"], steps  # it grew as the chunks came
-    assert all(answer["text"].startswith(step) for step in steps)
+    assert steps[-1] == answer["text"] and all(answer["text"].startswith(step) for step in steps), steps
 
     assert click_and_wait_for_ack(card, ".thumb-down") == "👎: recorded, thanks"
     assert card.find_element(By.CSS_SELECTOR, ".thumb-down").get_attribute("aria-pressed") == "true"
@@ -236,6 +244,10 @@ def test_chat_stream_thumbs_ab_choice_and_edit_in_a_browser(browser, page_server
     assert (a["version"], a["label"], a["text"]) == ("v1", "A: version v1", expected["v1"])
     assert (b["version"], b["label"], b["text"]) == ("v2", "B: version v2", expected["v2"])
     assert a_card.location["y"] == b_card.location["y"] and a_card.location["x"] < b_card.location["x"]
+    asked = driver.execute_script("return window.asked")[1:]  # the new chat starts from the message alone
+    assert sorted(asked, key=lambda body: body["model"]) == [
+        {"model": version, "messages": MESSAGES, "stream": True} for version in ("v1", "v2")
+    ]
 
     assert click_and_wait_for_ack(b_card, ".prefer") == "better than A: recorded, thanks"
     assert "kept" in b_card.get_attribute("class") and "kept" not in a_card.get_attribute("class")
@@ -249,6 +261,11 @@ def test_chat_stream_thumbs_ab_choice_and_edit_in_a_browser(browser, page_server
     edit_text.send_keys("2 + 3 = 5")
     assert click_and_wait_for_ack(a_card, ".save-edit") == "edit: recorded, thanks"
     assert read(db, query, id=a["id"]) == [("edit", "2 + 3 = 5", None)]
+
+    # the conversation goes on from the preferred answer, to both versions again
+    send(driver, "And 3 + 4?", answers=4)
+    continued = [*MESSAGES, {"role": "assistant", "content": b["text"]}, {"role": "user", "content": "And 3 + 4?"}]
+    assert [body["messages"] for body in driver.execute_script("return window.asked")[3:]] == [continued, continued]
 
     # nothing the page did broke its own CSP
     violations = [
