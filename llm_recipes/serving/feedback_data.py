@@ -265,6 +265,9 @@ def build_rows(
 ) -> FeedbackData:
     """Feedback -> KTO, DPO and SFT rows (see the module docstring), redacted and without exact duplicates."""
     data = FeedbackData(feedback_read=len(feedback))
+    # the store's foreign keys keep every named answer; a database edited by hand may not (then: no text to use)
+    named = {i.response_id for i in feedback} | {i.other_response_id for i in feedback if i.other_response_id}
+    responses = {**{key: StoredResponse("unknown", None, None) for key in named - responses.keys()}, **responses}
     selected = []
     for item in feedback:
         version = responses[item.response_id].version
@@ -346,7 +349,8 @@ def report_markdown(report: dict[str, Any]) -> str:
     """report.json as a page a person reads."""
     feedback = report["feedback"]
     lines = ["# Feedback to training data", ""]
-    filters = ", ".join(f"{k}: {v}" for k, v in report["filters"].items() if v) or "none"
+    shown = {k: ", ".join(v) if isinstance(v, list) else v for k, v in report["filters"].items() if v}
+    filters = "; ".join(f"{k}: {v}" for k, v in shown.items()) or "none"
     lines += [f"Filters: {filters}.", ""]
     lines += [
         f"Feedback read: {feedback['read']}, outside the filters: {feedback['outside_filters']}, "
