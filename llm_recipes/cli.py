@@ -53,6 +53,7 @@ STAGES: dict[str, str] = {
     "export": "export.py",
     "serve": "serve.py",
     "feedback-to-data": "feedback_to_data.py",
+    "monitor": "monitor.py",
 }
 
 
@@ -62,8 +63,8 @@ SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 # Stages that run here, in this process, rather than under `accelerate launch`: the pipeline (it launches the
 # multi-process stages itself), the server (a long-running process whose engine starts its own model processes)
-# and feedback-to-data (a database read into files: no model, nothing to launch)
-DRIVERS = frozenset({"pipeline", "serve", "feedback-to-data"})
+# and feedback-to-data and monitor (a database read into files: no model, nothing to launch)
+DRIVERS = frozenset({"pipeline", "serve", "feedback-to-data", "monitor"})
 
 
 def recipes_dir() -> Path:
