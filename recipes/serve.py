@@ -44,6 +44,7 @@ def main(args: ServeArguments) -> dict:
     split = ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
     store = database_url(args.db).render_as_string(hide_password=True)
     print(f"serving {args.model_name} ({split}) at {url_of(sock)}/v1 -- feedback store {store}", flush=True)
+    print(f"chat page: {url_of(sock)}/", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not state.api_key:
         print(f"warning: listening on {args.host} without an API key (set api_key_env)", flush=True)
     serve_until_stopped(app, sock, args.log_level)  # until Ctrl+C or SIGTERM; the app stops the engine

@@ -97,12 +97,11 @@ def browser():
         selenium_missing = True
     else:
         selenium_missing = False
-    missing = [name for name, absent in (("chromium", not chromium), ("chromium-driver", not driver_path)) if absent]
-    if missing or selenium_missing:
-        reason = (
-            f"the chat page's browser test needs {' and '.join(missing + ['selenium'] * selenium_missing)}"
-            " (apt-get install chromium chromium-driver; pip install selenium)"
-        )
+    packages = [name for name, absent in (("chromium", not chromium), ("chromium-driver", not driver_path)) if absent]
+    steps = [f"apt-get install {' '.join(packages)}"] * bool(packages) + ["pip install selenium"] * selenium_missing
+    if steps:
+        reason = f"the chat page's browser test needs {' and '.join(packages + ['selenium'] * selenium_missing)}"
+        reason += f" ({'; '.join(steps)})"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
