@@ -9,12 +9,13 @@
     feedback.py    feedback bodies -> rows (rating, choice, edit, comment) or the 4xx saying what is wrong
     store.py       SQLAlchemy tables and the FeedbackStore (SQLite by default, PostgreSQL by URL), retention
     stats.py       per-version requests, tokens, latency and ratings since the server started
+    metrics.py     Prometheus metrics at /metrics: requests, errors, TTFT, per-token latency, in flight, feedback
     page.py        the chat page at / (static/chat.html, .js, .css): streaming chat, thumbs, A/B choice, edits
     feedback_data.py  the store read back as KTO/DPO/SFT rows, PII redacted, with a report (feedback-to-data)
 
-Its packages (FastAPI, uvicorn and openai's types through transformers[serving]; SQLAlchemy; psycopg) come with
-the `serve` extra. They are checked here, first, so a missing one is one line saying what to install rather than
-an ImportError from whichever module happens to import it.
+Its packages (FastAPI, uvicorn and openai's types through transformers[serving]; SQLAlchemy; psycopg;
+prometheus_client) come with the `serve` extra. They are checked here, first, so a missing one is one line saying
+what to install rather than an ImportError from whichever module happens to import it.
 """
 
 from transformers.utils.import_utils import is_serve_available
@@ -28,5 +29,12 @@ except ImportError:
 else:
     is_sqlalchemy_available = True
 
-if not (is_serve_available() and is_sqlalchemy_available):
+try:
+    import prometheus_client  # noqa: F401
+except ImportError:
+    is_prometheus_available = False
+else:
+    is_prometheus_available = True
+
+if not (is_serve_available() and is_sqlalchemy_available and is_prometheus_available):
     raise UserError("serve needs its packages: pip install 'llm-recipes[serve]'")
