@@ -11,6 +11,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from test_serve import (  # noqa: F401 (lora_dir and expected are fixtures used 
     MESSAGES,
     SharedEngine,
     call,
+    console_script,
     expected,
     lora_dir,
     read,
@@ -71,6 +74,25 @@ def test_the_page_and_its_files_come_from_this_server_only(tmp_path, chat_model_
     assert len(re.findall(r"<script\b", page)) == 1 and not re.search(r"<style\b|\sstyle=|\son[a-z]+=", page)
     assert re.findall(r'(?:src|href)="([^"]*)"', page) == ["/chat.css", "/chat.js"]
     assert "import(" not in texts["/chat.js"] and "@import" not in texts["/chat.css"]
+
+
+@pytest.mark.slow
+def test_llm_recipes_serve_prints_the_page_it_serves(tmp_path, chat_model_dir):
+    """As a user starts it: the printed page address answers with the page, no key asked of the page itself."""
+    command = [*console_script(), "serve", "--model", str(chat_model_dir), "--port", "0"]
+    command += ["--db", f"sqlite:///{tmp_path / 'feedback.db'}", "--log_level", "warning"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        lines = [process.stdout.readline(), process.stdout.readline()]
+        match = re.fullmatch(r"chat page: (http://127\.0\.0\.1:\d+)/\n", lines[1])
+        assert match and lines[0].startswith("serving llm-recipes"), lines
+        status, page, headers = call(match.group(1), "/", key=None)
+        assert status == 200 and "<title>llm-recipes chat</title>" in page
+        assert headers["content-security-policy"].startswith("default-src 'self'")
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err[-3000:]
 
 
 def test_the_page_ships_as_package_data():
