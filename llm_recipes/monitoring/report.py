@@ -268,6 +268,6 @@ def drift_markdown(drift: dict[str, Any]) -> list[str]:
         f"Language mixes differ by a total variation distance of {mix['total_variation']:.3f}.",
         "",
         f"Prompts none of whose word {novel['n']}-grams occur in the training data: {novel['uncovered']} of "
-        f"{novel['eligible']} ({share}); {novel['too_short']} prompts shorter than {novel['n']} words not counted.",
+        f"{novel['eligible']} ({share}); prompts shorter than {novel['n']} words, not counted: {novel['too_short']}.",
     ]
     return lines
