@@ -3,12 +3,17 @@ version equal to the requests sent, histogram counts equal to the answers, token
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_serve import MESSAGES, ab_server, call, completion, lora_dir, stream_events
+
+from llm_recipes.serving.metrics import ServingMetrics
+from llm_recipes.serving.store import ResponseRecord, utc_now
 
 __all__ = ["ab_server", "lora_dir"]  # fixtures, used by name
 
 P = "llm_recipes_"
+STATUSES = ("ok", "error", "cancelled")
 
 
 def scrape(url: str) -> dict[tuple[str, tuple], float]:
@@ -78,3 +83,51 @@ def test_a_request_the_engine_refuses_is_counted_cancelled_not_in_flight(ab_serv
     after = scrape(ab_server.url)
     assert delta(before, after, f"{P}requests_total", version="v1", status="cancelled") == 0
     assert after[(f"{P}requests_in_flight", (("version", "v1"),))] == 0
+
+
+def samples(metrics: ServingMetrics) -> dict[tuple[str, tuple], float]:
+    text = metrics.exposition().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_ttft_and_per_token_time_follow_their_definitions(monkeypatch):
+    """A stream: TTFT at its first content, then (latency - TTFT) / (tokens - 1) per token; a whole answer: TTFT is
+    its latency and latency / tokens per token; a failure and a cancelled request count apart; all leave flight."""
+    metrics = ServingMetrics(["v1"])
+    clock = iter([10.5])  # the first content arrives 0.5 s after the request (at 10.0)
+    monkeypatch.setattr("llm_recipes.serving.metrics.time.perf_counter", lambda: next(clock))
+    metrics.started("s", "v1", 10.0)
+    metrics.first_token("s")
+    metrics.first_token("s")  # only the first counts (the clock would run out otherwise)
+    assert samples(metrics)[(f"{P}requests_in_flight", (("version", "v1"),))] == 1
+    metrics.answered(ResponseRecord("s", "v1", utc_now(), [], latency_ms=2500.0, prompt_tokens=7, completion_tokens=5))
+    metrics.started("w", "v1", 0.0)
+    metrics.answered(ResponseRecord("w", "v1", utc_now(), [], latency_ms=1000.0, completion_tokens=4))
+    metrics.started("f", "v1", 0.0)
+    metrics.failed("f")
+    metrics.started("c", "v1", 0.0)
+    metrics.closed("c")
+    metrics.closed("s")  # after its answer: nothing more
+    got = samples(metrics)
+    assert got[(f"{P}time_to_first_token_seconds_sum", (("version", "v1"),))] == pytest.approx(0.5 + 1.0)
+    assert got[(f"{P}time_to_first_token_seconds_bucket", (("le", "0.5"), ("version", "v1")))] == 1
+    # (2.5 - 0.5) / 4 = 0.5 s per token for the stream; 1.0 / 4 = 0.25 for the whole answer
+    assert got[(f"{P}time_per_output_token_seconds_sum", (("version", "v1"),))] == pytest.approx(0.75)
+    assert got[(f"{P}time_per_output_token_seconds_bucket", (("le", "0.25"), ("version", "v1")))] == 1
+    assert got[(f"{P}generated_tokens_total", (("version", "v1"),))] == 9
+    assert got[(f"{P}prompt_tokens_total", (("version", "v1"),))] == 7
+    statuses = {status: got[(f"{P}requests_total", (("status", status), ("version", "v1")))] for status in STATUSES}
+    assert statuses == {"ok": 2, "error": 1, "cancelled": 1}
+    assert got[(f"{P}errors_total", (("version", "v1"),))] == 1
+    assert got[(f"{P}requests_in_flight", (("version", "v1"),))] == 0
+
+
+def test_two_apps_in_one_process_keep_their_own_metrics():
+    first, second = ServingMetrics(["v1"]), ServingMetrics(["v1"])
+    first.feedback("v1", "rating", "up")
+    assert samples(first)[(f"{P}thumbs_up_rate", (("version", "v1"),))] == 1.0
+    assert (f"{P}thumbs_up_rate", (("version", "v1"),)) not in samples(second)
