@@ -167,6 +167,7 @@ def test_a_difference_interval_and_ks_distance_by_hand():
         ("empty", "error: db: the feedback store sqlite:///"),
         ("other", "is not a feedback store (no responses and feedback tables)"),
         ("baseline", "error: baseline: no answers of version 'v9' (versions: v1, v2)"),
+        ("training", "has none of messages, prompt, text, question, instruction (its columns: answer)"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, make, message):
@@ -179,6 +180,10 @@ def test_bad_input_is_one_clear_line(tmp_path, make, message):
     elif make == "baseline":
         fill_store(f"sqlite:///{db}")
         args += ["--baseline", "v9"]
+    elif make == "training":
+        fill_store(f"sqlite:///{db}")
+        (tmp_path / "train.jsonl").write_text('{"answer": "no prompt here"}\n', encoding="utf-8")
+        args += ["--training_data", tmp_path / "train.jsonl"]
     recipe = load_recipe("monitor")
     with pytest.raises(UserError) as raised:
         recipe.main(*recipe.parse_args([str(a) for a in args]))
