@@ -24,13 +24,11 @@ from llm_recipes.serving.feedback_data import (
     FeedbackToDataArguments,
     build_rows,
     check_feedback_to_data_arguments,
-    open_store,
-    parse_time,
     read_store,
     report_markdown,
     write_jsonl,
 )
-from llm_recipes.serving.store import database_url
+from llm_recipes.serving.store import database_url, open_store, parse_time
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[FeedbackToDataArguments]:

@@ -20,14 +20,14 @@ from pathlib import Path
 
 from llm_recipes.configs import parse_config, run_recipe
 from llm_recipes.errors import UserError
-from llm_recipes.monitoring.config import MonitorArguments, check_monitor_arguments, parse_time
+from llm_recipes.monitoring.config import MonitorArguments, check_monitor_arguments
 from llm_recipes.monitoring.drift import prompt_drift, prompt_of, training_prompts
 from llm_recipes.monitoring.plots import plot_language_mix, plot_latency, plot_prompt_lengths, plot_thumbs_up
-from llm_recipes.monitoring.report import open_store, read_answers, report_markdown, version_report
+from llm_recipes.monitoring.report import read_answers, report_markdown, version_report
 from llm_recipes.runs.manifest import StageRun, write_json_atomically
 from llm_recipes.runs.outputs import stage_main, written_in_place
 from llm_recipes.runs.summary import format_summary
-from llm_recipes.serving.store import database_url
+from llm_recipes.serving.store import database_url, open_store, parse_time
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[MonitorArguments]:

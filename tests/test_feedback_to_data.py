@@ -20,8 +20,8 @@ from llm_recipes.data.loading import load_training_data
 from llm_recipes.data.preferences import load_preference_data
 from llm_recipes.data.unpaired import load_unpaired_data
 from llm_recipes.runs.manifest import read_manifest
-from llm_recipes.serving.feedback_data import build_rows, open_store, read_store
-from llm_recipes.serving.store import FeedbackItem, FeedbackStore, ResponseRecord
+from llm_recipes.serving.feedback_data import build_rows, read_store
+from llm_recipes.serving.store import FeedbackItem, FeedbackStore, ResponseRecord, open_store
 
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)
 SUM = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "I am ann@example.com: 2 + 3?"}]

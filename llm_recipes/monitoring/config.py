@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from llm_recipes.corpus.filters.language import DEFAULT_LANGUAGE_CANDIDATES
 from llm_recipes.errors import UserError
-from llm_recipes.serving.store import database_url
+from llm_recipes.serving.store import database_url, parse_time
 
 BUCKETS = ("hour", "day", "week")
 
@@ -44,23 +43,6 @@ class MonitorArguments:
         default_factory=lambda: list(DEFAULT_LANGUAGE_CANDIDATES),
         metadata={"help": "Candidate languages (ISO 639-1) of the language mix."},
     )
-
-
-def parse_time(value: str | None, name: str) -> datetime | None:
-    """An ISO 8601 date or time as an aware UTC datetime (a time without a zone is UTC)."""
-    if value is None or value == "":
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        example = "e.g. 2026-12-01 or 2026-12-01T08:00"
-        raise UserError(f"{name}: {value!r} is not an ISO 8601 date or time ({example})") from None
-    return as_utc(parsed)
-
-
-def as_utc(moment: datetime) -> datetime:
-    # SQLite hands back the naive UTC times the server stored; PostgreSQL aware ones
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 def check_monitor_arguments(args: MonitorArguments) -> None:

@@ -20,14 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import inspect, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
-from llm_recipes.errors import UserError, one_line
+from llm_recipes.errors import UserError
 from llm_recipes.evaluation.judges import wilson_interval
-from llm_recipes.monitoring.config import as_utc
-from llm_recipes.serving.store import FeedbackRow, ResponseRow, database_url, make_engine
+from llm_recipes.serving.store import FeedbackRow, ResponseRow, as_utc
 
 PERCENTILES = (50, 90, 99)
 AB_INTERVAL = "Newcombe hybrid score interval (Wilson), 95%"
@@ -42,26 +40,6 @@ class Answer:
     completion_tokens: int | None
     messages: list[dict[str, Any]] | None  # only when logged, or once feedback named the answer
     rating: str | None = None  # its last up/down
-
-
-def open_store(url: str) -> Engine:
-    """An engine on an existing feedback store; a missing file, an unreachable server or a database without the
-    store's tables is one line (nothing is created: a typo must not report on an empty new store)."""
-    parsed = database_url(url)
-    where = parsed.render_as_string(hide_password=True)
-    if parsed.get_backend_name() == "sqlite" and (not parsed.database or not Path(parsed.database).is_file()):
-        raise UserError(f"db: no feedback store at {where} (the file the serve stage's `db` setting names)")
-    engine = make_engine(parsed)
-    try:
-        tables = set(inspect(engine).get_table_names())
-    except SQLAlchemyError as err:
-        engine.dispose()
-        reason = one_line(getattr(err, "orig", None) or err)
-        raise UserError(f"db: cannot open the feedback store {where}: {reason}") from None
-    if not {ResponseRow.__tablename__, FeedbackRow.__tablename__} <= tables:
-        engine.dispose()
-        raise UserError(f"db: {where} is not a feedback store (no responses and feedback tables)")
-    return engine
 
 
 def read_answers(engine: Engine, since: datetime | None, until: datetime | None) -> list[Answer]:

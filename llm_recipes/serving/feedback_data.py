@@ -31,18 +31,17 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import inspect, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from llm_recipes.corpus.pii import PII_KINDS, redact_pii
-from llm_recipes.errors import UserError, one_line
-from llm_recipes.serving.store import FeedbackRow, ResponseRow, database_url, make_engine
+from llm_recipes.errors import UserError
+from llm_recipes.serving.store import FeedbackRow, ResponseRow, as_utc, database_url, parse_time
 
 FORMATS = ("kto", "dpo", "sft")
 Message = dict[str, str]
@@ -78,23 +77,6 @@ class FeedbackToDataArguments:
     )
 
 
-def parse_time(value: str | None, name: str) -> datetime | None:
-    """An ISO 8601 date or time as an aware UTC datetime (a time without a zone is UTC)."""
-    if value is None or value == "":
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        example = "e.g. 2026-12-01 or 2026-12-01T08:00"
-        raise UserError(f"{name}: {value!r} is not an ISO 8601 date or time ({example})") from None
-    return as_utc(parsed)
-
-
-def as_utc(moment: datetime) -> datetime:
-    # SQLite hands back the naive UTC times the server stored; PostgreSQL aware ones
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-
-
 def check_feedback_to_data_arguments(args: FeedbackToDataArguments) -> None:
     unknown = sorted(set(args.formats) - set(FORMATS))
     if unknown or not args.formats:
@@ -103,26 +85,6 @@ def check_feedback_to_data_arguments(args: FeedbackToDataArguments) -> None:
     if since and until and since >= until:
         raise UserError(f"since ({args.since}) must be before until ({args.until})")
     database_url(args.db)  # a malformed URL or an unsupported database fails here
-
-
-def open_store(url: str) -> Engine:
-    """An engine on an existing feedback store; a missing file, an unreachable server or a database without the
-    store's tables is one line (nothing is created: a typo must not export an empty store)."""
-    parsed = database_url(url)
-    where = parsed.render_as_string(hide_password=True)
-    if parsed.get_backend_name() == "sqlite" and (not parsed.database or not Path(parsed.database).is_file()):
-        raise UserError(f"db: no feedback store at {where} (the file the serve stage's `db` setting names)")
-    engine = make_engine(parsed)
-    try:
-        tables = set(inspect(engine).get_table_names())
-    except SQLAlchemyError as err:
-        engine.dispose()
-        reason = one_line(getattr(err, "orig", None) or err)
-        raise UserError(f"db: cannot open the feedback store {where}: {reason}") from None
-    if not {ResponseRow.__tablename__, FeedbackRow.__tablename__} <= tables:
-        engine.dispose()
-        raise UserError(f"db: {where} is not a feedback store (no responses and feedback tables)")
-    return engine
 
 
 @dataclass
