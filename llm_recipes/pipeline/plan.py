@@ -25,6 +25,7 @@ SLOTS = (
     "pretrain",
     "sft",
     "reward",
+    "feedback-to-data",
     "rl",
     "evaluate",
     "distill",
@@ -54,6 +55,11 @@ CHAINS: dict[str, dict[str, tuple[str, ...]]] = {
     "prune": {"model_name_or_path": NEWEST_MODEL},
     "export": {"model_name_or_path": NEWEST_MODEL, "eval_results_path": ("evaluate",)},
 }
+# A feedback round (configs/demo/feedback_round.yaml): the serve stage's feedback, exported by feedback-to-data, is
+# the dataset of the dpo or kto stage -- the file of that stage's format in its output folder. Only a pipeline with a
+# feedback-to-data section has that slot (the others' plans and tables do not list it).
+FEEDBACK_SLOT = "feedback-to-data"
+FEEDBACK_FILES = {"dpo": "dpo.jsonl", "kto": "kto.jsonl"}
 # a chained field stays empty when the section already says where its input comes from another way
 ALTERNATIVES = {
     "dataset_path": ("datasets",),
@@ -115,11 +121,11 @@ def read_pipeline_config(path: str) -> tuple[PipelineSettings, dict[str, dict[st
             section = {}
         if not isinstance(section, dict):
             raise ConfigError(f"section '{name}' must be a mapping of that stage's config fields")
-        sections[name] = expand_stage_file(name, section)
+        sections[name] = expand_stage_file(name, section, from_feedback=FEEDBACK_SLOT in raw)
     return settings, sections
 
 
-def expand_stage_file(stage: str, section: dict[str, Any]) -> dict[str, Any]:
+def expand_stage_file(stage: str, section: dict[str, Any], from_feedback: bool = False) -> dict[str, Any]:
     """A section with `config: <stage file>`: that file's settings, less the inputs the pipeline chains, then the
     section's own keys over them (editing the file changes the stage's config, so the stage runs again)."""
     if "config" not in section:
@@ -134,6 +140,8 @@ def expand_stage_file(stage: str, section: dict[str, Any]) -> dict[str, Any]:
     if "config" in settings:
         raise ConfigError(f"{stage}.config: {path} names another config file; a stage file holds settings only")
     chained = set(CHAINS.get(stage, {})) | ({"models"} if stage == "evaluate" else set())
+    if from_feedback and stage in FEEDBACK_FILES:  # the stage file's own data gives way to the feedback export
+        chained.add("dataset_path")
     own = {key: value for key, value in section.items() if key != "config"}
     return {**{key: value for key, value in settings.items() if key not in chained}, **own}
 
@@ -199,6 +207,8 @@ def build_plan(settings: PipelineSettings, sections: dict[str, dict[str, Any]]) 
             plan.append(StagePlan(slot, stage, "existing", output=str(existing)))
             outputs[slot] = str(existing)
             continue
+        if stage == FEEDBACK_SLOT and stage not in sections:
+            continue
         if stage not in sections or slot in settings.skip or stage in settings.skip:
             plan.append(StagePlan(slot, stage, "skip"))
             continue
@@ -223,6 +233,10 @@ def _fill_inputs(stage: str, config: dict[str, Any], outputs: dict[str, str]) ->
         if source is not None:
             config[name] = outputs[source]
             chained[name] = source
+    feedback = outputs.get(FEEDBACK_SLOT)
+    if feedback and stage in FEEDBACK_FILES and not config.get("dataset_path") and not config.get("datasets"):
+        config["dataset_path"] = os.path.join(feedback, FEEDBACK_FILES[stage])
+        chained["dataset_path"] = FEEDBACK_SLOT
     if stage == "evaluate" and not config.get("models") and not config.get("model_name_or_path"):
         made = [slot for slot in EVALUATED_SLOTS if slot in outputs]
         if made:
@@ -243,5 +257,11 @@ def _check_distinct_outputs(plan: list[StagePlan]) -> None:
 
 
 def planned_paths(plan: list[StagePlan]) -> list[str]:
-    """The folders the stages that run will write."""
-    return [step.output for step in plan if step.action == "run" and step.output]
+    """The folders the stages that run will write (and the files in feedback-to-data's that a stage reads)."""
+    paths = []
+    for step in plan:
+        if step.action == "run" and step.output:
+            paths.append(step.output)
+            if step.stage == FEEDBACK_SLOT:
+                paths += [os.path.join(step.output, name) for name in FEEDBACK_FILES.values()]
+    return paths
