@@ -1,8 +1,9 @@
 """The loop closes, end to end on a tiny model: serve v1, a scripted client asks the synthetic colour task's questions
 and rates each answer up when it names a colour (and picks the colour answer of two, and edits a colourless one into
-a colour one), `llm-recipes feedback-to-data` exports the store, one `llm-recipes dpo` round trains v1 into v2,
-v1 and v2 are served side by side (50/50), the same client rates them, and `llm-recipes monitor` shows v2's
-thumbs-up rate above v1's."""
+a colour one); one feedback round as `llm-recipes pipeline` runs it (configs/demo/feedback_round.yaml's shape:
+feedback-to-data exports the store, one DPO round trains v1 on the users' pairs, evaluate measures v1 against the new
+model, export writes it as v2); v1 and v2 served side by side (50/50), the same client rates them, and
+`llm-recipes monitor` shows v2's thumbs-up rate above v1's."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT
+from conftest import PROJECT, write_yaml
 from test_serve import call, start_server
 from transformers import GenerationConfig
 
@@ -25,6 +26,7 @@ from llm_recipes.data.synthetic import (
     synthetic_prompts,
     write_synthetic_base_model,
     write_synthetic_demo_data,
+    write_synthetic_heldout_data,
 )
 
 pytestmark = pytest.mark.slow
@@ -33,7 +35,15 @@ SEED = 0
 PROMPTS = 60  # each asked twice per round: enough answers that the two rates differ well beyond their noise
 MAX_TOKENS = 24
 # a few dozen pairs, not the benchmark's 1200: more epochs at a higher rate than benchmarks/rl_learning.py's 3e-4
-DPO = ["--num_train_epochs", 4, "--per_device_train_batch_size", 8, "--learning_rate", 3e-4, "--beta", 0.1]
+DPO = {"num_train_epochs": 4, "per_device_train_batch_size": 8, "learning_rate": 3e-4, "beta": 0.1}
+TRL_SETTINGS = {
+    "use_cpu": True,
+    "seed": SEED,
+    "save_strategy": "no",
+    "bf16": False,
+    "report_to": "none",
+    "max_length": 64,
+}
 
 
 def cli(*args: object) -> subprocess.CompletedProcess:
@@ -46,9 +56,33 @@ def cli(*args: object) -> subprocess.CompletedProcess:
 
 
 def trl_args(output: Path, model: Path, data: Path) -> list[object]:
-    return ["--output_dir", output, "--model_name_or_path", model, "--dataset_path", data, "--use_cpu", "true"] + [
-        "--seed", SEED, "--save_strategy", "no", "--bf16", "false", "--report_to", "none", "--max_length", 64,
-    ]  # fmt: skip
+    flags = [item for name, value in TRL_SETTINGS.items() for item in (f"--{name}", str(value).lower())]
+    return ["--output_dir", output, "--model_name_or_path", model, "--dataset_path", data, *flags]
+
+
+def feedback_round(tmp_path: Path, served: Path, db: Path, output_root: Path) -> Path:
+    """A pipeline config of one feedback round on the served model: feedback-to-data -> dpo -> evaluate -> export.
+    The evaluation: greedy answers to the task's held-out questions, scored as the scripted user rates."""
+    protocol = {
+        "tasks": [
+            {
+                "name": "colour",
+                "kind": "true_reward",
+                "path": str(write_synthetic_heldout_data(tmp_path / "heldout")),
+                "function": "llm_recipes.data.synthetic:colour_only_reward",
+            }
+        ],
+        "max_new_tokens": MAX_TOKENS,
+        "device": "cpu",
+    }
+    config = {
+        "pipeline": {"output_root": str(output_root), "rl_algorithm": "dpo", "use_existing": {"sft": str(served)}},
+        "feedback-to-data": {"db": f"sqlite:///{db}"},
+        "dpo": {**TRL_SETTINGS, **DPO, "eval_split_size": 0},
+        "evaluate": {"protocol": str(write_yaml(tmp_path / "protocol.yaml", protocol)), "device": "cpu"},
+        "export": {},
+    }
+    return write_yaml(tmp_path / "feedback_round.yaml", config)
 
 
 def sample_when_served(model: Path) -> None:
@@ -140,14 +174,19 @@ def test_feedback_on_v1_trains_a_v2_that_users_like_more(tmp_path):
         scripted_client(running.url, questions, choose_and_edit=True)
     finally:
         running.stop()
-    exported = tmp_path / "feedback_data"
-    cli("feedback-to-data", "--db", f"sqlite:///{tmp_path / 'round1.db'}", "--output_dir", exported)
-    pairs = (exported / "dpo.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(pairs) >= 30
 
-    # one DPO round on the pairs the users made: v1 -> v2
-    v2 = tmp_path / "v2"
-    cli("dpo", *trl_args(v2, v1, exported / "dpo.jsonl"), "--eval_split_size", 0, *DPO)
+    # one feedback round, as the pipeline runs it (configs/demo/feedback_round.yaml's shape): the store exported,
+    # one DPO round on the pairs the users made, v1 against the new model, and the new model exported as v2
+    round_dir = tmp_path / "round"
+    cli("pipeline", "--config", feedback_round(tmp_path, v1, tmp_path / "round1.db", round_dir))
+    pairs = (round_dir / "feedback-to-data" / "dpo.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(pairs) >= 30
+    v2 = round_dir / "export"
+    # the round's evaluation measured the served model and the new one on the same protocol (greedy answers: both
+    # name a colour there, the users' sampled answers tell them apart below)
+    evaluated = json.loads((round_dir / "evaluate" / "eval_results.json").read_text(encoding="utf-8"))["models"]
+    assert [Path(model) for model in evaluated] == [v1, round_dir / "dpo"]
+    assert all("colour/true_reward" in result["metrics"] for result in evaluated.values())
     assert GenerationConfig.from_pretrained(v2).do_sample  # v2 keeps v1's generation config: the same sampling
 
     # round 2: v1 and v2 side by side, the same user (thumbs only), then the monitor
