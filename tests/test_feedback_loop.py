@@ -34,8 +34,8 @@ pytestmark = pytest.mark.slow
 SEED = 0
 PROMPTS = 60  # each asked twice per round: enough answers that the two rates differ well beyond their noise
 MAX_TOKENS = 24
-# ~90 pairs, not the benchmark's 1200: more epochs and smaller batches at benchmarks/rl_learning.py's rate; at 1e-3
-# v2 babbled colours (0.97 thumbs up, answers cut at max_tokens instead of ending: the last assertion)
+# ~90 pairs, not the benchmark's 1200: more epochs and smaller batches at benchmarks/rl_learning.py's rate; at
+# 1e-3 (after a 4-epoch SFT) v2 babbled colours: 0.97 thumbs up, answers cut at max_tokens (the last assertion)
 DPO = {"num_train_epochs": 4, "per_device_train_batch_size": 8, "learning_rate": 3e-4, "beta": 0.1}
 TRL_SETTINGS = {
     "use_cpu": True,
