@@ -416,6 +416,7 @@ def test_a_reward_model_is_the_reward_and_the_value_models_start(
         prompt_files,
         reward_function=None,
         reward_model_path=str(reward_model_dir),
+        num_ppo_steps=8,
     )
     del config["reward_function"]
     script_args, ppo_args, model_args = PPO.parse_args(["--config", str(write_yaml(tmp_path / "ppo.yaml", config))])
