@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,6 +16,7 @@ import pytest
 from conftest import DEMO_DATA, PROJECT, write_yaml
 from transformers import AutoTokenizer, TrainerCallback
 
+import llm_recipes.data.shards as shards_module
 import llm_recipes.pretrain.streaming as streaming
 from llm_recipes.cli import load_recipe
 from llm_recipes.data.config import DatasetSpec
@@ -74,9 +76,10 @@ def shards(tmp_path_factory, shared_data, base_model_dir) -> Path:
     return folder / "out"
 
 
-def shard_rows(folder: Path) -> list[list[int]]:
-    manifest = read_shard_manifest(folder)
-    return [row for shard in manifest.shards for row in pq.read_table(folder / shard.file)["input_ids"].to_pylist()]
+def shard_rows(folder: Path, file: str | None = None) -> list[list[int]]:
+    """The blocks of one shard file, or of every shard in file order."""
+    files = [file] if file else [shard.file for shard in read_shard_manifest(folder).shards]
+    return [row for name in files for row in pq.read_table(folder / name)["input_ids"].to_pylist()]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -204,8 +207,10 @@ def test_start_up_reads_no_text_and_only_the_shards_it_trains_on(tmp_path, shard
     monkeypatch.setattr("llm_recipes.pretrain.trainer.load_pretraining_texts", no_text)
     monkeypatch.setattr("llm_recipes.pretrain.trainer.build_blocks", no_text)
     reads = []
-    real = streaming.read_blocks
-    monkeypatch.setattr(streaming, "read_blocks", lambda path, *a: reads.append(Path(path).name) or real(path, *a))
+    real = streaming.read_shuffled_blocks
+    monkeypatch.setattr(
+        streaming, "read_shuffled_blocks", lambda path, *a: reads.append(Path(path).name) or real(path, *a)
+    )
     config = pretrain_config(shards, base_model_dir, tmp_path / "out", max_steps=2)
     PRETRAIN.main(*PRETRAIN.parse_args(["--config", str(write_yaml(tmp_path / "p.yaml", config))]))
     manifest = read_shard_manifest(shards)
@@ -265,6 +270,95 @@ def test_a_stream_started_at_a_block_continues_the_whole_stream_across_epochs(sh
         assert resumed == whole[start : start + 7]
 
 
+@pytest.fixture(scope="module")
+def grouped_shards(tmp_path_factory, shared_data, base_model_dir) -> Path:
+    """The first 3 C4 pages in shards of 10 blocks, in row groups of 4 (4, 4, 2): several row groups per shard."""
+    folder = tmp_path_factory.mktemp("grouped")
+    texts, _ = load_source_texts(DatasetSpec(path=str(shared_data / "c4_demo.jsonl")))
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(shards_module, "ROW_GROUP_BLOCKS", 4)
+        write_token_shards(
+            texts.select(range(3)).select_columns(["text"]).iter(batch_size=2000),
+            tokenizer,
+            folder,
+            block_size=64,
+            blocks_per_shard=10,
+        )
+    return folder
+
+
+def stream_blocks(stream: ShardStream, count: int) -> list[tuple[int, ...]]:
+    return [tuple(block["input_ids"]) for _, block in zip(range(count), iter(stream), strict=False)]
+
+
+def test_blocks_are_shuffled_within_row_groups_once_each_and_anew_every_epoch(grouped_shards):
+    manifest = read_shard_manifest(grouped_shards)
+    files = [[tuple(row) for row in shard_rows(grouped_shards, shard.file)] for shard in manifest.shards]
+    row_groups = [pq.ParquetFile(grouped_shards / shard.file).metadata.num_row_groups for shard in manifest.shards]
+    assert row_groups == [3, 3, 3, 3, 3, 1]  # 5 shards of 10 blocks and one of 1-4
+    stream = ShardStream(grouped_shards, manifest, seed=3)
+    length = stream.blocks_per_epoch
+    assert length == manifest.blocks and len(set(map(tuple, (row for rows in files for row in rows)))) == length
+    whole = stream_blocks(stream, 3 * length)
+    epochs = [whole[epoch * length : (epoch + 1) * length] for epoch in range(3)]
+    leading_groups = []  # per shard and epoch: whether its first row group came first
+    shard_orders: dict[int, list] = {}  # shard -> its blocks as each epoch read them
+    for epoch, blocks in enumerate(epochs):
+        assert sorted(blocks) == sorted(row for rows in files for row in rows)  # every block once per epoch
+        # shards come whole in the epoch's shard order, and a row group's blocks together (one in memory at a time)
+        at = 0
+        for index in stream.epoch_order(epoch):
+            read = blocks[at : at + len(files[index])]
+            at += len(files[index])
+            assert sorted(read) == sorted(files[index])
+            groups = [sorted(files[index][first : first + 4]) for first in range(0, len(files[index]), 4)]
+            spans, first = [], 0
+            while first < len(read):
+                size = len(next(group for group in groups if read[first] in group))
+                spans.append(sorted(read[first : first + size]))
+                first += size
+            assert sorted(spans) == sorted(groups)
+            leading_groups.append(spans[0] == groups[0])
+            shard_orders.setdefault(index, []).append(read)
+            if len(files[index]) == 10:
+                assert read != files[index]  # not file order
+    assert not all(leading_groups)  # row groups are shuffled too
+    assert epochs[0] != epochs[1] != epochs[2] != epochs[0]  # a new order every epoch
+    for reads in shard_orders.values():  # ... inside every shard too, not only of the shards
+        assert len(reads[0]) < 2 or reads[0] != reads[1] != reads[2] != reads[0]
+    for start in (0, 1, 4, 9, 13, length - 1, length + 6, 2 * length + 3):
+        assert stream_blocks(stream.starting_at(start), 7) == whole[start : start + 7]  # resumes mid-row-group
+    # shuffle_blocks false: file order inside each shard, shards in the same epoch order
+    in_file_order = stream_blocks(replace(stream, shuffle_blocks=False), length)
+    assert in_file_order == [row for index in stream.epoch_order(0) for row in files[index]]
+    assert in_file_order != epochs[0]
+
+
+def test_pretrain_trains_on_shuffled_blocks_unless_shuffle_blocks_is_false(
+    tmp_path, shards, base_model_dir, monkeypatch
+):
+    batches = []
+    real_call = PackedLMCollator.__call__
+    monkeypatch.setattr(
+        PackedLMCollator,
+        "__call__",
+        lambda self, examples: batches.append([list(e["input_ids"]) for e in examples]) or real_call(self, examples),
+    )
+    manifest = read_shard_manifest(shards)
+    trained = {}
+    for shuffle in (True, False):
+        batches.clear()
+        config = pretrain_config(shards, base_model_dir, tmp_path / str(shuffle), max_steps=2, shuffle_blocks=shuffle)
+        PRETRAIN.main(*PRETRAIN.parse_args(["--config", str(write_yaml(tmp_path / "p.yaml", config))]))
+        trained[shuffle] = [block for batch in batches for block in batch]
+        assert read_manifest(tmp_path / str(shuffle))["settings"]["shuffle_blocks"] is shuffle
+    order = ShardStream(shards, manifest, seed=0).epoch_order(0)
+    assert trained[False] == [row for index in order for row in shard_rows(shards, manifest.shards[index].file)][:8]
+    assert trained[True] == [list(block) for block in stream_blocks(ShardStream(shards, manifest, seed=0), 8)]
+    assert trained[True] != trained[False]
+
+
 class Interrupted(Exception):
     pass
 
@@ -279,7 +373,7 @@ def test_a_resumed_run_trains_on_the_blocks_an_uninterrupted_one_does(tmp_path, 
     4-14 (the stream wraps into a second epoch on the way), and the resumed stream starts at the next block without
     reading the shards already trained on."""
     batches, reads = [], []
-    real_call, real_read = PackedLMCollator.__call__, streaming.read_blocks
+    real_call, real_read = PackedLMCollator.__call__, streaming.read_shuffled_blocks
 
     def recording_call(self, examples):
         batches.append([list(example["input_ids"]) for example in examples])
@@ -287,11 +381,11 @@ def test_a_resumed_run_trains_on_the_blocks_an_uninterrupted_one_does(tmp_path, 
 
     monkeypatch.setattr(PackedLMCollator, "__call__", recording_call)
 
-    def recording_read(path, columns, skip=0):
+    def recording_read(path, columns, skip=0, order_seed=None):
         reads.append((Path(path).name, skip))
-        return real_read(path, columns, skip)
+        return real_read(path, columns, skip, order_seed)
 
-    monkeypatch.setattr(streaming, "read_blocks", recording_read)
+    monkeypatch.setattr(streaming, "read_shuffled_blocks", recording_read)
 
     def run(output: Path, callbacks=()) -> list:
         batches.clear()
@@ -327,12 +421,12 @@ def test_two_cpu_processes_read_disjoint_shards(tmp_path, shards, base_model_dir
         "import llm_recipes.pretrain.streaming as streaming\n"
         "from llm_recipes.cli import load_recipe\n"
         "from llm_recipes.configs import run_recipe\n"
-        "real = streaming.read_blocks\n"
-        "def recording(path, columns, skip=0):\n"
+        "real = streaming.read_shuffled_blocks\n"
+        "def recording(path, columns, skip=0, order_seed=None):\n"
         "    with open(os.path.join(os.environ['READS_DIR'], 'rank-' + os.environ['RANK']), 'a') as log:\n"
         "        log.write(Path(path).name + '\\n')\n"
-        "    return real(path, columns, skip)\n"
-        "streaming.read_blocks = recording\n"
+        "    return real(path, columns, skip, order_seed)\n"
+        "streaming.read_shuffled_blocks = recording\n"
         "recipe = load_recipe('pretrain')\n"
         "run_recipe(recipe.main, recipe.parse_args)\n"
     )

@@ -30,6 +30,13 @@ class PretrainScriptArguments(DatasetArguments):
         default=0.05,
         metadata={"help": "Documents held out for evaluation: a share (0 <= x < 1) or a count (>= 1); 0 for none."},
     )
+    shuffle_blocks: bool = field(
+        default=True,
+        metadata={
+            "help": "A shard folder (tokenize's output): shuffle blocks within each row group, in a new order every "
+            "epoch (false: the order tokenize wrote them). Other data is shuffled by the Trainer either way."
+        },
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many documents."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on at most this many documents."})
     dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenizing and packing."})

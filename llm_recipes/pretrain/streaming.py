@@ -2,8 +2,16 @@
 and memory does not grow with the corpus (one Parquet row group per process at a time).
 
 Each data-parallel rank reads its own shards (shard i goes to rank i % world_size); each epoch visits a rank's
-shards in an order drawn from the seed and the epoch, blocks in file order inside a shard. The stream never ends
-(epoch after epoch), so every rank always has a next batch and training runs for `max_steps`.
+shards in an order drawn from the seed and the epoch. The stream never ends (epoch after epoch), so every rank
+always has a next batch and training runs for `max_steps`.
+
+Inside a shard, blocks are shuffled (`shuffle_blocks: true`, the default): tokenize writes a document's blocks next
+to each other, and in file order they would share a batch every epoch. The shuffle stays within what one row group
+holds (`ROW_GROUP_BLOCKS` blocks; memory is still one row group): the shard's row groups come in an order drawn from
+the seed, the epoch and the shard, and each row group's blocks in an order drawn from those and the row group. Every
+block is read once per epoch, each epoch in another order, and the orders are pure functions of (seed, epoch,
+shard), so a resumed stream continues the same shuffled order at its next block. `shuffle_blocks: false` reads
+blocks in file order (the order tokenize wrote them).
 
 Resuming is exact and cheap: the Trainer asks to skip the batches the checkpoint already trained on
 (`get_resumed_dataloader`), and the stream starts at that block -- whole shards and row groups before it are
@@ -23,11 +31,39 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from transformers import TrainerCallback
 
 from llm_recipes.data.shards import ShardManifest, read_blocks
 from llm_recipes.errors import UserError
+
+
+def read_shuffled_blocks(
+    path: str | Path, columns: list[str], skip: int = 0, order_seed: str | None = None
+) -> Iterator[dict[str, list[int]]]:
+    """One shard's blocks from block `skip` on: in file order without `order_seed`, else row groups and the blocks
+    inside each in orders drawn from `order_seed` (the same seed, the same order). One row group in memory at a
+    time; row groups wholly before `skip` in that order are never read (their sizes come from the footer)."""
+    if order_seed is None:
+        yield from read_blocks(path, columns, skip)
+        return
+    shard = pq.ParquetFile(path)
+    groups = list(range(shard.metadata.num_row_groups))
+    random.Random(order_seed).shuffle(groups)
+    for group in groups:
+        rows = shard.metadata.row_group(group).num_rows
+        if skip >= rows:
+            skip -= rows
+            continue
+        # drawn from the seed and the row group alone, never from `skip`: a resumed read gets the same order
+        order = list(range(rows))
+        random.Random(f"{order_seed}:{group}").shuffle(order)
+        table = shard.read_row_group(group, columns=columns)
+        lists = {name: table.column(name).to_pylist() for name in columns}
+        for row in order[skip:]:
+            yield {name: values[row] for name, values in lists.items()}
+        skip = 0
 
 
 def rank_shards(shard_count: int, rank: int, world_size: int) -> list[int]:
@@ -50,6 +86,7 @@ class ShardStream(IterableDataset):
     world_size: int = 1
     seed: int = 42
     start: int = 0
+    shuffle_blocks: bool = True
 
     def __post_init__(self):
         IterableDataset.__init__(self)
@@ -66,6 +103,10 @@ class ShardStream(IterableDataset):
         order = self.shards
         random.Random(f"{self.seed}:{epoch}").shuffle(order)
         return order
+
+    def block_order_seed(self, epoch: int, shard: int) -> str | None:
+        """What a shard's block order in an epoch is drawn from (None: file order)."""
+        return f"{self.seed}:{epoch}:{shard}" if self.shuffle_blocks else None
 
     def starting_at(self, block: int) -> ShardStream:
         """The same stream, from this rank's `block`-th block on (counted across epochs)."""
@@ -86,7 +127,8 @@ class ShardStream(IterableDataset):
                 if skip >= shard.blocks:
                     skip -= shard.blocks
                     continue
-                yield from read_blocks(self.folder / shard.file, self.manifest.columns, skip)
+                order_seed = self.block_order_seed(epoch, index)
+                yield from read_shuffled_blocks(self.folder / shard.file, self.manifest.columns, skip, order_seed)
                 skip = 0
             epoch += 1
 

@@ -75,6 +75,7 @@ def streamed_blocks(
         rank=training_args.process_index,
         world_size=training_args.world_size,
         seed=training_args.seed,
+        shuffle_blocks=script_args.shuffle_blocks,
     )
     stream.shards  # noqa: B018  (refuses more ranks than shards now, not in the first step)
     reports: list[tuple[str, Any]] = [(script_args.dataset_path, ShardSource(manifest))]
