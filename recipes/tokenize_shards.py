@@ -9,6 +9,10 @@ pretrain packs in memory, and the blocks go to `shard-NNNNN.parquet` files of `b
 `shards.json` manifest (written last) records the block size, packing, the tokenizer's fingerprint and each
 shard's blocks and tokens. `pretrain --dataset_path <this folder>` then streams it: no tokenizing at start-up,
 each data-parallel process reading its own shards, resuming at the exact next block.
+
+`engine: ray` (with `ray_address`, as clean-corpus takes them) reads and tokenizes on a Ray cluster instead: the same
+batches packed by the same function, streamed back in order and written here as the same shards and manifest
+(`pretrain/ray_shards.py`); the sources and the tokenizer must be at the same paths on every node.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from llm_recipes.data.shards import PACK_BATCH_DOCUMENTS, source_facts, write_to
 from llm_recipes.errors import UserError
 from llm_recipes.pretrain.build import load_source_texts, load_tokenizer
 from llm_recipes.pretrain.config import TokenizeArguments
+from llm_recipes.pretrain.ray_shards import check_engine, separate_documents, tokenize_on_ray
 from llm_recipes.runs.manifest import StageRun
 from llm_recipes.runs.outputs import stage_main, written_in_place
 from llm_recipes.runs.summary import format_summary
@@ -41,6 +46,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TokenizeArguments]:
     if not args.tokenizer_name_or_path:
         raise UserError("tokenizer_name_or_path is required: the tokenizer pretraining will use")
     load_tokenizer(args)  # one line if it will not load
+    check_engine(args)
     return (args,)
 
 
@@ -63,18 +69,24 @@ def main(args: TokenizeArguments) -> dict:
     run = StageRun.begin("tokenize", args.output_dir, {"script": args})
     with written_in_place(args.output_dir) as staging:
         run.output_dir = staging
-        manifest = write_token_shards(
-            documents(args),
-            load_tokenizer(args),
-            staging,
-            block_size=args.block_size,
-            blocks_per_shard=args.blocks_per_shard,
-            pack=args.packing,
-            separate_documents=args.packing and args.packing_boundaries == "separate",
-            tokenizer_source=args.tokenizer_name_or_path,
-            sources=[source_facts(spec.path) for spec in dataset_specs(args)],
-        )
+        tokenizer, sources = load_tokenizer(args), [source_facts(spec.path) for spec in dataset_specs(args)]
+        if args.engine == "ray":
+            # read and packed on the cluster, the blocks streamed back in order into the same shards
+            manifest = tokenize_on_ray(args, tokenizer, staging, sources)
+        else:
+            manifest = write_token_shards(
+                documents(args),
+                tokenizer,
+                staging,
+                block_size=args.block_size,
+                blocks_per_shard=args.blocks_per_shard,
+                pack=args.packing,
+                separate_documents=separate_documents(args),
+                tokenizer_source=args.tokenizer_name_or_path,
+                sources=sources,
+            )
         summary = {
+            "engine": args.engine,
             "documents": manifest.documents,
             "blocks": manifest.blocks,
             "tokens": manifest.tokens,

@@ -131,6 +131,68 @@ def _as_written(table: pa.Table) -> pa.Table:
     return pa.table({name: table.column(name).cast(pa.list_(pa.int32())) for name in table.column_names})
 
 
+def new_manifest(
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    block_size: int,
+    pack: bool = True,
+    separate_documents: bool = False,
+    tokenizer_source: str = "",
+    sources: list[dict[str, Any]] | None = None,
+) -> ShardManifest:
+    """The manifest of a shard folder about to be written: no shards and no documents yet."""
+    return ShardManifest(
+        block_size=block_size,
+        packing=pack,
+        separate_documents=separate_documents,
+        tokenizer=tokenizer_source,
+        tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
+        separator_id=separator_token_id(tokenizer),
+        documents=0,
+        sources=list(sources or []),
+    )
+
+
+class ShardWriter:
+    """Blocks, in stream order -> `shard-NNNNN.parquet` files of `blocks_per_shard` blocks each (the last one fewer),
+    then `shards.json`. Holds at most one shard's blocks and the last table added; both engines write through it, so
+    their folders differ only in the blocks they are given."""
+
+    def __init__(self, output_dir: str | Path, manifest: ShardManifest, blocks_per_shard: int):
+        self.output, self.manifest, self.blocks_per_shard = Path(output_dir), manifest, blocks_per_shard
+        self.output.mkdir(parents=True, exist_ok=True)
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+
+    def add(self, blocks: pa.Table, documents: int) -> None:
+        """The blocks cut from the next `documents` documents."""
+        self.manifest.documents += documents
+        if blocks.num_rows:
+            self.pending.append(blocks)
+            self.pending_rows += blocks.num_rows
+        while self.pending_rows >= self.blocks_per_shard:
+            self._flush(self.blocks_per_shard)
+
+    def finish(self) -> ShardManifest:
+        """The last, shorter shard and the manifest (written last: a folder with `shards.json` is complete)."""
+        if self.pending_rows:
+            self._flush(self.pending_rows)
+        if not self.manifest.shards:
+            raise UserError("the dataset has no text to tokenize")
+        text = json.dumps(self.manifest.to_json(), indent=2) + "\n"
+        (self.output / MANIFEST_NAME).write_text(text, encoding="utf-8")
+        return self.manifest
+
+    def _flush(self, rows: int) -> None:
+        table = pa.concat_tables(self.pending).combine_chunks()
+        shard, rest = table.slice(0, rows), table.slice(rows)
+        name = shard_name(len(self.manifest.shards))
+        pq.write_table(_as_written(shard), self.output / name, row_group_size=ROW_GROUP_BLOCKS)
+        tokens = int(pa.compute.sum(pa.compute.list_value_length(shard.column("input_ids"))).as_py() or 0)
+        self.manifest.shards.append(ShardInfo(file=name, blocks=shard.num_rows, tokens=tokens))
+        self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+
+
 def write_token_shards(
     batches: Iterable[dict[str, list]],
     tokenizer: PreTrainedTokenizerBase,
@@ -146,47 +208,21 @@ def write_token_shards(
     """Tokenize and pack `batches` of documents (`{"text": [...]}`, `PACK_BATCH_DOCUMENTS` each for blocks equal to
     the in-memory path's) into Parquet shards of `blocks_per_shard` blocks under `output_dir`, manifest last.
     Memory holds one batch and at most one shard's blocks."""
-
-    output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    manifest = ShardManifest(
+    manifest = new_manifest(
+        tokenizer,
         block_size=block_size,
-        packing=pack,
+        pack=pack,
         separate_documents=separate_documents,
-        tokenizer=tokenizer_source,
-        tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
-        separator_id=separator_token_id(tokenizer),
-        documents=0,
-        sources=list(sources or []),
+        tokenizer_source=tokenizer_source,
+        sources=sources,
     )
-    pending: list[pa.Table] = []
-    pending_rows = 0
-
-    def flush(rows: int) -> None:
-        nonlocal pending, pending_rows
-        table = pa.concat_tables(pending).combine_chunks()
-        shard, rest = table.slice(0, rows), table.slice(rows)
-        name = shard_name(len(manifest.shards))
-        pq.write_table(_as_written(shard), output / name, row_group_size=ROW_GROUP_BLOCKS)
-        tokens = int(pa.compute.sum(pa.compute.list_value_length(shard.column("input_ids"))).as_py() or 0)
-        manifest.shards.append(ShardInfo(file=name, blocks=shard.num_rows, tokens=tokens))
-        pending, pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
-
+    writer = ShardWriter(output_dir, manifest, blocks_per_shard)
     for batch in batches:
         blocks = tokenize_and_pack(
             batch, tokenizer, block_size=block_size, pack=pack, separate_documents=separate_documents
         )
-        manifest.documents += len(batch["text"])
-        pending.append(blocks)
-        pending_rows += blocks.num_rows
-        while pending_rows >= blocks_per_shard:
-            flush(blocks_per_shard)
-    if pending_rows:
-        flush(pending_rows)
-    if not manifest.shards:
-        raise UserError("the dataset has no text to tokenize")
-    (output / MANIFEST_NAME).write_text(json.dumps(manifest.to_json(), indent=2) + "\n", encoding="utf-8")
-    return manifest
+        writer.add(blocks, len(batch["text"]))
+    return writer.finish()
 
 
 def read_shard_manifest(folder: str | Path) -> ShardManifest:

@@ -173,6 +173,21 @@ class TokenizeArguments(DatasetArguments):
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Tokenize at most this many documents."})
     dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for reading and conversion."})
+    engine: str = field(
+        default="datasets",
+        metadata={
+            "help": "datasets: this machine; ray: read, tokenize and pack on a Ray cluster (`pip install "
+            "'llm-recipes[ray]'`), the same shards written here.",
+            "choices": ("datasets", "ray"),
+        },
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata={
+            "help": "engine ray: the cluster to join (host:port, 'auto', ray://host:10001); unset: RAY_ADDRESS, "
+            "else a Ray started on this machine."
+        },
+    )
 
 
 RANGE_CHECKS["blocks_per_shard"] = (lambda v: v >= 1, "must be >= 1")
