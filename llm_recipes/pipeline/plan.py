@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from llm_recipes.configs import ConfigError, load_yaml_config, looks_local
+from llm_recipes.pretrain.config import PretrainScriptArguments, TokenizeArguments
 
 # The pipeline's slots in order; "rl" is filled by the algorithm `rl_algorithm` names.
 SLOTS = (
     "clean-corpus",
     "train-tokenizer",
+    "tokenize",
     "pretrain",
     "sft",
     "reward",
@@ -41,7 +43,8 @@ NEWEST_MODEL = ("rl", "sft", "pretrain")
 # stage -> input field -> the slots whose output fills it when the section leaves it out (first one present wins)
 CHAINS: dict[str, dict[str, tuple[str, ...]]] = {
     "train-tokenizer": {"dataset_path": ("clean-corpus",)},
-    "pretrain": {"dataset_path": ("clean-corpus",), "tokenizer_name_or_path": ("train-tokenizer",)},
+    "tokenize": {"dataset_path": ("clean-corpus",), "tokenizer_name_or_path": ("train-tokenizer",)},
+    "pretrain": {"dataset_path": ("tokenize", "clean-corpus"), "tokenizer_name_or_path": ("train-tokenizer",)},
     "sft": {"model_name_or_path": ("pretrain",)},
     "reward": {"model_name_or_path": ("sft", "pretrain")},
     "ppo": {"model_name_or_path": ("sft", "pretrain"), "reward_model_path": ("reward",)},
@@ -60,6 +63,11 @@ CHAINS: dict[str, dict[str, tuple[str, ...]]] = {
 # feedback-to-data section has that slot (the others' plans and tables do not list it).
 FEEDBACK_SLOT = "feedback-to-data"
 FEEDBACK_FILES = {"dpo": "dpo.jsonl", "kto": "kto.jsonl"}
+# Slots a plan lists only when the config has their section (or use_existing names them): the feedback export, and
+# tokenize (a corpus cut into shards ahead of pretraining, which then streams them instead of tokenizing at start-up).
+OPTIONAL_SLOTS = frozenset({FEEDBACK_SLOT, "tokenize"})
+# what pretrain must read tokenize's shards with as tokenize cut them (the same field in both stages)
+STREAM_FIELDS = ("block_size", "packing", "packing_boundaries")
 # a chained field stays empty when the section already says where its input comes from another way
 ALTERNATIVES = {
     "dataset_path": ("datasets",),
@@ -207,7 +215,7 @@ def build_plan(settings: PipelineSettings, sections: dict[str, dict[str, Any]]) 
             plan.append(StagePlan(slot, stage, "existing", output=str(existing)))
             outputs[slot] = str(existing)
             continue
-        if stage == FEEDBACK_SLOT and stage not in sections:
+        if stage in OPTIONAL_SLOTS and stage not in sections:
             continue
         if stage not in sections or slot in settings.skip or stage in settings.skip:
             plan.append(StagePlan(slot, stage, "skip"))
@@ -215,6 +223,9 @@ def build_plan(settings: PipelineSettings, sections: dict[str, dict[str, Any]]) 
         config = dict(sections[stage])
         config.setdefault("output_dir", os.path.join(settings.output_root, stage))
         chained = _fill_inputs(stage, config, outputs)
+        tokenize = next((step for step in plan if step.stage == "tokenize" and step.action == "run"), None)
+        if stage == "pretrain" and tokenize is not None and _reads(config.get("dataset_path"), tokenize.output):
+            chained.update(_agree_with_shards(config, tokenize.config))
         launch = settings.launch.get(stage, settings.launch.get(slot))
         if launch is None and stage in TRAINING_STAGES:
             launch = settings.launch.get("training", [])
@@ -243,6 +254,40 @@ def _fill_inputs(stage: str, config: dict[str, Any], outputs: dict[str, str]) ->
             config["models"] = [outputs[slot] for slot in made]
             chained["models"] = ", ".join(made)
     return chained
+
+
+def _reads(path: Any, folder: str | None) -> bool:
+    """Whether a dataset_path names this folder (chained, or written by hand in any spelling)."""
+    same = os.path.abspath(os.path.expanduser(str(path))) == os.path.abspath(os.path.expanduser(str(folder)))
+    return isinstance(path, str) and bool(folder) and same
+
+
+def _agree_with_shards(pretrain: dict[str, Any], tokenize: dict[str, Any]) -> dict[str, str]:
+    """Pretrain streaming the shard folder tokenize will write: the block size and packing it leaves out are
+    tokenize's, ones it sets must be tokenize's, and what a stream cannot do is refused now, not after tokenizing
+    (pretrain's own checks see the folder only once it exists). Returns the fields filled."""
+    filled = {}
+    for name in STREAM_FIELDS:
+        cut = tokenize.get(name, TokenizeArguments.__dataclass_fields__[name].default)
+        if name not in pretrain:
+            if cut != PretrainScriptArguments.__dataclass_fields__[name].default:
+                pretrain[name] = cut
+                filled[name] = "tokenize"
+        elif pretrain[name] != cut:
+            raise ConfigError(
+                f"pretrain.{name}: {pretrain[name]} but tokenize cuts its shards with {name} {cut}; set the same "
+                f"in both sections (or leave pretrain's out)"
+            )
+    if not pretrain.get("tokenizer_name_or_path") and not pretrain.get("model_name_or_path"):
+        if tokenize.get("tokenizer_name_or_path"):  # the shards' tokenizer is the one pretraining must use
+            pretrain["tokenizer_name_or_path"] = tokenize["tokenizer_name_or_path"]
+            filled["tokenizer_name_or_path"] = "tokenize"
+    steps = pretrain.get("max_steps", -1)
+    if not isinstance(steps, int) or steps <= 0:
+        raise ConfigError("pretrain.max_steps: required when pretrain streams tokenize's shards (a stream has no end)")
+    if pretrain.get("curriculum", "none") != "none":
+        raise ConfigError("pretrain.curriculum: tokenize's shards are read in their own order; order documents before")
+    return filled
 
 
 def _check_distinct_outputs(plan: list[StagePlan]) -> None:

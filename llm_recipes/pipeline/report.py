@@ -27,6 +27,7 @@ from llm_recipes.runs.summary import format_number
 HEADLINES: dict[str, list[tuple[str, str | None, str]]] = {
     "clean-corpus": [("documents", "documents_in", "documents_out")],
     "train-tokenizer": [("vocabulary", None, "vocabulary"), ("tokens per word", None, "tokens per word")],
+    "tokenize": [("blocks", None, "blocks"), ("tokens", None, "tokens"), ("shards", None, "shards")],
     "pretrain": [
         ("optimizer steps", None, "optimizer steps"),
         ("loss on its eval blocks", "eval loss before training", "eval loss"),

@@ -28,7 +28,7 @@ from llm_recipes.sft.config import SFTScriptArguments
 
 TRAINING_STAGES = ("pretrain", "sft", "reward", "ppo", "grpo", "rloo", "dpo", "kto", "distill")
 WEIGHTS_ONLY_STAGES = ("evaluate", "quantize", "prune", "export")
-DATA_STAGES = ("clean-corpus", "train-tokenizer", "feedback-to-data")
+DATA_STAGES = ("clean-corpus", "train-tokenizer", "tokenize", "feedback-to-data")
 RL_STAGES = ("ppo", "grpo", "rloo", "dpo", "kto")
 
 # each stage's dataclasses, later ones' defaults overridden by earlier ones' (as the recipes parse them)
