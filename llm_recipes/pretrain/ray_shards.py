@@ -175,8 +175,6 @@ def _tokenize(args: Any, tokenizer: PreTrainedTokenizerBase, output_dir: Path, s
     lengths = ray.get([_length_task().remote(spec, args.dataset_num_proc) for spec in specs])
     plan = plan_batches(lengths, args.max_train_samples)
     batches = sum(-(-(row["stop"] - row["start"]) // PACK_BATCH_DOCUMENTS) for row in plan)
-    # blocks reach this process in plan order, as the shards must hold them (tasks still run in parallel)
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
     workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
     manifest = new_manifest(
         tokenizer,
@@ -186,19 +184,32 @@ def _tokenize(args: Any, tokenizer: PreTrainedTokenizerBase, output_dir: Path, s
         tokenizer_source=args.tokenizer_name_or_path,
         sources=sources,
     )
-    blocks = (
-        ray.data.from_items(plan, override_num_blocks=max(1, min(len(plan), 10_000)))
-        .map_batches(ReadBatches(specs, args.dataset_num_proc), batch_size=1, batch_format="pyarrow")
-        .map_batches(
-            TokenizeBatches,
-            fn_constructor_args=(args, manifest.tokenizer_fingerprint),
-            batch_size=1,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
-        )
-    )
     writer = ShardWriter(output_dir, manifest, args.blocks_per_shard)
-    columns, last, seen = manifest.columns, -1, 0
+    # blocks reach this process in plan order, as the shards must hold them (tasks still run in parallel). A dataset
+    # keeps the context it was built in, so this is set first, and put back for whatever else this process runs
+    options = ray.data.DataContext.get_current().execution_options
+    saved, options.preserve_order = options.preserve_order, True
+    try:
+        blocks = (
+            ray.data.from_items(plan, override_num_blocks=max(1, min(len(plan), 10_000)))
+            .map_batches(ReadBatches(specs, args.dataset_num_proc), batch_size=1, batch_format="pyarrow")
+            .map_batches(
+                TokenizeBatches,
+                fn_constructor_args=(args, manifest.tokenizer_fingerprint),
+                batch_size=1,
+                batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
+            )
+        )
+        _write_in_order(blocks, writer, batches)
+    finally:
+        options.preserve_order = saved
+    return writer.finish()
+
+
+def _write_in_order(blocks: Any, writer: ShardWriter, batches: int) -> None:
+    """Stream the cluster's blocks into `writer`, checking that all `batches` batches come, each once, in order."""
+    columns, last, seen = writer.manifest.columns, -1, 0
     for table in blocks.iter_batches(batch_size=None, batch_format="pyarrow"):
         numbers = table[BATCH].to_numpy()
         if numbers.size == 0:
@@ -211,4 +222,3 @@ def _tokenize(args: Any, tokenizer: PreTrainedTokenizerBase, output_dir: Path, s
         writer.add(written, int(pc.sum(table[DOCUMENTS]).as_py()))
     if seen != batches:
         raise RuntimeError(f"engine ray: {seen} of {batches} batches of documents came back")
-    return writer.finish()
