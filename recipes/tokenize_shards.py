@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from llm_recipes.configs import check_dataset_path, parse_config, run_recipe
+from llm_recipes.configs import check_dataset_path, is_planned, parse_config, run_recipe
 from llm_recipes.data.config import dataset_specs
 from llm_recipes.data.shards import PACK_BATCH_DOCUMENTS, source_facts, write_token_shards
 from llm_recipes.errors import UserError
@@ -45,7 +45,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TokenizeArguments]:
         raise UserError("eval_dataset_path: tokenize writes the training stream; give pretrain its eval data")
     if not args.tokenizer_name_or_path:
         raise UserError("tokenizer_name_or_path is required: the tokenizer pretraining will use")
-    load_tokenizer(args)  # one line if it will not load
+    if not is_planned(args.tokenizer_name_or_path):  # a pipeline's train-tokenizer writes it later
+        load_tokenizer(args)  # one line if it will not load
     check_engine(args)
     return (args,)
 

@@ -111,16 +111,16 @@ def run_pipeline(config: dict, path: Path, *extra: str) -> subprocess.CompletedP
     return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=PROJECT)
 
 
-def test_the_pipeline_tokenizes_then_pretrains_on_the_shards(tmp_path, base_model_dir):
-    """Through the console script: a dry run shows the chaining, then the run cuts shards from the cleaned corpus
-    with the (existing) tokenizer and pretrain streams them."""
+def test_the_pipeline_tokenizes_then_pretrains_on_the_shards(tmp_path):
+    """Through the console script: a dry run shows the chaining (the tokenizer tokenize needs does not exist yet),
+    then the run cleans the corpus, trains the tokenizer on it, cuts shards with it and pretrain streams them."""
     out = tmp_path / "out"
-    config = streaming_pipeline(out, tokenizer=str(base_model_dir))
+    config = streaming_pipeline(out)
     dry = run_pipeline(config, tmp_path / "pipeline.yaml", "--dry_run")
     assert dry.returncode == 0, dry.stderr[-3000:]
     rows = {line.split()[1]: line for line in dry.stdout.splitlines() if line[:2].strip().isdigit()}
     assert list(rows)[:4] == ["clean-corpus", "train-tokenizer", "tokenize", "pretrain"]
-    assert rows["train-tokenizer"].split()[2] == "existing" and rows["tokenize"].split()[2] == "run"
+    assert rows["train-tokenizer"].split()[2] == "run" and rows["tokenize"].split()[2] == "run"
     assert {row.split()[2] for row in list(rows.values())[4:]} == {"skip"}
     assert "dataset_path <- clean-corpus, tokenizer_name_or_path <- train-tokenizer" in rows["tokenize"]
     assert (
@@ -133,7 +133,7 @@ def test_the_pipeline_tokenizes_then_pretrains_on_the_shards(tmp_path, base_mode
     assert result.returncode == 0, result.stderr[-3000:]
     shards = read_shard_manifest(out / "tokenize")
     corpus = read_manifest(out / "clean-corpus")["metrics"]
-    assert shards.block_size == 64 and shards.tokenizer == str(base_model_dir)
+    assert shards.block_size == 64 and shards.tokenizer == str(out / "train-tokenizer")
     assert shards.documents == corpus["documents_out"] and len(shards.shards) == -(-shards.blocks // 40)
     pretrain = read_manifest(out / "pretrain")
     assert pretrain["inputs"]["datasets"] == [str(out / "tokenize")]
@@ -147,4 +147,4 @@ def test_the_pipeline_tokenizes_then_pretrains_on_the_shards(tmp_path, base_mode
     table = result.stdout[result.stdout.index("pipeline finished") :]
     assert f"blocks {shards.blocks:,}; tokens {shards.tokens:,}; shards {len(shards.shards)}" in table
     state = json.loads((out / "pipeline_run" / "state.json").read_text())
-    assert set(state["stages"]) >= {"clean-corpus", "tokenize", "pretrain"}
+    assert set(state["stages"]) >= {"clean-corpus", "train-tokenizer", "tokenize", "pretrain"}
