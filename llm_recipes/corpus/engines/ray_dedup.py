@@ -34,6 +34,7 @@ from llm_recipes.corpus.engines.ray_io import (
     ORDER,
     PART,
     RANK,
+    TEXT_BATCH_ROWS,
     KeepOrders,
     MarkOrders,
     order_set,
@@ -73,17 +74,19 @@ class _LaterCopies:
         return pa.table({"dropped": orders[~start], "kept": first[~start]})
 
 
-def later_copies(ds: Any, text_field: str, partitions: int) -> Any:
+def later_copies(ds: Any, text_field: str, partitions: int, batch_size: int = TEXT_BATCH_ROWS) -> Any:
     """(dropped, kept): every document whose normalized text hashes as an earlier one's, with the first of them."""
     hashed = ds.select_columns([ORDER, text_field]).map_batches(
-        _HashRows(text_field, partitions), batch_format="pyarrow"
+        _HashRows(text_field, partitions), batch_size=batch_size, batch_format="pyarrow"
     )
     return group_apply(hashed, _LaterCopies(), partitions)
 
 
-def exact_dedup_marked(ds: Any, text_field: str, documents: int) -> tuple[Any, dict[str, Any]]:
+def exact_dedup_marked(
+    ds: Any, text_field: str, documents: int, batch_size: int = TEXT_BATCH_ROWS
+) -> tuple[Any, dict[str, Any]]:
     """`ds` with the exact duplicates marked dropped, and `ExactDedupStats` as a dict."""
-    copies = later_copies(ds, text_field, partitions_for(documents)).materialize()
+    copies = later_copies(ds, text_field, partitions_for(documents), batch_size).materialize()
     duplicates = copies.count()
     marked = ds.map_batches(MarkOrders(order_set(copies, "dropped"), "exact_duplicate"), batch_format="pyarrow")
     first = sorted((row["dropped"], row["kept"]) for row in smallest(copies, "dropped", 3, ["kept"]))
@@ -230,13 +233,19 @@ class _Endpoints:
 
 
 def confirmed_pairs(
-    ds: Any, config: MinHashConfig, text_field: str, documents: int, stats: NearDedupStats, ranked: bool = False
+    ds: Any,
+    config: MinHashConfig,
+    text_field: str,
+    documents: int,
+    stats: NearDedupStats,
+    ranked: bool = False,
+    batch_size: int = TEXT_BATCH_ROWS,
 ) -> tuple[Any | None, Any | None]:
     """The pairs to join into components (a before b), and with `verify` the checked pairs for `_Replay` (a, b,
     ok); fills the pair counts of `stats`. `ranked`: `ds` has a `_rank` column that orders documents first."""
-    partitions = partitions_for(documents)
+    partitions = partitions_for(documents * stats.bands)  # a row per document and band
     signatures = ds.select_columns([ORDER, text_field, *([RANK] if ranked else [])]).map_batches(
-        _Signatures(config, text_field), batch_format="pyarrow"
+        _Signatures(config, text_field), batch_size=batch_size, batch_format="pyarrow"
     )
     signatures = signatures.materialize()
     keyed = signatures.map_batches(_BandKeys(config, partitions), batch_format="pyarrow")
@@ -270,17 +279,19 @@ def confirmed_pairs(
     texts = texts.materialize()
     with_a = attach(plausible, texts, "a", ORDER, {text_field: "text_a"}, pair_partitions)
     with_both = attach(with_a, texts, "b", ORDER, {text_field: "text_b"}, pair_partitions)
-    checked = with_both.map_batches(_Jaccard(config), batch_format="pyarrow").materialize()
+    checked = with_both.map_batches(_Jaccard(config), batch_size=batch_size, batch_format="pyarrow").materialize()
     confirmed = checked.map_batches(_Select("ok", True, ["a", "b"]), batch_format="pyarrow").materialize()
     return (confirmed if confirmed.count() else None), checked
 
 
-def near_dedup_marked(ds: Any, config: MinHashConfig, text_field: str, documents: int) -> tuple[Any, dict[str, Any]]:
+def near_dedup_marked(
+    ds: Any, config: MinHashConfig, text_field: str, documents: int, batch_size: int = TEXT_BATCH_ROWS
+) -> tuple[Any, dict[str, Any]]:
     """`ds` with all but the first document of every cluster of near duplicates marked dropped, and
     `NearDedupStats` as a dict: the same counts and examples as `near_dedup`."""
     bands, rows = config.band_layout()
     stats = NearDedupStats(documents=documents, bands=bands, rows=rows, candidate_pairs=0)
-    confirmed, checked = confirmed_pairs(ds, config, text_field, documents, stats)
+    confirmed, checked = confirmed_pairs(ds, config, text_field, documents, stats, batch_size=batch_size)
     edges = confirmed.count() if confirmed is not None else 0
     star = connected_components(confirmed, edges) if edges else None
     stats.duplicates = star.count() if star is not None else 0

@@ -26,6 +26,7 @@ from llm_recipes.corpus.engines.ray_io import (
     DROP,
     ORDER,
     TEXT,
+    TEXT_BATCH_ROWS,
     KeepRows,
     ParquetCheckpoints,
     connect,
@@ -89,13 +90,15 @@ def _copy_orders(orders: np.ndarray, copies: int) -> np.ndarray:
     return orders * (copies + 1) + np.arange(orders.size) % (copies + 1)
 
 
-def marked_step(ds: Any, step: CorpusStep, documents: int, text_field: str) -> tuple[Any, dict[str, Any], dict]:
+def marked_step(
+    ds: Any, step: CorpusStep, documents: int, text_field: str, batch_size: int = TEXT_BATCH_ROWS
+) -> tuple[Any, dict[str, Any], dict]:
     """(`ds` with the step applied and its drops marked, details for the report, what `summarize` should note)."""
     if isinstance(step, ExactDedupStep):
-        marked, details = exact_dedup_marked(ds, text_field, documents)
+        marked, details = exact_dedup_marked(ds, text_field, documents, batch_size)
         return marked, details, {}
     if isinstance(step, NearDedupStep):
-        marked, details = near_dedup_marked(ds, step.config, text_field, documents)
+        marked, details = near_dedup_marked(ds, step.config, text_field, documents, batch_size)
         return marked, details, {}
     if isinstance(step, NormalizeStep):
         fn = RayBatch(step.batch_class(step.normalizers, text_field=text_field), "normalize", text_field=text_field)
@@ -107,13 +110,15 @@ def marked_step(ds: Any, step: CorpusStep, documents: int, text_field: str) -> t
         function = step.batch_class(**{**step.options_dict, "text_field": text_field})
         fn = RayBatch(function, copies=function.copies)
     elif isinstance(step, DecontaminateStep):
-        return _decontaminate(ds, step, text_field)
+        return _decontaminate(ds, step, text_field, batch_size)
     else:
         raise UserError(f"{step.name}: step kind '{step.kind}' does not run on engine ray yet")
-    return ds.map_batches(fn, batch_format="pyarrow"), {}, {}
+    return ds.map_batches(fn, batch_size=batch_size, batch_format="pyarrow"), {}, {}
 
 
-def _decontaminate(ds: Any, step: DecontaminateStep, text_field: str) -> tuple[Any, dict[str, Any], dict]:
+def _decontaminate(
+    ds: Any, step: DecontaminateStep, text_field: str, batch_size: int
+) -> tuple[Any, dict[str, Any], dict]:
     """As `decontaminate`: the evaluation n-grams are indexed here (evaluation sets are small) and shipped."""
     options = dict(step.options_dict)
     eval_ds, _ = read_corpus(options.pop("eval_path"), text_field=options.pop("eval_text_field", "text"))
@@ -125,15 +130,17 @@ def _decontaminate(ds: Any, step: DecontaminateStep, text_field: str) -> tuple[A
     index, too_short = eval_ngram_index(eval_ds["text"], ngram, min_words)
     fn = RayBatch(DecontaminationBatch(index, text_field), "decontaminate")
     details = {"eval_ngrams": int(sum(hashes.size for hashes in index.values())), "eval_texts_too_short": too_short}
-    return ds.map_batches(fn, batch_format="pyarrow"), details, {"first": 5, "note_column": "contaminated_ngram"}
+    notes = {"first": 5, "note_column": "contaminated_ngram"}
+    return ds.map_batches(fn, batch_size=batch_size, batch_format="pyarrow"), details, notes
 
 
 def run_ray_step(
-    ds: Any, step: CorpusStep, documents: int, chars: int, text_field: str = TEXT
+    ds: Any, step: CorpusStep, documents: int, chars: int, text_field: str = TEXT, batch_size: int = TEXT_BATCH_ROWS
 ) -> tuple[Any, StepStats]:
-    """The step over `ds` (`documents` documents of `chars` characters): (kept rows, lazy; its StepStats)."""
+    """The step over `ds` (`documents` documents of `chars` characters, `batch_size` a text function's batch):
+    (kept rows, lazy; its StepStats)."""
     started = time.perf_counter()
-    marked, details, notes = marked_step(ds, step, documents, text_field)
+    marked, details, notes = marked_step(ds, step, documents, text_field, batch_size)
     marked = marked.materialize()
     counts = summarize(marked, **notes)
     if isinstance(step, PIIStep):
@@ -202,7 +209,7 @@ def _clean(args: Any, steps: Sequence[CorpusStep], store: ParquetCheckpoints) ->
             ds, saved, counts = resumed
             stats = StepStats.from_dict(saved, cached=True)
         else:
-            kept, stats = run_ray_step(ds, step, counts["documents"], counts["chars"])
+            kept, stats = run_ray_step(ds, step, counts["documents"], counts["chars"], batch_size=args.batch_size)
             if stats.docs_out == 0:
                 raise UserError(
                     f"every document was removed by step '{step.name}' ({stats.drop_reasons}); loosen its thresholds"

@@ -90,6 +90,11 @@ def part_of(values: np.ndarray, partitions: int) -> np.ndarray:
     return (mix64(np.asarray(values).astype(np.uint64)) % np.uint64(partitions)).astype(np.int64)
 
 
+# Documents a text function (a step's batch function, signatures, Jaccard checks) sees at once: a task's memory is
+# then bounded by one batch, not by the block it reads, which grows with a source file or a checkpoint's
+TEXT_BATCH_ROWS = 1000
+
+
 def partitions_for(rows: int) -> int:
     """Group-by partitions: ~200k rows each, so one partition's numpy work stays a few hundred MB at most."""
     return int(min(4096, max(2, -(-rows // 200_000))))
