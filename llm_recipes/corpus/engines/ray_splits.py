@@ -66,13 +66,20 @@ def split_on_ray(
     return {name: (split.drop_columns(["_split_key"]), size) for name, (split, size) in splits.items() if size}
 
 
+ROW_GROUP_ROWS = 10_000
+
+
 def write_splits(splits: dict[str, Any], folder: Path, rows_per_shard: int) -> None:
     """Hub-layout shards, `data/<split>-NNNNN-of-NNNNN.parquet`, written by the cluster, without `_order`."""
     data = folder / "data"
     data.mkdir(parents=True, exist_ok=True)
     for name, split in splits.items():
         staging = folder / f".{name}"
-        split.drop_columns([ORDER]).write_parquet(str(staging), max_rows_per_file=rows_per_shard)
+        # row groups of at most ROW_GROUP_ROWS: pyarrow buffers a whole row group before writing it, and the
+        # default (the file's rows) made a write task's memory grow with the shard
+        split.drop_columns([ORDER]).write_parquet(
+            str(staging), max_rows_per_file=rows_per_shard, row_group_size=min(ROW_GROUP_ROWS, rows_per_shard)
+        )
         files = sorted(staging.glob("*.parquet"))
         for index, path in enumerate(files):
             os.replace(path, data / f"{name}-{index:05d}-of-{len(files):05d}.parquet")
