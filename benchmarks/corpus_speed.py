@@ -127,7 +127,12 @@ def regex_word_tokenizer():
     return RegexWordTokenizer()
 
 
-def run_datatrove(corpus_dir: Path, out_dir: Path, num_proc: int, tokenizer: str = "regex") -> dict:
+def run_datatrove(
+    corpus_dir: Path, out_dir: Path, num_proc: int, tokenizer: str = "regex", ray_tasks: int | None = None
+) -> dict:
+    """datatrove's four stages on `LocalPipelineExecutor` (tasks = workers = num_proc), or with `ray_tasks` on
+    `RayPipelineExecutor` in the Ray cluster this process has joined: stages 1 and 4 as `ray_tasks` tasks (one per
+    input file), which Ray schedules on the cluster's CPUs, one CPU a task (`benchmarks/corpus_ray.py`)."""
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup import MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
     from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupBuckets
@@ -148,9 +153,13 @@ def run_datatrove(corpus_dir: Path, out_dir: Path, num_proc: int, tokenizer: str
     config = MinhashConfig(hash_config=HashConfig(precision=64, hash_fc="xxhash"))
     filtered, signatures, buckets = out_dir / "filtered", out_dir / "signatures", out_dir / "buckets"
     remove_ids, deduped, logs = out_dir / "remove_ids", out_dir / "deduped", out_dir / "logs"
-    common = {"workers": num_proc, "skip_completed": False}
+    executor, common, tasks = LocalPipelineExecutor, {"workers": num_proc, "skip_completed": False}, num_proc
+    if ray_tasks:
+        from datatrove.executor import RayPipelineExecutor
+
+        executor, common, tasks = RayPipelineExecutor, {"skip_completed": False}, ray_tasks
     stages = {
-        "filter+signatures": LocalPipelineExecutor(
+        "filter+signatures": executor(
             pipeline=[
                 JsonlReader(str(corpus_dir), glob_pattern="part-*.jsonl"),
                 GopherRepetitionFilter(language=language),
@@ -161,29 +170,29 @@ def run_datatrove(corpus_dir: Path, out_dir: Path, num_proc: int, tokenizer: str
                 JsonlWriter(str(filtered), compression=None),
                 MinhashDedupSignature(output_folder=str(signatures), config=config, language=language),
             ],
-            tasks=num_proc,
+            tasks=tasks,
             logging_dir=str(logs / "1_filter_signatures"),
             **common,
         ),
-        "buckets": LocalPipelineExecutor(
+        "buckets": executor(
             pipeline=[MinhashDedupBuckets(input_folder=str(signatures), output_folder=str(buckets), config=config)],
             tasks=config.num_buckets,  # must be a multiple of num_buckets
             logging_dir=str(logs / "2_buckets"),
             **common,
         ),
-        "cluster": LocalPipelineExecutor(
+        "cluster": executor(
             pipeline=[MinhashDedupCluster(input_folder=str(buckets), output_folder=str(remove_ids), config=config)],
             tasks=1,
             logging_dir=str(logs / "3_cluster"),
             **common,
         ),
-        "dedup_filter+write": LocalPipelineExecutor(
+        "dedup_filter+write": executor(
             pipeline=[
                 JsonlReader(str(filtered), glob_pattern="*.jsonl"),
                 MinhashDedupFilter(input_folder=str(remove_ids)),
                 JsonlWriter(str(deduped), compression=None),
             ],
-            tasks=num_proc,
+            tasks=tasks,
             logging_dir=str(logs / "4_dedup_filter"),
             **common,
         ),

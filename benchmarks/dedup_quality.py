@@ -17,12 +17,18 @@ Three tiers, each run by both libraries the same way, as a datasketch user would
   `verify=True`, the default).
 
     python benchmarks/dedup_quality.py --threshold 0.8 --num-perm 128 --ngram 5 --seed 0
+    python benchmarks/dedup_quality.py --ray     # adds our distributed path (clean-corpus's engine: ray) per tier
+
+With `--ray`, each tier also runs our Ray engine's near-dedup (`engines/ray_dedup.confirmed_pairs` and
+`ray_components.connected_components`, on a Ray started here with 2 CPUs): its clusters are scored the same way,
+and the table gives its F1 against the single-machine path's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -123,6 +129,30 @@ def pairs_in_clusters(labels: np.ndarray) -> set[tuple[int, int]]:
     return {pair for docs in groups.values() if len(docs) > 1 for pair in combinations(docs, 2)}
 
 
+def run_ours_on_ray(texts: list[str], config: MinHashConfig) -> tuple[set, float, str]:
+    """The Ray engine's path: candidate pairs, checks and components as group-bys on the cluster; only the
+    components' (child, root) edges come back here, to score them."""
+    import pyarrow as pa
+    import ray.data
+
+    from llm_recipes.corpus.dedup.clusters import NearDedupStats
+    from llm_recipes.corpus.engines.ray_components import connected_components
+    from llm_recipes.corpus.engines.ray_dedup import confirmed_pairs
+    from llm_recipes.corpus.engines.ray_io import ORDER, connect
+
+    connect(None)
+    start = time.perf_counter()
+    ds = ray.data.from_arrow(pa.table({ORDER: np.arange(len(texts), dtype=np.int64), "text": texts}))
+    bands, rows = config.band_layout()
+    stats = NearDedupStats(documents=len(texts), bands=bands, rows=rows, candidate_pairs=0)
+    confirmed, _ = confirmed_pairs(ds, config, "text", len(texts), stats)
+    labels = np.arange(len(texts))
+    if confirmed is not None:
+        for edge in connected_components(confirmed, confirmed.count()).take_all():
+            labels[edge["child"]] = edge["root"]
+    return pairs_in_clusters(labels), time.perf_counter() - start, f"{bands}x{rows}"
+
+
 def run_ours(texts: list[str], config: MinHashConfig) -> tuple[set, float, str]:
     start = time.perf_counter()
     signatures = minhash_signatures(texts, config)
@@ -180,7 +210,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--ngram", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--ray", action="store_true", help="also run our Ray engine's near-dedup (needs the ray extra)")
     args = parser.parse_args(argv)
+    if args.ray:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        import ray
+
+        ray.init(num_cpus=2, logging_level="WARNING")
     if not (args.data_dir / "c4_demo.jsonl").is_file() or not (args.data_dir / "wiki_demo.txt").is_file():
         parser.error(f"c4_demo.jsonl and wiki_demo.txt not found in {args.data_dir} (use --data-dir)")
 
@@ -207,6 +243,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     print("-" * len(header))
     for tier, (config, check) in tiers.items():
         runs = {"ours": run_ours(texts, config), "datasketch": run_datasketch(texts, *datasketch, check=check)}
+        if args.ray:
+            runs["ours on Ray"] = run_ours_on_ray(texts, config)
         for name, (predicted, elapsed, _) in runs.items():
             precision, recall, f1 = scores(predicted, truth)
             results[f"{tier}: {name}"] = {"precision": precision, "recall": recall, "f1": f1, "seconds": elapsed}
@@ -227,6 +265,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         "our default (exact check) / datasketch's plain MinHashLSH, not like for like: "
         f"{results['exact check: ours']['f1'] / results['plain LSH: datasketch']['f1']:.3f}"
     )
+    if args.ray:
+        print(
+            "F1 ours on Ray / ours on one machine: "
+            + ", ".join(
+                f"{tier} {results[f'{tier}: ours on Ray']['f1'] / results[f'{tier}: ours']['f1']:.4f}" for tier in tiers
+            )
+        )
     return results
 
 
