@@ -40,6 +40,7 @@ from llm_recipes.corpus.engines.ray_io import (
     order_set,
     part_of,
     partitions_for,
+    partitions_for_bytes,
     positions,
     texts_of,
 )
@@ -255,8 +256,10 @@ def confirmed_pairs(
     if not stats.candidate_pairs or not (config.verify or config.check_signatures):
         return (pairs if stats.candidate_pairs else None), None
     pair_partitions = partitions_for(stats.candidate_pairs)
-    with_a = attach(pairs, signatures, "a", ORDER, {"minhash": "sig_a"}, pair_partitions)
-    with_both = attach(with_a, signatures, "b", ORDER, {"minhash": "sig_b"}, pair_partitions)
+    # a join's reduce holds its share of the pairs and of the signatures they meet: sized by both
+    signature_partitions = max(pair_partitions, partitions_for_bytes(signatures.size_bytes()))
+    with_a = attach(pairs, signatures, "a", ORDER, {"minhash": "sig_a"}, signature_partitions)
+    with_both = attach(with_a, signatures, "b", ORDER, {"minhash": "sig_b"}, signature_partitions)
     agreed = with_both.map_batches(_Agreement(config.num_perm), batch_format="pyarrow").materialize()
     if not config.verify:
         stats.check = "signatures"
@@ -277,8 +280,9 @@ def confirmed_pairs(
     candidates = order_set(plausible.map_batches(_Endpoints(), batch_format="pyarrow"), ORDER)
     texts = ds.select_columns([ORDER, text_field]).map_batches(KeepOrders(candidates), batch_format="pyarrow")
     texts = texts.materialize()
-    with_a = attach(plausible, texts, "a", ORDER, {text_field: "text_a"}, pair_partitions)
-    with_both = attach(with_a, texts, "b", ORDER, {text_field: "text_b"}, pair_partitions)
+    text_partitions = max(pair_partitions, partitions_for_bytes(texts.size_bytes()))
+    with_a = attach(plausible, texts, "a", ORDER, {text_field: "text_a"}, text_partitions)
+    with_both = attach(with_a, texts, "b", ORDER, {text_field: "text_b"}, text_partitions)
     checked = with_both.map_batches(_Jaccard(config), batch_size=batch_size, batch_format="pyarrow").materialize()
     confirmed = checked.map_batches(_Select("ok", True, ["a", "b"]), batch_format="pyarrow").materialize()
     return (confirmed if confirmed.count() else None), checked

@@ -70,6 +70,11 @@ def connect(address: str | None) -> None:
     strategies = ray.data.context.ShuffleStrategy
     if context.shuffle_strategy != strategies.SORT_SHUFFLE_PUSH_BASED:
         context.shuffle_strategy = strategies.SORT_SHUFFLE_PULL_BASED
+    # blocks of at most BLOCK_BYTES, unless the driver set its own: a task holds a few blocks (read, prefetched,
+    # written), so a worker's memory is bounded by the block size; Ray's 128 MB default let it grow with the corpus
+    # until blocks reached that size (benchmarks/corpus_ray.py: 1.5x from 50k to 800k documents)
+    if context.target_max_block_size == ray.data.context.DEFAULT_TARGET_MAX_BLOCK_SIZE:
+        context.target_max_block_size = BLOCK_BYTES
     context.enable_progress_bars = sys.stderr.isatty()
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # not a line per executed dataset
@@ -93,11 +98,19 @@ def part_of(values: np.ndarray, partitions: int) -> np.ndarray:
 # Documents a text function (a step's batch function, signatures, Jaccard checks) sees at once: a task's memory is
 # then bounded by one batch, not by the block it reads, which grows with a source file or a checkpoint's
 TEXT_BATCH_ROWS = 1000
+BLOCK_BYTES = 32 * 2**20
+PARTITION_BYTES = 32 * 2**20
 
 
 def partitions_for(rows: int) -> int:
     """Group-by partitions: ~200k rows each, so one partition's numpy work stays a few hundred MB at most."""
     return int(min(4096, max(2, -(-rows // 200_000))))
+
+
+def partitions_for_bytes(nbytes: int) -> int:
+    """Partitions of a join whose right side has wide rows (signatures, texts): ~PARTITION_BYTES of it each, so a
+    reduce task's memory does not grow with the corpus."""
+    return int(min(4096, max(2, -(-nbytes // PARTITION_BYTES))))
 
 
 def unwrap_task_error(err: BaseException) -> BaseException:
