@@ -100,6 +100,7 @@ def part_of(values: np.ndarray, partitions: int) -> np.ndarray:
 TEXT_BATCH_ROWS = 1000
 BLOCK_BYTES = 32 * 2**20
 PARTITION_BYTES = 32 * 2**20
+CHECKPOINT_GROUP_ROWS = 10_000
 
 
 def partitions_for(rows: int) -> int:
@@ -267,7 +268,8 @@ class ParquetCheckpoints(StepCheckpoints):
         folder = self._folder(index, name)
         staging = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
-        ds.write_parquet(str(staging / "data"))
+        # row groups of CHECKPOINT_GROUP_ROWS: the next step's read holds one row group of a file at a time
+        ds.write_parquet(str(staging / "data"), row_group_size=CHECKPOINT_GROUP_ROWS)
         os.replace(staging, folder)
         if stats is not None:
             self.write_info(index, name, key, stats, counts or {})
