@@ -20,7 +20,8 @@ the run's tree every SAMPLE_SECONDS: Ray workers (`ray::` process titles), the d
 pipeline) and Ray's own services, and keeps each one's peak RSS and USS (USS: pages only that process holds;
 RSS also counts the object store pages a worker maps, which Ray holds in shared memory).
 
-Docs/s is documents in / seconds of the stage's process (for ours: the `llm-recipes` command from start to exit,
+End-to-end docs/s (not `corpus_speed.py`'s docs/s, which leaves out interpreter start-up) is documents in /
+seconds of the stage's process (for ours: the `llm-recipes` command from start to exit,
 interpreter start-up and connecting to the cluster included; for datatrove: from its imports and `ray.init` to its
 last stage). Cluster start-up is not counted (a real cluster is already running). Repeats alternate the order of the
 rows; medians are reported.
@@ -239,8 +240,8 @@ def _number(value: object) -> bool:
 
 
 def scaling_table(results: dict[str, list[dict]]) -> str:
-    header = ["row", "docs in", "kept", "seconds", "docs/s", "CPU s", "worker RSS", "worker USS", "driver RSS"]
-    header += ["RSS sum", "runs"]
+    header = ["row", "docs in", "kept", "process s", "end-to-end docs/s", "CPU s", "worker RSS", "worker USS"]
+    header += ["driver RSS", "RSS sum", "runs"]
     rows = []
     for row, runs in results.items():
         m = median_row(runs)
@@ -264,12 +265,13 @@ def ratio_lines(results: dict[str, list[dict]]) -> list[str]:
     for top, bottom, label, target in pairs:
         if top in speed and bottom in speed:
             note = f" (target >= {target:g}x)" if target else ""
-            lines.append(f"  docs/s {label}: {speed[top] / speed[bottom]:.2f}x{note}")
+            lines.append(f"  end-to-end docs/s {label}: {speed[top] / speed[bottom]:.2f}x{note}")
     return lines
 
 
 def memory_table(results: dict[int, dict]) -> list[str]:
-    header = ["docs", "seconds", "docs/s", "worker RSS", "worker USS", "driver RSS", "driver USS", "Ray services RSS"]
+    header = ["docs", "process s", "end-to-end docs/s", "worker RSS", "worker USS", "driver RSS", "driver USS"]
+    header += ["Ray services RSS"]
     rows = [
         [f"{docs:,}", f"{r['seconds']:.1f}", f"{r['docs/s']:,.0f}", f"{r['worker rss']:,.0f}"]
         + [f"{r['worker uss']:,.0f}", f"{r['driver rss']:,.0f}", f"{r['driver uss']:,.0f}"]
@@ -311,7 +313,7 @@ def runner_main(args: argparse.Namespace) -> None:
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
         print(
-            f"{row} on {docs:,} docs: {result['seconds']:.1f} s, {result['docs/s']:,.0f} docs/s, "
+            f"{row} on {docs:,} docs: {result['seconds']:.1f} s, {result['docs/s']:,.0f} end-to-end docs/s, "
             f"{result['docs_in']:,} -> {result['docs_after_filter']:,} -> {result['docs_out']:,}, "
             f"worker RSS {result['worker rss']:,.0f} MiB (USS {result['worker uss']:,.0f}), "
             f"driver RSS {result['driver rss']:,.0f} MiB",
