@@ -6,10 +6,11 @@
 
 Serves any model a stage wrote (a full model, a LoRA/DoRA adapter, a quantized model) at /v1/chat/completions
 (streaming too) and /v1/models, through the model's chat template and generation config, on transformers' own
-serving code. Several versions can run at once with a traffic split (`versions: {v1: ..., v2: ...}`,
-`traffic: {v1: 90, v2: 10}`); every answer carries its OpenAI `id` and the version that produced it. POST
-/v1/feedback rates an answer (up/down), picks one of two, edits it or comments on it; feedback is committed to the
-database (SQLite, or PostgreSQL by URL) before the server says 2xx. Listens on 127.0.0.1 unless told otherwise.
+serving code or on vLLM (`engine: vllm`: a `vllm serve` per model folder behind this API). Several versions can run
+at once with a traffic split (`versions: {v1: ..., v2: ...}`, `traffic: {v1: 90, v2: 10}`); every answer carries
+its OpenAI `id` and the version that produced it. POST /v1/feedback rates an answer (up/down), picks one of two,
+edits it or comments on it; feedback is committed to the database (SQLite, or PostgreSQL by URL) before the server
+says 2xx. Listens on 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ JSON errors and feedback, each row read back from the database through a connect
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import re
 import shutil
@@ -29,7 +28,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from llm_recipes.cli import main as cli_main
 from llm_recipes.cli import parse_here
 from llm_recipes.serving.app import ServingState, bind, build_app, make_server, url_of
-from llm_recipes.serving.checks import served_versions, traffic_shares
+from llm_recipes.serving.checks import find_vllm, served_versions, traffic_shares
 from llm_recipes.serving.engine import make_engine
 from llm_recipes.serving.routing import TrafficSplit
 from llm_recipes.serving.store import FeedbackItem, FeedbackStore, ResponseRecord, database_url, utc_now
@@ -421,7 +420,7 @@ def test_retention_deletes_old_rows_when_the_server_starts(tmp_path, chat_model_
     ],
 )
 def test_config_mistakes_are_one_line_before_any_model_loads(argv, message, base_model_dir, chat_model_dir, capsys):
-    if importlib.util.find_spec("vllm") is not None and "vllm" in argv:
+    if find_vllm() is not None and "vllm" in argv:
         pytest.skip("vllm is installed here")
     paths = {"BASE": str(base_model_dir), "CHAT": str(chat_model_dir)}
     argv = [re.sub("BASE|CHAT", lambda match: paths[match.group(0)], token) for token in argv]

@@ -2,7 +2,9 @@
 
     config.py      ServeArguments: what is served, engine, address, limits, store
     checks.py      the config checked before any model loads (folders, chat templates, traffic, engine, db URL)
-    engine.py      the engine behind the API: transformers' own serving, reading our stage outputs
+    engine.py      the engine behind the API: transformers' own serving, reading our stage outputs; or vllm
+    upstream.py    engine: vllm's child servers (one `vllm serve` per weights folder) and the relay to them
+    vllm_command.py  the `vllm serve` command for each served folder (LoRA modules, quantization, dtype)
     routing.py     which version answers: the one named, or a seeded draw from the traffic split
     app.py         our FastAPI app: chat completions (streaming too), models, feedback, health; the listening socket
     middleware.py  API key, request size limit, errors as JSON
@@ -13,7 +15,7 @@
     page.py        the chat page at / (static/chat.html, .js, .css): streaming chat, thumbs, A/B choice, edits
     feedback_data.py  the store read back as KTO/DPO/SFT rows, PII redacted, with a report (feedback-to-data)
 
-Its packages (FastAPI, uvicorn and openai's types through transformers[serving]; SQLAlchemy; psycopg;
+Its packages (FastAPI, uvicorn and openai's types through transformers[serving]; httpx; SQLAlchemy; psycopg;
 prometheus_client) come with the `serve` extra. They are checked here, first, so a missing one is one line saying
 what to install rather than an ImportError from whichever module happens to import it.
 """
@@ -36,5 +38,12 @@ except ImportError:
 else:
     is_prometheus_available = True
 
-if not (is_serve_available() and is_sqlalchemy_available and is_prometheus_available):
+try:
+    import httpx  # noqa: F401
+except ImportError:
+    is_httpx_available = False
+else:
+    is_httpx_available = True
+
+if not (is_serve_available() and is_sqlalchemy_available and is_prometheus_available and is_httpx_available):
     raise UserError("serve needs its packages: pip install 'llm-recipes[serve]'")

@@ -1,6 +1,6 @@
 """The serve stage's config checks, before any model loads: what is served (one model or named versions, each a
 folder with weights and a chat template), the traffic split, the engine, the address, the limits, the API key and
-the feedback store's URL. Reads JSON files only (no torch)."""
+the feedback store's URL; with `engine: vllm`, what vLLM cannot serve. Reads JSON files only (no torch)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,25 @@ import importlib.util
 import json
 import os
 import re
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 from llm_recipes.configs import check_model_path, looks_local, mapping_field
 from llm_recipes.errors import UserError, did_you_mean
-from llm_recipes.export.source import inspect_source
+from llm_recipes.export.source import ADAPTER_CONFIG, inspect_source, quantization_of, read_json
 from llm_recipes.serving.config import ServeArguments
 from llm_recipes.serving.store import database_url
 
 # a version's name goes into URLs, headers and the database: keep it plain
 VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# vLLM's --max-lora-rank choices (its engine arguments); an adapter's rank is served under the next one up
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+VLLM_MISSING = (
+    "engine: vllm needs the vllm package (pip install vllm, on a CUDA machine); "
+    "engine: transformers serves on CPU and one GPU"
+)
 
 
 def check_serve_arguments(args: ServeArguments) -> None:
@@ -28,6 +36,12 @@ def check_serve_arguments(args: ServeArguments) -> None:
         check_version_folder(name, path)
     traffic_shares(args.traffic, versions)
     check_engine(args.engine)
+    if args.engine == "vllm":
+        check_vllm_device(args.device)
+        for name, path in versions.items():
+            check_vllm_version(name, path)
+    if args.start_timeout <= 0:
+        raise UserError(f"start_timeout: {args.start_timeout} must be > 0 (seconds)")
     if not 0 <= args.port <= 65535:
         raise UserError(f"port: {args.port} is not a port (0 picks a free one, else 1-65535)")
     for name, minimum in (("max_tokens", 1), ("max_request_bytes", 1024), ("max_feedback_chars", 1)):
@@ -108,14 +122,50 @@ def has_chat_template(folder: Path) -> bool:
     return config.is_file() and bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
 
 
+def find_vllm() -> str | None:
+    """The `vllm` executable: on PATH, else beside this Python (a virtual environment that is not activated)."""
+    beside = Path(sys.executable).with_name("vllm")
+    return shutil.which("vllm") or (str(beside) if beside.is_file() and os.access(beside, os.X_OK) else None)
+
+
 def check_engine(engine: str) -> None:
-    if engine == "vllm":
-        if importlib.util.find_spec("vllm") is None:
-            raise UserError(
-                "engine: vllm needs the vllm package (pip install vllm, on a CUDA machine); "
-                "engine: transformers serves on CPU and one GPU"
-            )
-        raise UserError("engine: vllm is not wired up in this version of llm-recipes yet; use engine: transformers")
+    if engine == "vllm" and find_vllm() is None:
+        raise UserError(VLLM_MISSING)
+
+
+def check_vllm_device(device: str) -> None:
+    if device == "cpu" or not (device == "auto" or re.fullmatch(r"cuda(:\d+)?", device)):
+        raise UserError(f"device: engine: vllm runs on a CUDA GPU (auto, cuda or cuda:N), not {device!r}")
+
+
+def check_vllm_version(name: str, path: str) -> None:
+    """What vLLM's loader would refuse minutes into its start, refused now: vLLM serves LoRA adapters (not DoRA,
+    nor adapters that save whole modules: its PEFT reader refuses both) over a full or bitsandbytes/GPTQ base.
+    torchao folders are refused too: our torchao methods are the CPU deployment choice, and vLLM reading
+    transformers' torchao checkpoints of them has never been tried."""
+    what = f"versions: {name}"
+    if not looks_local(path):
+        return  # a Hub id: vLLM reads it as it loads
+    source = inspect_source(path)
+    quantization = source.quantization
+    if source.kind == "adapter":
+        adapter = read_json(Path(path).expanduser() / ADAPTER_CONFIG)
+        remedy = "merge it with `llm-recipes export` first, or use engine: transformers"
+        if adapter.get("peft_type", "LORA") != "LORA":
+            raise UserError(f"{what}: vLLM serves LoRA adapters only, not {adapter.get('peft_type')}; {remedy}")
+        if adapter.get("use_dora"):
+            raise UserError(f"{what}: vLLM does not serve DoRA adapters; {remedy}")
+        if adapter.get("modules_to_save"):
+            saved = ", ".join(adapter["modules_to_save"])
+            raise UserError(f"{what}: vLLM does not serve an adapter that saves whole modules ({saved}); {remedy}")
+        if int(adapter.get("r", 8)) > LORA_RANKS[-1]:
+            raise UserError(f"{what}: LoRA rank {adapter['r']} is over vLLM's largest, {LORA_RANKS[-1]}; {remedy}")
+        quantization = quantization_of(source.config or {})
+    if quantization and quantization.startswith("torchao"):
+        raise UserError(
+            f"{what}: {path} is torchao-quantized, our CPU format, not served through vLLM; serve it with engine: "
+            "transformers, or quantize for vLLM with bitsandbytes or GPTQ"
+        )
 
 
 def check_database(url: str) -> None:

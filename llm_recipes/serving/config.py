@@ -38,7 +38,8 @@ class ServeArguments:
     engine: str = field(
         default="transformers",
         metadata={
-            "help": "transformers: transformers' own serving (CPU and one GPU); vllm: vLLM, when installed.",
+            "help": "transformers: transformers' own serving (CPU and one GPU); vllm: a `vllm serve` server per "
+            "model folder (CUDA), behind this API.",
             "choices": ENGINES,
         },
     )
@@ -47,6 +48,12 @@ class ServeArguments:
         metadata={
             "help": "Batch concurrent requests with paged attention (transformers engine); auto: on with a GPU.",
             "choices": SWITCHES,
+        },
+    )
+    start_timeout: float = field(
+        default=1800.0,
+        metadata={
+            "help": "Seconds each `vllm serve` (engine: vllm) may take to load and answer before the start fails."
         },
     )
     device: str = field(default="auto", metadata={"help": "auto (a GPU if there is one), cpu, cuda, cuda:1, ..."})

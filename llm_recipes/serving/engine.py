@@ -1,6 +1,6 @@
-"""The inference engine behind the API. Not ours: transformers' own serving code (`transformers serve`), and vLLM
-for production GPUs once it is wired up. Our layer (app.py) only routes, tags, limits, records and stores feedback
-around what the engine answers, so the engine is one config field and the API stays the same.
+"""The inference engine behind the API. Not ours: transformers' own serving code (`transformers serve`), or
+vLLM's OpenAI server (`vllm serve`) for production GPUs. Our layer (app.py) only routes, tags, limits, records and
+stores feedback around what the engine answers, so the engine is one config field and the API stays the same.
 
 engine: transformers
     transformers' `ModelManager` runs each model in a process of its own (generate, or continuous batching with
@@ -12,7 +12,13 @@ engine: transformers
     (bitsandbytes, torchao) folders load as the evaluation stage loads them.
 
 engine: vllm
-    Refused with a clear error for now (see checks.check_engine): vLLM is not installed here to build it against.
+    A `vllm serve` server per distinct weights folder, each a child process on 127.0.0.1, behind our API
+    (upstream.py relays to them; vllm_command.py builds their commands): LoRA adapters are served by their base's
+    server as LoRA modules, bitsandbytes folders with `--quantization bitsandbytes`, and answers use the model's
+    generation config (`--generation-config auto`). What vLLM cannot serve (DoRA, adapters saving whole modules,
+    torchao folders, device: cpu) is refused by checks.py before anything starts. Tested here with a stand-in for
+    the `vllm` executable (tests/test_serve_vllm.py: it checks the command it is given, then runs engine:
+    transformers on that port), not with vLLM on a GPU: none is installed where these tests run.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from llm_recipes.evaluation.loading import is_adapter, load_model, load_tokenize
 from llm_recipes.export.source import inspect_source, quantization_of
 from llm_recipes.serving.checks import check_engine
 from llm_recipes.serving.config import ServeArguments
+from llm_recipes.serving.upstream import UpstreamEngine
+from llm_recipes.serving.vllm_command import make_vllm_engine
 
 
 class StageModelLoader(ModelLoader):
@@ -133,6 +141,8 @@ class TransformersEngine:
         self.manager.shutdown()
 
 
-def make_engine(args: ServeArguments, versions: dict[str, str]) -> TransformersEngine:
+def make_engine(args: ServeArguments, versions: dict[str, str]) -> TransformersEngine | UpstreamEngine:
     check_engine(args.engine)
+    if args.engine == "vllm":
+        return make_vllm_engine(args, versions)
     return TransformersEngine(versions, args)

@@ -27,6 +27,10 @@ logger = logging.getLogger("llm_recipes.serving")
 ERROR_TYPES = {401: "authentication_error", 404: "not_found_error", 503: "service_unavailable"}
 
 
+class EngineFailed(RuntimeError):
+    """The engine's server failed a request or could not be reached (engine: vllm): 502, not the request's fault."""
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status, headers=headers)
@@ -118,6 +122,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(EngineDeadError)
     async def engine_dead(_request: Request, exc: EngineDeadError) -> JSONResponse:
         return error_response(503, f"the model's engine stopped: {exc}")
+
+    @app.exception_handler(EngineFailed)
+    async def engine_failed(_request: Request, exc: EngineFailed) -> JSONResponse:
+        logger.error("engine error: %s", exc)
+        return error_response(502, f"the model's engine failed: {exc}")
 
     @app.exception_handler(SQLAlchemyError)
     async def store_down(_request: Request, exc: SQLAlchemyError) -> JSONResponse:
