@@ -75,6 +75,11 @@ def connect(address: str | None) -> None:
     # until blocks reached that size (benchmarks/corpus_ray.py: 1.5x from 50k to 800k documents)
     if context.target_max_block_size == ray.data.context.DEFAULT_TARGET_MAX_BLOCK_SIZE:
         context.target_max_block_size = BLOCK_BYTES
+    # Parquet through Ray's first datasource unless RAY_DATA_USE_DATASOURCE_V2 says otherwise: the second one's
+    # footer-reader actors and scanners held ~3x the worker memory (USS 340 -> 951 MiB at 50k documents, growing
+    # with the corpus) and took ~30% more CPU for the same reads (benchmarks/corpus_ray.py)
+    if "RAY_DATA_USE_DATASOURCE_V2" not in os.environ:
+        context.use_datasource_v2 = False
     context.enable_progress_bars = sys.stderr.isatty()
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # not a line per executed dataset
@@ -247,23 +252,19 @@ class ParquetCheckpoints(StepCheckpoints):
     storage every node sees). `step.json` also keeps the output's documents and characters, the next step's input."""
 
     def load_step(self, index: int, name: str, key: str) -> tuple[Any, dict[str, Any], dict[str, int]] | None:
-        import ray.data
-
         info_path = self._folder(index, name) / STEP_INFO
         if not info_path.is_file():
             return None
         info = json.loads(info_path.read_text(encoding="utf-8"))
         if info.get("key") != key:
             return None
-        return ray.data.read_parquet(str(self._folder(index, name) / "data")), info["stats"], info["counts"]
+        return read_checkpoint(self._folder(index, name) / "data"), info["stats"], info["counts"]
 
     def save_step(
         self, index: int, name: str, key: str, ds: Any, stats: dict | None = None, counts: dict | None = None
     ) -> Any:
         """Write a step's output (the cluster writes it) and return it read back lazily; without `stats` the step
         is not finished until `write_info`."""
-        import ray.data
-
         self.discard_from(index)
         folder = self._folder(index, name)
         staging = folder.with_name(folder.name + ".tmp")
@@ -273,10 +274,20 @@ class ParquetCheckpoints(StepCheckpoints):
         os.replace(staging, folder)
         if stats is not None:
             self.write_info(index, name, key, stats, counts or {})
-        return ray.data.read_parquet(str(folder / "data"))
+        return read_checkpoint(folder / "data")
 
     def write_info(self, index: int, name: str, key: str, stats: dict, counts: dict[str, int]) -> None:
         write_json_atomically(self._folder(index, name) / STEP_INFO, {"key": key, "stats": stats, "counts": counts})
+
+
+def read_checkpoint(folder: Path) -> Any:
+    """A step's Parquet output read back lazily, one read task per file (files hold a block each): Ray's default
+    asks for 200 blocks and splits every file's output to get them, small blocks that made each later shuffle
+    slower."""
+    import ray.data
+
+    files = sum(1 for _ in folder.glob("*.parquet"))
+    return ray.data.read_parquet(str(folder), override_num_blocks=max(1, files))
 
 
 # --------------------------------------------------------------------------------------------------------------
