@@ -2,11 +2,13 @@
 and is not installed where these tests run. The stand-in, first on PATH, records the command it is given and refuses
 any it does not understand (argparse, the flags we promise), then runs a real OpenAI-compatible server on the port
 it was told: our own `llm-recipes serve --engine transformers`, serving the folder under `--served-model-name` and
-each `--lora-modules NAME=FOLDER` under its NAME. So what is checked here is our side: the command, the start, the
+each `--lora-modules NAME=FOLDER` under its NAME (with STAND_IN_HANG set, each of its streams stops after its first
+event and waits, to be killed mid-answer). So what is checked here is our side: the command, the start, the
 relay (ids, streaming, errors, feedback) and the stop; vLLM itself answering on a GPU is not."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,17 +16,23 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import test_serve
 from test_serve import ID, MESSAGES, call, console_script, read, stream_events
 
 from llm_recipes.cli import main as cli_main
 from llm_recipes.cli import parse_here
+from llm_recipes.errors import UserError
 from llm_recipes.serving.checks import find_vllm, served_versions
 from llm_recipes.serving.engine import make_engine
+from llm_recipes.serving.upstream import ChildServer, UpstreamEngine
 
 # test_serve's fixtures: the LoRA version of the tiny chat model, and each version's own greedy answer
 lora_dir, expected = test_serve.lora_dir, test_serve.expected
@@ -35,6 +43,19 @@ import argparse, json, os, sys, time
 from pathlib import Path
 
 DYING = {dying!r}
+HANG = '''
+import asyncio, sys
+from llm_recipes.cli import main
+from llm_recipes.serving import app
+
+relay = app.relay_stream
+async def first_event_then_wait(*args, **kwargs):
+    async for piece in relay(*args, **kwargs):
+        yield piece
+        await asyncio.sleep(3600)
+app.relay_stream = first_event_then_wait
+sys.exit(main(sys.argv[1:]))
+'''
 record = Path(os.environ["STAND_IN_RECORD"])
 (record / f"{{os.getpid()}}.json").write_text(json.dumps(sys.argv[1:]))
 parser = argparse.ArgumentParser(prog="vllm")
@@ -57,7 +78,10 @@ assert args.host == "127.0.0.1" and args.generation_config == "auto" and args.dt
 assert bool(args.lora_modules) == args.enable_lora, args
 versions = {{args.served_model_name: args.model}}
 versions.update(module.split("=", 1) for module in args.lora_modules)
-os.execv({script!r}, [{script!r}, *{prefix!r}, "serve", "--versions", json.dumps(versions), "--model_name",
+command = [{script!r}, *{prefix!r}]
+if os.environ.get("STAND_IN_HANG"):  # the same server, each of its streams held after its first event
+    command = [sys.executable, "-c", HANG]
+os.execv(command[0], [*command, "serve", "--versions", json.dumps(versions), "--model_name",
          "stand-in", "--host", args.host, "--port", args.port, "--db", f"sqlite:///{{record}}/inner.db",
          "--max_tokens", "64", "--log_level", "warning"])
 """
@@ -111,27 +135,40 @@ def wait_for_no_members(group: int, seconds: float = 15) -> list[int]:
     return group_members(group)
 
 
+def child_logs(tmp: Path) -> list[Path]:
+    """The log of each child server, as our server named it at its start (in tmp/stderr.txt)."""
+    return [Path(path) for path in re.findall(r"starting \(pid \d+, log (.+)\)$", read_stderr(tmp), re.M)]
+
+
+def read_stderr(tmp: Path) -> str:
+    return (tmp / "stderr.txt").read_text()
+
+
+@contextlib.contextmanager
+def serving(tmp: Path, versions: dict[str, Path], **env: str) -> Iterator[dict[str, Any]]:
+    """`llm-recipes serve --engine vllm` over `versions` with the stand-in, until the block ends (then Ctrl+C)."""
+    env = {**os.environ, **stand_in_path(tmp), **env}
+    command = [*console_script(), "serve", "--engine", "vllm", "--port", "0", "--start_timeout", "240"]
+    command += ["--versions", json.dumps({name: str(folder) for name, folder in versions.items()})]
+    command += ["--db", f"sqlite:///{tmp / 'feedback.db'}", "--max_tokens", "8", "--log_level", "warning"]
+    with (tmp / "stderr.txt").open("w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=tmp, env=env)
+        try:
+            line = process.stdout.readline()
+            match = re.search(r"at (http://127\.0\.0\.1:\d+)/v1 -- feedback store sqlite:///", line)
+            assert match, line + read_stderr(tmp)[-3000:]
+            yield {"url": match.group(1), "process": process, "tmp": tmp, "db": f"sqlite:///{tmp / 'feedback.db'}"}
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                process.communicate(timeout=60)
+
+
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory, chat_model_dir, lora_dir):
     """`llm-recipes serve --engine vllm` over the chat model (v1) and a LoRA adapter on it (v2): one stand-in server."""
-    tmp = tmp_path_factory.mktemp("vllm")
-    env = {**os.environ, **stand_in_path(tmp)}
-    versions = json.dumps({"v1": str(chat_model_dir), "v2": str(lora_dir)})
-    command = [*console_script(), "serve", "--engine", "vllm", "--versions", versions, "--port", "0"]
-    command += ["--db", f"sqlite:///{tmp / 'feedback.db'}", "--max_tokens", "8", "--log_level", "warning"]
-    command += ["--start_timeout", "240"]
-    stderr = (tmp / "stderr.txt").open("w")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=tmp, env=env)
-    try:
-        line = process.stdout.readline()
-        match = re.search(r"at (http://127\.0\.0\.1:\d+)/v1 -- feedback store sqlite:///", line)
-        assert match, line + (tmp / "stderr.txt").read_text()[-3000:]
-        yield {"url": match.group(1), "process": process, "tmp": tmp, "db": f"sqlite:///{tmp / 'feedback.db'}"}
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            process.communicate(timeout=60)
-        stderr.close()
+    with serving(tmp_path_factory.mktemp("vllm"), {"v1": chat_model_dir, "v2": lora_dir}) as server:
+        yield server
 
 
 def test_the_vllm_command_is_what_we_promise(vllm_server, chat_model_dir, lora_dir):
@@ -191,14 +228,58 @@ def test_the_upstreams_4xx_is_a_4xx_with_its_message(vllm_server):
 
 
 def test_stopping_the_server_stops_its_vllm_server(vllm_server):
-    """Ctrl+C: exit 0, and the child's whole process group (the stand-in's own model processes too) is gone."""
+    """Ctrl+C: exit 0, the child's whole process group (the stand-in's own model processes too) is gone, and so is
+    the folder of its log (it ended well: nothing to look at)."""
     [child] = recorded(vllm_server["tmp"])
-    assert group_members(child)  # running while the server is
+    [log] = child_logs(vllm_server["tmp"])
+    assert group_members(child) and log.is_file()  # running while the server is
     process = vllm_server["process"]
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=60)
-    assert process.returncode == 0, (vllm_server["tmp"] / "stderr.txt").read_text()[-3000:]
+    assert process.returncode == 0, read_stderr(vllm_server["tmp"])[-3000:]
     assert wait_for_no_members(child) == []
+    assert log.name == "0-v1-v2.log" and not log.parent.exists()
+    assert "log kept" not in read_stderr(vllm_server["tmp"])
+
+
+def test_a_vllm_server_that_dies_while_serving_is_a_502_and_its_log_is_kept(tmp_path, chat_model_dir):
+    """The child killed (SIGKILL, its whole group) in the middle of a stream: the stream ends with an error event
+    naming the child's exit and log, no [DONE], and no answer recorded; the next request is a 502 JSON error at
+    once, not a hang; /health and /v1/models still answer; Ctrl+C still exits 0, keeping the log and naming it."""
+    with serving(tmp_path, {"v1": chat_model_dir}, STAND_IN_HANG="1") as server:
+        [child] = recorded(tmp_path)
+        [log] = child_logs(tmp_path)
+        stopped = re.escape("v1: its server stopped (killed by SIGKILL): ") + r".+" + re.escape(f" (log: {log})")
+        body = {"model": "v1", "messages": MESSAGES, "stream": True}
+        with httpx.Client(trust_env=False, timeout=60) as client:
+            with client.stream("POST", f"{server['url']}/v1/chat/completions", json=body) as response:
+                assert response.status_code == 200
+                events = (line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: "))
+                first = json.loads(next(events))
+                os.killpg(child, signal.SIGKILL)  # the child holds the rest of its answer: it dies mid-stream
+                rest = list(events)
+        assert ID.match(first["id"]) and first["version"] == "v1" and "error" not in first, first
+        assert len(rest) == 1 and set(json.loads(rest[0])) == {"error"}, rest  # no [DONE] after it
+        error = json.loads(rest[0])["error"]
+        assert error["code"] == 500 and re.fullmatch(stopped, error["message"]), error
+        assert read(server["db"], "SELECT id FROM responses") == []  # a broken answer is not recorded
+        assert wait_for_no_members(child) == []
+
+        started = time.monotonic()
+        status, payload, _ = call(server["url"], "/v1/chat/completions", {"model": "v1", "messages": MESSAGES})
+        assert status == 502 and set(payload) == {"error"} and payload["error"]["code"] == 502, payload
+        assert re.fullmatch("the model's engine failed: " + stopped, payload["error"]["message"]), payload
+        assert time.monotonic() - started < 10
+        assert call(server["url"], "/health")[:2] == (200, {"status": "ok"})
+        status, models, _ = call(server["url"], "/v1/models")
+        assert status == 200 and [model["id"] for model in models["data"]][1:] == ["v1"], models
+        process = server["process"]
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    assert process.returncode == 0, read_stderr(tmp_path)[-3000:]
+    assert f"engine vllm: v1: its server ended badly (killed by SIGKILL); log kept: {log}" in read_stderr(tmp_path)
+    assert log.is_file()
+    shutil.rmtree(log.parent)
 
 
 def test_a_vllm_server_that_dies_at_start_is_one_line_and_leaves_nothing(tmp_path, chat_model_dir):
@@ -220,8 +301,30 @@ def test_a_vllm_server_that_dies_at_start_is_one_line_and_leaves_nothing(tmp_pat
         errors[0],
     ), errors[0]
     assert time.monotonic() - started < 120  # not the start timeout: the exit is seen at once
-    children = recorded(tmp_path)
-    assert len(children) == 2 and all(wait_for_no_members(pid) == [] for pid in children)
+    # each child as started (pid and log); v1's may be stopped before its stand-in records its command
+    children = re.findall(r"^engine vllm: (v1|v2) starting \(pid (\d+), log (.+)\)$", result.stderr, re.M)
+    assert [version for version, _, _ in children] == ["v1", "v2"], result.stderr[-3000:]
+    assert all(wait_for_no_members(int(pid)) == [] for _, pid, _ in children)
+    log = Path(re.search(r"\(log: (.+)\)$", errors[0]).group(1))
+    assert log == Path(children[1][2])
+    assert DYING.splitlines()[-1] in log.read_text()  # the log the error names is kept, with its neighbour's
+    assert sorted(path.name for path in log.parent.iterdir()) == ["0-v1.log", "1-v2.log"]
+    shutil.rmtree(log.parent)
+
+
+def test_a_vllm_server_that_does_not_answer_in_time_is_stopped_and_its_log_kept(tmp_path, monkeypatch):
+    """The start timeout's error names the child's log: the child is stopped, its log stays to be read."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    loading = [sys.executable, "-c", "import time; print('still loading', flush=True); time.sleep(120)"]
+    engine = UpstreamEngine("vllm", [ChildServer(["v1"], lambda _port: loading)], {"v1": (0, "v1")}, timeout=2.0)
+    with pytest.raises(UserError) as raised:
+        engine.start()
+    [folder] = tmp_path.glob("llm-recipes-vllm-*")
+    log = folder / "0-v1.log"
+    assert str(raised.value) == f"v1: the vllm server did not answer within start_timeout (2 s); its log: {log}"
+    assert log.read_text() == "still loading\n"
+    engine.shutdown()  # as atexit calls it again: the kept log stays
+    assert log.is_file()
 
 
 @pytest.mark.parametrize(
@@ -259,6 +362,7 @@ def test_each_weights_folder_gets_one_vllm_server(tmp_path, chat_model_dir, lora
     on it share a server; a bitsandbytes folder gets its own, quantized; an adapter saved with its own tokenizer
     gets its own, with `--tokenizer`; three servers on one GPU split its memory."""
     monkeypatch.setenv("PATH", stand_in_path(tmp_path)["PATH"])
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     int8, tokenized = tmp_path / "int8", tmp_path / "tokenized"
     shutil.copytree(chat_model_dir, int8)
     config = json.loads((int8 / "config.json").read_text())
@@ -288,3 +392,4 @@ def test_each_weights_folder_gets_one_vllm_server(tmp_path, chat_model_dir, lora
     assert [child.versions for child in engine.children] == [["v1", "v3"], ["v2"], ["v4"]]
     assert all(child.env == {"CUDA_VISIBLE_DEVICES": "1"} for child in engine.children)
     assert engine.routes == {"v1": (0, "v1"), "v2": (1, "v2"), "v3": (0, "v3"), "v4": (2, "v4")}
+    assert list(tmp_path.glob("llm-recipes-*")) == []  # an engine not started has no log folder to leave behind

@@ -7,23 +7,28 @@ streams), and a process boundary keeps CUDA, its memory and its crashes out of t
 store. What is ours: starting the children and waiting until they answer `/health` (a child that exits first is one
 line naming its last log line), relaying chat requests with httpx (the request's `model` set to the name the child
 serves it under, the answer's `id`, in every chunk of a stream too, set to our response id so feedback on it
-matches), the upstream's 4xx passed on as ours and its 5xx or silence as an engine error (502), and stopping the
-children -- their whole process group, so nothing they started outlives the server.
+matches), the upstream's 4xx passed on as ours and its 5xx or silence as an engine error (502; a child that died
+is named with its exit and last log line), and stopping the children -- their whole process group, so nothing they
+started outlives the server. Their logs live in a temporary folder, removed at the end when every child ended well
+(exit 0, or our SIGTERM) and kept when one did not (an error line named its log).
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import functools
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,8 @@ from llm_recipes.serving.middleware import EngineFailed
 
 POLL_S = 0.5
 STOP_GRACE_S = 30.0
+# a child killed mid-answer closes its sockets a moment before it can be seen to have exited: wait that long for it
+EXIT_SEEN_S = 2.0
 # a generation may run for minutes before its first byte (non-streaming): no read timeout, the child bounds it
 TIMEOUT = httpx.Timeout(connect=10.0, read=None, write=60.0, pool=None)
 # what vLLM puts before a log line: the process that wrote it, then the level, time and source
@@ -85,6 +92,15 @@ def last_log_line(log: Path) -> str:
     return (errors or lines or ["its log is empty"])[-1]
 
 
+def exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit {code}"
+
+
 def upstream_message(response: httpx.Response) -> str:
     """The error message of an OpenAI-style error body (`{"error": {"message"}}`, vLLM's older `{"message"}`,
     FastAPI's `{"detail"}`), else the body's start."""
@@ -106,10 +122,11 @@ def upstream_message(response: httpx.Response) -> str:
 class UpstreamEvents:
     """The child's SSE stream as whole events (`data: {...}\\n\\n`), each chunk's `id` ours; its `[DONE]` dropped
     (our app sends its own after recording the answer). `aclose` closes the upstream response, which stops the
-    child's generation when a client leaves."""
+    child's generation when a client leaves. `broke` says why the stream broke off, as an error event."""
 
-    def __init__(self, response: httpx.Response, response_id: str):
+    def __init__(self, response: httpx.Response, response_id: str, broke: Callable[[str], Awaitable[str]]):
         self.response = response
+        self.broke = broke
         self.events = self._read(response_id)
 
     def __aiter__(self) -> UpstreamEvents:
@@ -134,7 +151,7 @@ class UpstreamEvents:
                         return
                     yield rewrite_id(payload, response_id)
         except httpx.HTTPError as err:  # the child went away mid-answer: an error event, recorded as the engine's
-            yield sse({"error": f"the engine's stream broke ({type(err).__name__}: {err})"})
+            yield sse({"error": await self.broke(f"its server's stream broke off ({type(err).__name__}: {err})")})
             return
         if data and "\n".join(data).strip() != "[DONE]":  # a last event without its blank line
             yield rewrite_id("\n".join(data), response_id)
@@ -157,12 +174,14 @@ class UpstreamEngine:
         self.timeout = timeout
         self.running: list[Running] = []
         self.client: httpx.AsyncClient | None = None
-        self.logs = Path(tempfile.mkdtemp(prefix=f"llm-recipes-{name}-"))
+        self.logs: Path | None = None  # made at the start: an engine refused before it starts leaves nothing
+        self.keep_logs = False  # set once an error line names a log
 
     def start(self) -> None:
         """Every child started side by side and answering `/health`; any that does not fails the start, and the
         others are stopped (no orphans)."""
         atexit.register(self.shutdown)  # a server that dies before its own shutdown still stops its children
+        self.logs = Path(tempfile.mkdtemp(prefix=f"llm-recipes-{self.name}-"))
         try:
             for index, child in enumerate(self.children):
                 port = free_port()
@@ -193,6 +212,7 @@ class UpstreamEngine:
                     names = ", ".join(running.child.versions)
                     code = running.process.poll()
                     if code is not None:
+                        self.keep_logs = True
                         raise UserError(
                             f"{names}: the {self.name} server stopped before it answered (exit {code}): "
                             f"{one_line(last_log_line(running.log))} (log: {running.log})"
@@ -204,6 +224,7 @@ class UpstreamEngine:
                         pass  # not listening yet
                 if waiting and time.monotonic() > deadline:
                     names = ", ".join(name for running in waiting for name in running.child.versions)
+                    self.keep_logs = True
                     raise UserError(
                         f"{names}: the {self.name} server did not answer within start_timeout ({self.timeout:g} s); "
                         f"its log: {waiting[0].log}"
@@ -214,7 +235,8 @@ class UpstreamEngine:
     async def chat(self, version: str, body: dict[str, Any], response_id: str) -> Any:
         """The child's answer: a JSONResponse, or a StreamingResponse of whole SSE events; its ids ours."""
         index, model = self.routes[version]
-        url = f"{self.running[index].url}/v1/chat/completions"
+        running = self.running[index]
+        url = f"{running.url}/v1/chat/completions"
         if self.client is None:  # made in the server's event loop, which it belongs to
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
             self.client = httpx.AsyncClient(trust_env=False, timeout=TIMEOUT, limits=limits)
@@ -222,12 +244,15 @@ class UpstreamEngine:
         try:
             response = await self.client.send(request, stream=True)
         except httpx.HTTPError as err:
-            raise EngineFailed(f"{version}: no answer from its server ({type(err).__name__}: {err})") from None
+            raise EngineFailed(
+                await self._why(version, running, f"no answer from its server ({type(err).__name__}: {err})")
+            ) from None
         if response.status_code >= 400 or not body.get("stream"):
             try:
                 await response.aread()
             except httpx.HTTPError as err:
-                raise EngineFailed(f"{version}: its server's answer broke off ({type(err).__name__})") from None
+                why = await self._why(version, running, f"its server's answer broke off ({type(err).__name__})")
+                raise EngineFailed(why) from None
             finally:
                 await response.aclose()
         if response.status_code >= 400:
@@ -236,7 +261,8 @@ class UpstreamEngine:
                 raise HTTPException(response.status_code, message)  # the request's fault, said as the child said it
             raise EngineFailed(f"{version}: its server answered {response.status_code}: {message}")
         if body.get("stream"):
-            return StreamingResponse(UpstreamEvents(response, response_id), media_type="text/event-stream")
+            broke = functools.partial(self._why, version, running)
+            return StreamingResponse(UpstreamEvents(response, response_id, broke), media_type="text/event-stream")
         try:
             completion = response.json()
         except ValueError:
@@ -244,19 +270,48 @@ class UpstreamEngine:
         completion["id"] = response_id
         return JSONResponse(completion)
 
+    async def _why(self, version: str, running: Running, what: str) -> str:
+        """Why a request to a child failed: the child's exit and last log line once it has stopped, else `what`."""
+        deadline = time.monotonic() + EXIT_SEEN_S
+        while (code := running.process.poll()) is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if code is None:
+            return f"{version}: {what}"
+        self.keep_logs = True
+        last = one_line(last_log_line(running.log))
+        return f"{version}: its server stopped ({exit_text(code)}): {last} (log: {running.log})"
+
     def shutdown(self) -> None:
-        """SIGTERM to each child's process group, SIGKILL to whatever is left after the grace period."""
+        """SIGTERM to each child's process group, SIGKILL to whatever is left after the grace period; the logs
+        removed when every child ended well (exit 0, or our SIGTERM), else kept and named. Runs twice (the app's
+        end, then atexit): the second has nothing to stop."""
         self.client = None  # its connections go with the children
-        for running in self.running:
+        stopping, self.running = self.running, []
+        for running in stopping:
             signal_group(running.process, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
-        for running in self.running:
+        for running in stopping:
             try:
                 running.process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
             signal_group(running.process, signal.SIGKILL)  # the child's own children too, whether it stopped or not
-        self.running = []
+            try:
+                running.process.wait(5)  # reaped: its exit is known
+            except subprocess.TimeoutExpired:
+                pass
+        for running in stopping:
+            code = running.process.returncode
+            if code not in (0, -signal.SIGTERM):
+                self.keep_logs = True
+                names = ", ".join(running.child.versions)
+                ended = "did not exit" if code is None else exit_text(code)
+                print(
+                    f"engine {self.name}: {names}: its server ended badly ({ended}); log kept: {running.log}",
+                    file=sys.stderr,
+                )
+        if self.logs is not None and not self.keep_logs:
+            shutil.rmtree(self.logs, ignore_errors=True)
 
 
 def signal_group(process: subprocess.Popen, signum: int) -> None:
