@@ -75,9 +75,9 @@ def connect(address: str | None) -> None:
     # until blocks reached that size (benchmarks/corpus_ray.py: 1.5x from 50k to 800k documents)
     if context.target_max_block_size == ray.data.context.DEFAULT_TARGET_MAX_BLOCK_SIZE:
         context.target_max_block_size = BLOCK_BYTES
-    # Parquet through Ray's first datasource unless RAY_DATA_USE_DATASOURCE_V2 says otherwise: the second one's
-    # footer-reader actors and scanners held ~3x the worker memory (USS 340 -> 951 MiB at 50k documents, growing
-    # with the corpus) and took ~30% more CPU for the same reads (benchmarks/corpus_ray.py)
+    # Parquet through Ray's first datasource unless RAY_DATA_USE_DATASOURCE_V2 says otherwise: with the second
+    # one's footer-reader actors and scanners a worker peaked at 951 (50k documents) to 1,592 MiB USS (800k), with
+    # the first at 433 to 996, and the 800k-document run took no longer (benchmarks/corpus_ray.py)
     if "RAY_DATA_USE_DATASOURCE_V2" not in os.environ:
         context.use_datasource_v2 = False
     context.enable_progress_bars = sys.stderr.isatty()
@@ -281,13 +281,14 @@ class ParquetCheckpoints(StepCheckpoints):
 
 
 def read_checkpoint(folder: Path) -> Any:
-    """A step's Parquet output read back lazily, one read task per file (files hold a block each): Ray's default
-    asks for 200 blocks and splits every file's output to get them, small blocks that made each later shuffle
-    slower."""
+    """A step's Parquet output read back lazily, in read tasks of ~BLOCK_BYTES of files each: Ray's default asks
+    for 200 blocks (splitting files to get them), and a task per file gave a 800k-document corpus thousands of
+    small blocks, each shuffle's cost and the driver's bookkeeping growing with their number."""
     import ray.data
 
-    files = sum(1 for _ in folder.glob("*.parquet"))
-    return ray.data.read_parquet(str(folder), override_num_blocks=max(1, files))
+    sizes = [path.stat().st_size for path in folder.glob("*.parquet")]
+    tasks = max(1, min(len(sizes), -(-sum(sizes) // BLOCK_BYTES)))
+    return ray.data.read_parquet(str(folder), override_num_blocks=tasks)
 
 
 # --------------------------------------------------------------------------------------------------------------
