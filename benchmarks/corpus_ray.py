@@ -70,10 +70,10 @@ ROWS = {
 # One run, in its own process: start the cluster, run the side, write a result json.
 
 
-def start_cluster(cpus_per_node: list[int]):
+def start_cluster(cpus_per_node: list[int], store_bytes: int = OBJECT_STORE_BYTES):
     from ray.cluster_utils import Cluster
 
-    store = OBJECT_STORE_BYTES // len(cpus_per_node)
+    store = store_bytes // len(cpus_per_node)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus_per_node[0], "object_store_memory": store})
     for cpus in cpus_per_node[1:]:
         cluster.add_node(num_cpus=cpus, object_store_memory=store)
@@ -123,7 +123,8 @@ def run_ours(corpus: Path, out: Path, engine: str, cpus: list[int], address: str
 def side_main(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     cpus = [int(n) for n in args.cpus.split(",")]
-    cluster = start_cluster(cpus) if args.side != "ours-datasets" else None
+    store_bytes = args.object_store_mib * 2**20
+    cluster = start_cluster(cpus, store_bytes) if args.side != "ours-datasets" else None
     try:
         (args.out / "started").write_text(str(os.getpid()))  # the sampler's clock starts here
         if args.side == "datatrove-ray":
@@ -196,7 +197,7 @@ class KindSampler(threading.Thread):
             self.stop.wait(SAMPLE_SECONDS)
 
 
-def measure(row: str, corpus: Path, run_dir: Path, datatrove_python: Path) -> dict:
+def measure(row: str, corpus: Path, run_dir: Path, datatrove_python: Path, store_mib: int) -> dict:
     side, cpus = ROWS[row]
     python = datatrove_python if side == "datatrove-ray" else Path(sys.executable)
     out, result_path, log_path = run_dir / "out", run_dir / "result.json", run_dir / "side.log"
@@ -206,6 +207,7 @@ def measure(row: str, corpus: Path, run_dir: Path, datatrove_python: Path) -> di
     env.pop("RAY_ADDRESS", None)
     command = [str(python), str(Path(__file__).resolve()), "--side", side, "--corpus", str(corpus)]
     command += ["--out", str(out), "--result", str(result_path), "--cpus", ",".join(map(str, cpus))]
+    command += ["--object-store-mib", str(store_mib)]
     driver_names = ("clean-corpus", "clean_corpus") if side != "datatrove-ray" else ()
     with open(log_path, "w") as log:
         child = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
@@ -309,7 +311,7 @@ def runner_main(args: argparse.Namespace) -> None:
         record.setdefault("corpora", {})[docs] = manifest
         run_dir = Path(tempfile.mkdtemp(prefix=row.replace(" ", "_") + "-", dir=runs_root))
         try:
-            result = measure(row, corpus, run_dir, args.datatrove_python)
+            result = measure(row, corpus, run_dir, args.datatrove_python, args.object_store_mib)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
         print(
@@ -339,7 +341,8 @@ def report(record: dict) -> str:
         lines += ["", f"scaling (medians; MiB are peaks of any one process of that kind; load now {load[0]:.2f})"]
         lines += [scaling_table(record["scaling"]), *ratio_lines(record["scaling"])]
     if record["memory"]:
-        lines += ["", "memory as the corpus grows (ray 1x2, one run each; MiB)"]
+        store = int(record["args"].get("object_store_mib", OBJECT_STORE_BYTES // 2**20))
+        lines += ["", f"memory as the corpus grows (ray 1x2, one run each; MiB; object store {store:,} MiB)"]
         lines += memory_table({int(docs): result for docs, result in record["memory"].items()})
     return "\n".join(lines)
 
@@ -350,6 +353,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), help="scaling rows to run (default: all)")
     parser.add_argument("--memory-docs", type=int, nargs="*", default=[50_000, 200_000, 800_000])
+    parser.add_argument(
+        "--object-store-mib",
+        type=int,
+        default=OBJECT_STORE_BYTES // 2**20,
+        help="object store of each run's cluster, split over its nodes (past it Ray spills to disk)",
+    )
     parser.add_argument("--work-dir", type=Path, default=HERE / ".work")
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--datatrove-python", type=Path, default=DEFAULT_DATATROVE_PYTHON)
