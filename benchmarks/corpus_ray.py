@@ -18,7 +18,10 @@ with datatrove's defaults: word 5-grams, 14 bands x 8 rows) on a fresh local Ray
 Then the memory runs: `ray 1x2` on 50k, 200k and 800k documents. A sampler outside the run reads every process of
 the run's tree every SAMPLE_SECONDS: Ray workers (`ray::` process titles), the driver (the process running the
 pipeline) and Ray's own services, and keeps each one's peak RSS and USS (USS: pages only that process holds;
-RSS also counts the object store pages a worker maps, which Ray holds in shared memory).
+RSS also counts the object store pages a worker maps, which Ray holds in shared memory), and for workers their USS
+outside the object store: a worker that writes an object is the only process mapping its store pages, so its USS
+counts them too (with a 4 GiB store instead of 1.5 GiB, one 800k-document run's worker USS went from ~1,000 to
+3,204 MiB).
 
 End-to-end docs/s (not `corpus_speed.py`'s docs/s, which leaves out interpreter start-up) is documents in /
 seconds of the stage's process (for ours: the `llm-recipes` command from start to exit,
@@ -36,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -56,6 +60,7 @@ OBJECT_STORE_BYTES = 1536 * 2**20  # per cluster, split over its nodes; past it 
 TARGET_VS_DATATROVE = 2.0
 TARGET_MEMORY_GROWTH = 1.25
 DOCS_PER_FILE = 3125  # make_corpus's 50k documents in 16 files
+MAPPING = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")
 # row -> (side, CPUs per node)
 ROWS = {
     "ray 1x2": ("ours-ray", [2]),
@@ -161,7 +166,7 @@ class KindSampler(threading.Thread):
 
         self.psutil, self.root, self.driver_names = psutil, psutil.Process(pid), driver_names
         self.stop = threading.Event()
-        self.peak = {kind: {"rss": 0, "uss": 0} for kind in ("worker", "driver", "ray services")}
+        self.peak = {kind: {"rss": 0, "uss": 0, "own": 0} for kind in ("worker", "driver", "ray services")}
         self.peak_rss_sum, self.cpu, self.workers_seen = 0, {}, set()
 
     def kind_of(self, proc) -> str:
@@ -189,12 +194,31 @@ class KindSampler(threading.Thread):
                 if info.uss > peak["uss"]:
                     peak["uss"], peak["uss title"] = info.uss, " ".join(proc.cmdline())[:80]
                 peak["rss"] = max(peak["rss"], info.rss)
+                if kind == "worker":
+                    try:
+                        peak["own"] = max(peak["own"], uss_outside_object_store(proc.pid))
+                    except OSError:
+                        pass  # the worker exited between the two reads
                 total += info.rss
                 self.cpu[proc.pid] = times.user + times.system
                 if kind == "worker":
                     self.workers_seen.add(proc.pid)
             self.peak_rss_sum = max(self.peak_rss_sum, total)
             self.stop.wait(SAMPLE_SECONDS)
+
+
+def uss_outside_object_store(pid: int) -> int:
+    """A process's private bytes less the object store's pages it maps: a worker that writes an object into Ray's
+    shared-memory store (`/dev/shm/plasma...`) is the only process mapping those pages, so USS counts them as its
+    own, though the store's size, not the worker, bounds them."""
+    private, in_store = 0, False
+    with open(f"/proc/{pid}/smaps", encoding="utf-8", errors="replace") as smaps:
+        for line in smaps:
+            if MAPPING.match(line):
+                in_store = "/dev/shm/plasma" in line
+            elif not in_store and line.startswith(("Private_Clean:", "Private_Dirty:")):
+                private += int(line.split()[1]) * 1024
+    return private
 
 
 def measure(row: str, corpus: Path, run_dir: Path, datatrove_python: Path, store_mib: int) -> dict:
@@ -226,6 +250,7 @@ def measure(row: str, corpus: Path, run_dir: Path, datatrove_python: Path, store
     mib = 2**20
     for kind, peak in sampler.peak.items():
         result[f"{kind} rss"], result[f"{kind} uss"] = peak["rss"] / mib, peak["uss"] / mib
+        result[f"{kind} uss outside object store"] = peak["own"] / mib
         result[f"{kind} peak uss process"] = peak.get("uss title", "")
     result["rss sum"], result["cpu seconds"] = sampler.peak_rss_sum / mib, sum(sampler.cpu.values())
     result["workers seen"] = len(sampler.workers_seen)
@@ -272,18 +297,20 @@ def ratio_lines(results: dict[str, list[dict]]) -> list[str]:
 
 
 def memory_table(results: dict[int, dict]) -> list[str]:
-    header = ["docs", "process s", "end-to-end docs/s", "worker RSS", "worker USS", "driver RSS", "driver USS"]
-    header += ["Ray services RSS"]
+    header = ["docs", "process s", "end-to-end docs/s", "worker RSS", "worker USS", "worker USS outside store"]
+    header += ["driver RSS", "driver USS", "Ray services RSS"]
     rows = [
         [f"{docs:,}", f"{r['seconds']:.1f}", f"{r['docs/s']:,.0f}", f"{r['worker rss']:,.0f}"]
-        + [f"{r['worker uss']:,.0f}", f"{r['driver rss']:,.0f}", f"{r['driver uss']:,.0f}"]
+        + [f"{r['worker uss']:,.0f}", f"{r.get('worker uss outside object store', 0):,.0f}"]
+        + [f"{r['driver rss']:,.0f}", f"{r['driver uss']:,.0f}"]
         + [f"{r['ray services rss']:,.0f}"]
         for docs, r in sorted(results.items())
     ]
     lines = [format_table(header, rows)]
     if len(results) > 1:
         smallest, largest = results[min(results)], results[max(results)]
-        growth = {key: largest[key] / smallest[key] for key in ("worker rss", "worker uss", "driver rss", "driver uss")}
+        keys = ("worker rss", "worker uss", "worker uss outside object store", "driver rss", "driver uss")
+        growth = {key: largest[key] / smallest[key] for key in keys if smallest.get(key) and key in largest}
         lines.append(
             f"  {max(results):,} / {min(results):,} documents: "
             + ", ".join(f"{key} {value:.2f}x" for key, value in growth.items())
