@@ -196,9 +196,11 @@ class KindSampler(threading.Thread):
                 peak["rss"] = max(peak["rss"], info.rss)
                 if kind == "worker":
                     try:
-                        peak["own"] = max(peak["own"], uss_outside_object_store(proc.pid))
+                        own = uss_outside_object_store(proc.pid)
                     except OSError:
-                        pass  # the worker exited between the two reads
+                        own = 0  # the worker exited between the two reads
+                    if own > peak["own"]:
+                        peak["own"], peak["own title"] = own, " ".join(proc.cmdline())[:80]
                 total += info.rss
                 self.cpu[proc.pid] = times.user + times.system
                 if kind == "worker":
@@ -252,6 +254,7 @@ def measure(row: str, corpus: Path, run_dir: Path, datatrove_python: Path, store
         result[f"{kind} rss"], result[f"{kind} uss"] = peak["rss"] / mib, peak["uss"] / mib
         result[f"{kind} uss outside object store"] = peak["own"] / mib
         result[f"{kind} peak uss process"] = peak.get("uss title", "")
+        result[f"{kind} peak uss outside object store process"] = peak.get("own title", "")
     result["rss sum"], result["cpu seconds"] = sampler.peak_rss_sum / mib, sum(sampler.cpu.values())
     result["workers seen"] = len(sampler.workers_seen)
     result["docs/s"] = result["docs_in"] / result["seconds"]
@@ -307,6 +310,9 @@ def memory_table(results: dict[int, dict]) -> list[str]:
         for docs, r in sorted(results.items())
     ]
     lines = [format_table(header, rows)]
+    peaks = [(docs, r.get("worker peak uss outside object store process")) for docs, r in sorted(results.items())]
+    if any(task for _, task in peaks):
+        lines.append("  the task at a worker's peak outside the store: " + "; ".join(f"{d:,}: {t}" for d, t in peaks))
     if len(results) > 1:
         smallest, largest = results[min(results)], results[max(results)]
         keys = ("worker rss", "worker uss", "worker uss outside object store", "driver rss", "driver uss")

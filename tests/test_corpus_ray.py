@@ -35,6 +35,12 @@ def keep_after_one_crash(text):
         open(MARKER, "w").close()
         os._exit(1)
     return True
+
+
+def keep_noting_allocator(text):
+    with open(os.environ["RAY_TEST_ALLOCATOR_NOTE"], "w") as note:
+        note.write(os.environ.get("MIMALLOC_PURGE_DELAY", "unset"))
+    return True
 """
 VERIFY_STEPS = [
     {"normalize": "web"},
@@ -50,10 +56,12 @@ def ray_cluster(tmp_path_factory):
     """Two Ray nodes of one CPU each on this machine; the fault filter's module importable by their workers."""
     helpers = tmp_path_factory.mktemp("ray_helpers")
     (helpers / "ray_fault_filter.py").write_text(FAULT_MODULE, encoding="utf-8")
-    saved = {key: os.environ.get(key) for key in ("PYTHONPATH", "RAY_TEST_FAULT_MARKER", "RAY_USAGE_STATS_ENABLED")}
+    names = ("PYTHONPATH", "RAY_TEST_FAULT_MARKER", "RAY_TEST_ALLOCATOR_NOTE", "RAY_USAGE_STATS_ENABLED")
+    saved = {key: os.environ.get(key) for key in names}
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # nothing leaves this machine
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(helpers), saved["PYTHONPATH"]]))
     os.environ["RAY_TEST_FAULT_MARKER"] = str(helpers / "crashed")
+    os.environ["RAY_TEST_ALLOCATOR_NOTE"] = str(helpers / "allocator")
     sys.path.insert(0, str(helpers))
     from ray.cluster_utils import Cluster
 
@@ -186,6 +194,27 @@ def test_worker_killed_mid_step_is_retried(tmp_path, ray_cluster, c4_copies):
     assert_same_report(ours, single)
     assert ours["read"]["documents"] == 200 and ours["steps"][0]["docs_out"] == 200
     assert kept_ids(tmp_path / "ray") == kept_ids(tmp_path / "datasets")
+
+
+@pytest.mark.parametrize(("driver_setting", "worker_setting"), [(None, "0"), ("25", "25")])
+def test_workers_hand_freed_memory_back(tmp_path, ray_cluster, c4_copies, driver_setting, worker_setting):
+    """clean-corpus starts its workers with Arrow's allocator returning freed pages at once (what kept a worker's
+    peak flat as the corpus grew), unless the driver's environment says otherwise; the cluster itself lacks it."""
+    note = os.environ["RAY_TEST_ALLOCATOR_NOTE"]
+    if os.path.exists(note):
+        os.remove(note)
+    steps = [{"callable": {"fn": "ray_fault_filter:keep_noting_allocator"}}]
+    config = {"input_paths": c4_copies, "steps": steps, "max_documents": 20, "output_dir": str(tmp_path / "ray")}
+    path = write_yaml(tmp_path / "ray.yaml", config)
+    env = {key: value for key, value in os.environ.items() if key != "MIMALLOC_PURGE_DELAY"}
+    if driver_setting is not None:
+        env["MIMALLOC_PURGE_DELAY"] = driver_setting
+    command = [str(PROJECT / ".venv" / "bin" / "llm-recipes"), "clean-corpus", "--config", str(path)]
+    command += ["--engine", "ray", "--ray_address", ray_cluster.address]
+    subprocess.run(command, cwd=PROJECT, env=env, check=True, capture_output=True, timeout=300)
+    with open(note, encoding="utf-8") as written:
+        assert written.read() == worker_setting
+    assert pq.read_table(str(tmp_path / "ray" / "data")).num_rows == 20
 
 
 @pytest.mark.parametrize(
