@@ -200,7 +200,7 @@ class KindSampler(threading.Thread):
                     except OSError:
                         own = 0  # the worker exited between the two reads
                     if own > peak["own"]:
-                        peak["own"], peak["own title"] = own, " ".join(proc.cmdline())[:80]
+                        peak["own"], peak["own title"] = own, " ".join(proc.cmdline()).strip()[:80]
                 total += info.rss
                 self.cpu[proc.pid] = times.user + times.system
                 if kind == "worker":
@@ -310,7 +310,8 @@ def memory_table(results: dict[int, dict]) -> list[str]:
         for docs, r in sorted(results.items())
     ]
     lines = [format_table(header, rows)]
-    peaks = [(docs, r.get("worker peak uss outside object store process")) for docs, r in sorted(results.items())]
+    peaks = [(docs, r.get("worker peak uss outside object store process", "").strip()) for docs, r in results.items()]
+    peaks.sort()
     if any(task for _, task in peaks):
         lines.append("  the task at a worker's peak outside the store: " + "; ".join(f"{d:,}: {t}" for d, t in peaks))
     if len(results) > 1:
