@@ -198,8 +198,8 @@ def test_worker_killed_mid_step_is_retried(tmp_path, ray_cluster, c4_copies):
 
 @pytest.mark.parametrize(("driver_setting", "worker_setting"), [(None, "0"), ("25", "25")])
 def test_workers_hand_freed_memory_back(tmp_path, ray_cluster, c4_copies, driver_setting, worker_setting):
-    """clean-corpus starts its workers with Arrow's allocator returning freed pages at once (what kept a worker's
-    peak flat as the corpus grew), unless the driver's environment says otherwise; the cluster itself lacks it."""
+    """clean-corpus starts its workers with Arrow's allocator returning freed pages at once (what lowered a worker's
+    peak at every corpus size), unless the driver's environment says otherwise; the cluster itself lacks it."""
     note = os.environ["RAY_TEST_ALLOCATOR_NOTE"]
     if os.path.exists(note):
         os.remove(note)
